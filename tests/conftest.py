@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny data made on the fly (no downloads)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from risclip.data.synthref import SynthRefConfig, generate
+
+TINY_SYNTHREF = SynthRefConfig(images=40, seed=3, size=64)
+
+
+@pytest.fixture(scope="session")
+def synthref_root(tmp_path_factory) -> Path:
+    """A 40-image, 64 px SynthRef written once per test session."""
+    root = tmp_path_factory.mktemp("synthref")
+    generate(root, TINY_SYNTHREF, progress=False)
+    return root
+
+
+def write_refcoco_like(root: Path, dataset: str = "refcoco", split_by: str = "unc") -> Path:
+    """A two-image dataset in the refer layout, with a polygon and an RLE annotation; returns image_root."""
+    image_root = root / "train2014"
+    image_root.mkdir(parents=True, exist_ok=True)
+    ds = root / dataset
+    ds.mkdir(parents=True, exist_ok=True)
+    images = [
+        {"id": 1, "file_name": "COCO_train2014_000000000001.jpg", "height": 20, "width": 30},
+        {"id": 2, "file_name": "COCO_train2014_000000000002.jpg", "height": 16, "width": 16},
+    ]
+    for img in images:
+        Image.fromarray(np.full((img["height"], img["width"], 3), 128, np.uint8)).save(image_root / img["file_name"])
+    # ann 10: the rectangle x in [5, 15), y in [2, 12) as a polygon
+    poly = [[5, 2, 15, 2, 15, 12, 5, 12]]
+    # ann 11: an uncompressed RLE, column-major runs over a 16x16 image: 32 zeros, 16 ones (column 2), rest zeros
+    rle = {"size": [16, 16], "counts": [32, 16, 256 - 48]}
+    annotations = [
+        {"id": 10, "image_id": 1, "category_id": 1, "segmentation": poly, "area": 100.0,
+         "bbox": [5, 2, 10, 10], "iscrowd": 0},
+        {"id": 11, "image_id": 2, "category_id": 1, "segmentation": rle, "area": 16.0,
+         "bbox": [2, 0, 1, 16], "iscrowd": 1},
+    ]
+    with open(ds / "instances.json", "w") as f:
+        json.dump({"images": images, "annotations": annotations,
+                   "categories": [{"id": 1, "name": "thing"}]}, f)
+
+    def sent(i: int, text: str) -> dict:
+        return {"raw": text, "sent": text, "tokens": text.split(), "sent_id": i}
+
+    refs = [
+        {"ref_id": 1, "ann_id": 10, "image_id": 1, "file_name": "COCO_train2014_000000000001_10.jpg",
+         "split": "train", "category_id": 1, "sent_ids": [1, 2],
+         "sentences": [sent(1, "the grey box"), sent(2, "box on the left")]},
+        {"ref_id": 2, "ann_id": 11, "image_id": 2, "file_name": "COCO_train2014_000000000002_11.jpg",
+         "split": "testA", "category_id": 1, "sent_ids": [3], "sentences": [sent(3, "the thin stripe")]},
+    ]
+    with open(ds / f"refs({split_by}).p", "wb") as f:
+        pickle.dump(refs, f, protocol=2)
+    return image_root
+
+
+@pytest.fixture()
+def refcoco_root(tmp_path) -> tuple[Path, Path]:
+    return tmp_path, write_refcoco_like(tmp_path)
