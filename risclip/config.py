@@ -1,0 +1,210 @@
+"""Typed configuration: component flags, model, data and training settings.
+
+Every choice the paper leaves open is a field here, documented where it is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COMPONENT_NAMES: tuple[str, ...] = ("value", "adapters", "cfe", "ske", "decoder")
+
+
+@dataclass(frozen=True)
+class Components:
+    """One flag per RISCLIP component (DESIGN.md's ladder).
+
+    ``value``: MaskCLIP value-token grounding in the last vision block (off: ordinary tokens);
+    ``adapters``: bottleneck adapters in every block of both encoders; ``cfe``: cross-modal feature
+    extraction; ``ske``: shared-space knowledge exploitation; ``decoder``: LAVT-style pixel decoder.
+    """
+
+    value: bool = True
+    adapters: bool = False
+    cfe: bool = False
+    ske: bool = False
+    decoder: bool = False
+
+    @classmethod
+    def from_names(cls, names: str | list[str] | tuple[str, ...]) -> Components:
+        """``"adapters,cfe"`` -> value + adapters + CFE. Value-token grounding is on unless ``-value``
+        (or ``novalue``) switches it off, as in every rung of the paper. ``"none"`` is rung 0,
+        ``"all"`` every component. Unknown names raise a ValueError listing the valid ones."""
+        if isinstance(names, str):
+            parts = [p.strip().lower() for p in names.replace("+", ",").split(",")]
+        else:
+            parts = [str(p).strip().lower() for p in names]
+        parts = [p for p in parts if p]
+        flags = {n: False for n in COMPONENT_NAMES}
+        flags["value"] = True
+        for p in parts:
+            if p in ("none", "rung0", "zero-shot"):
+                continue
+            if p == "all":
+                flags.update({n: True for n in COMPONENT_NAMES})
+            elif p in COMPONENT_NAMES:
+                flags[p] = True
+            elif p in ("-value", "novalue", "no-value"):
+                flags["value"] = False
+            else:
+                valid = ", ".join(COMPONENT_NAMES + ("none", "all", "-value"))
+                raise ValueError(f"unknown component '{p}'; valid names: {valid}")
+        return cls(**flags)
+
+    def names(self) -> list[str]:
+        return [n for n in COMPONENT_NAMES if getattr(self, n)]
+
+    @property
+    def trains_patch_level(self) -> bool:
+        """Stage 1 has something to train (adapters, CFE or SKE)."""
+        return self.adapters or self.cfe or self.ske
+
+    @property
+    def trains_anything(self) -> bool:
+        return self.trains_patch_level or self.decoder
+
+    def __str__(self) -> str:
+        on = [n for n in COMPONENT_NAMES if n != "value" and getattr(self, n)]
+        head = "value" if self.value else "plain-tokens"
+        return "+".join([head, *on])
+
+    @classmethod
+    def all_combinations(cls) -> list[Components]:
+        """All 32 flag combinations, rung order first."""
+        combos = [cls(*bits) for bits in itertools.product((True, False), repeat=len(COMPONENT_NAMES))]
+        return sorted(combos, key=lambda c: (not c.value, len(c.names()), [not getattr(c, n) for n in COMPONENT_NAMES]))
+
+
+# The paper's five cumulative rungs (DESIGN.md), defined once.
+LADDER: tuple[Components, ...] = (
+    Components.from_names("none"),
+    Components.from_names("adapters"),
+    Components.from_names("adapters,cfe"),
+    Components.from_names("adapters,cfe,ske"),
+    Components.from_names("adapters,cfe,ske,decoder"),
+)
+
+# mIoU the paper reports for each rung (RefCOCOg-UMD test, CLIP ViT-B/16); None where it gives none here.
+PAPER_MIOU: dict[str, float | None] = {
+    str(LADDER[0]): 23.86,
+    str(LADDER[1]): 48.29,
+    str(LADDER[2]): 60.58,
+    str(LADDER[3]): None,
+    str(LADDER[4]): None,
+}
+
+
+def _stable_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class _Hashable:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    def config_hash(self) -> str:
+        """A short hash of every field; stable across processes and Python versions."""
+        return _stable_hash(self.to_dict())
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Hashable):
+    """The RISCLIP model: backbone, components and every component's sizes.
+
+    ``clip_model`` is any open_clip ViT name (``ViT-B-16``, ``ViT-L-14``, ...) or one of ours
+    (``RIS-Tiny``: a small CPU backbone). ``pretrained`` is an open_clip tag, a local checkpoint
+    path, or None for random weights.
+    """
+
+    components: Components = field(default_factory=Components)
+    clip_model: str = "ViT-B-16"
+    pretrained: str | None = None
+    image_size: int = 416  # paper-scale input; tiny() uses 96
+    context_length: int = 77
+    # value-token grounding (MaskCLIP): drop the last block's residual and MLP on the value path
+    value_residual: bool = False
+    value_mlp: bool = False
+    # zero-shot binarisation of the min-max-normalised map (paper silent; choose tau on val only)
+    tau: float = 0.5
+    # learned affine on the cosine patch map, m = scale * cos + bias (paper silent)
+    map_scale_init: float = 10.0
+    map_bias_init: float = -2.5
+    # adapters
+    adapter_dim: int = 64
+    adapter_dropout: float = 0.0
+    # CFE
+    cfe_dim: int = 256
+    cfe_heads: int = 8
+    cfe_layers: tuple[int, ...] | None = None  # fusion points (None: all)
+    cfe_norm: bool = True  # LayerNorm before the projections into the shared width (not in eqs. 1-3)
+    # SKE
+    ske_layers: tuple[int, ...] | None = None  # vision blocks whose shared-space maps are used (None: last 3)
+    ske_dim: int = 64
+    # decoder
+    decoder_dims: tuple[int, int, int, int] = (256, 128, 64, 32)  # widths of D_4, D_3, D_2, D_1
+    decoder_layers: tuple[int, int, int, int] | None = None  # vision blocks giving v_1..v_4 (None: evenly spaced)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> ModelConfig:
+        """The small CPU backbone used by tests and the SynthRef ladder (RIS-Tiny, 96 px, 12x12 patches)."""
+        base = dict(clip_model="RIS-Tiny", image_size=96, context_length=24, adapter_dim=32, cfe_dim=64,
+                    cfe_heads=4, ske_dim=32, decoder_dims=(64, 48, 32, 16))
+        base.update(overrides)
+        if isinstance(base.get("components"), str):
+            base["components"] = Components.from_names(base["components"])
+        return cls(**base)
+
+    def with_components(self, components: Components | str) -> ModelConfig:
+        if isinstance(components, str):
+            components = Components.from_names(components)
+        return dataclasses.replace(self, components=components)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Hashable):
+    """Where the refer-layout data lives and which splits to use (defaults: SynthRef)."""
+
+    data_root: str = "data/synthref"
+    dataset: str = "synthref"
+    split_by: str = "synth"
+    image_root: str | None = None  # None: <data_root>/images
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+    def images_dir(self) -> Path:
+        return Path(self.image_root) if self.image_root else Path(self.data_root) / "images"
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Hashable):
+    """Two-stage training (stage 1: adapters, CFE, SKE at the patch level; stage 2: the decoder)."""
+
+    seed: int = 0
+    stage1_epochs: int = 4
+    stage2_epochs: int = 2
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 1e-3
+    decoder_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1  # linear warm-up over this share of steps, then cosine to zero
+    grad_clip: float = 1.0
+    dice_weight: float = 1.0
+    focal_weight: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    patch_target: str = "area"  # stage-1 target: "area" (share of pixels per patch) or "nearest"
+    amp: bool = True  # bf16 autocast, only on CUDA
+    device: str = "auto"
+    num_workers: int = 0
+    progress: bool | None = None  # None: bars only on a terminal

@@ -1,0 +1,202 @@
+"""RISCLIP: a frozen open_clip CLIP with the components that :class:`~risclip.config.Components` names.
+
+Forward pass (DESIGN.md, "Data flow"): both encoders run block by block in lockstep; adapters sit
+inside every block; CFE acts at the fusion points in ``cfe_layers``; the last vision block takes the
+value path when ``value`` is on; patch embeddings and the sentence embedding meet by cosine in the
+shared space to give the patch map; SKE refines it; the decoder (or a bilinear upsampling) gives
+pixel logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import backbone as bb
+from .adapters import encoder_adapters
+from .cfe import CrossModalFusion, fusion_points
+from .config import ModelConfig
+from .decoder import LAVTDecoder
+from .grounding import patch_cosine, zero_shot_mask
+from .ske import SharedSpaceKnowledge
+
+
+@dataclass
+class RISOutput:
+    patch_logits: torch.Tensor  # (B, h, w)
+    mask_logits: torch.Tensor  # (B, H, W)
+    patch_cosine: torch.Tensor  # (B, h, w), the raw shared-space cosine map (before scale, bias and SKE)
+
+
+def evenly_spaced(layers: int, k: int = 4) -> tuple[int, ...]:
+    """k block indices spread over ``layers`` blocks, ending at the last (12 -> 2, 5, 8, 11)."""
+    return tuple(round((i + 1) * layers / k) - 1 for i in range(k))
+
+
+class RISCLIP(nn.Module):
+    def __init__(self, cfg: ModelConfig, clip: open_clip.CLIP) -> None:
+        super().__init__()
+        self.cfg = cfg
+        comp = cfg.components
+        self.clip = clip
+        self.clip.requires_grad_(False)
+        self.clip.eval()
+        visual = clip.visual
+        self.vision_layers = len(visual.transformer.resblocks)
+        self.text_layers = len(clip.transformer.resblocks)
+        self.vision_width = visual.conv1.out_channels
+        self.text_width = clip.token_embedding.embedding_dim
+        self.embed_dim = visual.proj.shape[1] if visual.proj is not None else self.vision_width
+        self.grid = tuple(visual.grid_size)
+
+        # learned affine of the patch map; trained in stage 1 together with the patch-level components
+        self.map_log_scale = nn.Parameter(torch.tensor(math.log(cfg.map_scale_init)))
+        self.map_bias = nn.Parameter(torch.tensor(float(cfg.map_bias_init)))
+
+        self.vision_adapters = self.text_adapters = None
+        if comp.adapters:
+            self.vision_adapters = encoder_adapters(self.vision_layers, self.vision_width, cfg.adapter_dim,
+                                                    cfg.adapter_dropout, last_mlp=not comp.value or cfg.value_mlp)
+            self.text_adapters = encoder_adapters(self.text_layers, self.text_width, cfg.adapter_dim,
+                                                  cfg.adapter_dropout)
+
+        self.points = fusion_points(self.vision_layers, self.text_layers)
+        self.cfe = None
+        if comp.cfe:
+            chosen = range(len(self.points)) if cfg.cfe_layers is None else cfg.cfe_layers
+            bad = [i for i in chosen if not 0 <= i < len(self.points)]
+            if bad:
+                raise ValueError(f"cfe_layers {bad} out of range: this backbone has {len(self.points)} fusion points")
+            self.cfe = nn.ModuleDict({
+                str(i): CrossModalFusion(self.vision_width, self.text_width, cfg.cfe_dim, cfg.cfe_heads, cfg.cfe_norm)
+                for i in chosen
+            })
+
+        self.ske_layers = cfg.ske_layers if cfg.ske_layers is not None else tuple(
+            range(max(0, self.vision_layers - 3), self.vision_layers))
+        self.ske = SharedSpaceKnowledge(len(self.ske_layers), self.embed_dim, cfg.ske_dim) if comp.ske else None
+
+        self.decoder_layers = cfg.decoder_layers or evenly_spaced(self.vision_layers)
+        self.decoder = LAVTDecoder(self.vision_width, cfg.decoder_dims) if comp.decoder else None
+        for idx in (*self.ske_layers, *self.decoder_layers):
+            if not 0 <= idx < self.vision_layers:
+                raise ValueError(f"block index {idx} out of range for a {self.vision_layers}-block vision tower")
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> RISCLIP:
+        return cls(cfg, bb.create_clip(cfg.clip_model, cfg.pretrained, cfg.image_size))
+
+    # ----------------------------------------------------------------------------------------- stages
+    @property
+    def zero_shot(self) -> bool:
+        """Nothing is trained: masks come from min-max-normalised cosine maps thresholded at tau."""
+        return not self.cfg.components.trains_anything
+
+    def stage_modules(self, stage: int) -> list[nn.Module]:
+        mods = [self.vision_adapters, self.text_adapters, self.cfe, self.ske] if stage == 1 else [self.decoder]
+        return [m for m in mods if m is not None]
+
+    def stage_parameters(self, stage: int) -> list[nn.Parameter]:
+        """Parameters trained in ``stage`` (1: adapters, CFE, SKE and the map affine; 2: decoder)."""
+        params = [p for m in self.stage_modules(stage) for p in m.parameters()]
+        if stage == 1 and params:
+            params += [self.map_log_scale, self.map_bias]
+        return params
+
+    def set_stage(self, stage: int | None) -> None:
+        """Freeze everything but ``stage``'s parameters (None: freeze all, e.g. for evaluation)."""
+        self.requires_grad_(False)
+        self.eval()
+        if stage is not None:
+            for p in self.stage_parameters(stage):
+                p.requires_grad_(True)
+            for m in self.stage_modules(stage):
+                m.train()
+
+    def component_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every weight and buffer except the frozen CLIP's (what checkpoints store)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("clip.")}
+
+    def load_component_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("clip.")]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not fit this variant: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    # ---------------------------------------------------------------------------------------- forward
+    def encode(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """Run both towers; returns the vision tokens after every block {index: (B, 1+N, Dv)} (the last
+        one from the value path when it is on) and the final text tokens (B, T, Dt)."""
+        comp = self.cfg.components
+        v = bb.vision_embed(self.clip, images)
+        t, text_mask = bb.text_embed(self.clip, tokens)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        padding = positions[None, :] > bb.eos_index(tokens)[:, None]
+        v_blocks, t_blocks = self.clip.visual.transformer.resblocks, self.clip.transformer.resblocks
+        vision_out: dict[int, torch.Tensor] = {}
+        next_v = next_t = 0
+        for point, (lv, lt) in enumerate(self.points):
+            while next_v <= lv:
+                adapters = self.vision_adapters[next_v] if self.vision_adapters is not None else None
+                if next_v == self.vision_layers - 1 and comp.value:
+                    v = bb.value_block_forward(v_blocks[next_v], v, adapters, self.cfg.value_residual, self.cfg.value_mlp)
+                else:
+                    v = bb.block_forward(v_blocks[next_v], v, None, adapters)
+                vision_out[next_v] = v
+                next_v += 1
+            while next_t <= lt:
+                adapters = self.text_adapters[next_t] if self.text_adapters is not None else None
+                t = bb.block_forward(t_blocks[next_t], t, text_mask, adapters)
+                next_t += 1
+            if self.cfe is not None and str(point) in self.cfe:
+                v, t = self.cfe[str(point)](v, t, padding)
+                vision_out[lv] = v
+        return vision_out, t
+
+    def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1+N, C) -> (B, C, h, w), dropping the class token."""
+        b, _, c = tokens.shape
+        return tokens[:, 1:].transpose(1, 2).reshape(b, c, *self.grid)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> RISOutput:
+        vision_out, text_tokens = self.encode(images, tokens)
+        b = images.shape[0]
+        h, w = self.grid
+        sentence = bb.sentence_embedding(self.clip, text_tokens, tokens)  # (B, E)
+        patch = bb.to_shared_space(self.clip, vision_out[self.vision_layers - 1][:, 1:])  # (B, N, E)
+        cos = patch_cosine(patch, sentence).view(b, h, w)
+        logits = self.map_log_scale.exp() * cos + self.map_bias
+        if self.ske is not None:
+            s = F.normalize(sentence.float(), dim=-1)
+            maps = torch.stack([
+                patch_cosine(bb.to_shared_space(self.clip, vision_out[i][:, 1:]), sentence).view(b, h, w)
+                for i in self.ske_layers], dim=1)
+            p = F.normalize(patch.float(), dim=-1).transpose(1, 2).reshape(b, -1, h, w)
+            logits = self.ske(maps, p, s, logits)
+        out_size = tuple(images.shape[-2:])
+        if self.decoder is not None:
+            feats = [self._grid(vision_out[i]) for i in self.decoder_layers]
+            mask_logits = self.decoder(feats, logits, out_size)
+        else:
+            mask_logits = F.interpolate(logits[:, None], size=out_size, mode="bilinear", align_corners=False)[:, 0]
+        return RISOutput(patch_logits=logits, mask_logits=mask_logits, patch_cosine=cos)
+
+    # ------------------------------------------------------------------------------------- prediction
+    @torch.no_grad()
+    def binarise(self, out: RISOutput, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Boolean masks at each image's original (h, w): sigmoid > 0.5 of the pixel logits resized
+        bilinearly, or, for a variant with nothing trained, the zero-shot rule of :mod:`risclip.grounding`."""
+        masks = []
+        for i, size in enumerate(sizes):
+            if self.zero_shot:
+                masks.append(zero_shot_mask(out.patch_cosine[i], size, self.cfg.tau))
+            else:
+                up = F.interpolate(out.mask_logits[i][None, None].float(), size=size, mode="bilinear",
+                                   align_corners=False)
+                masks.append(up[0, 0] > 0)
+        return masks

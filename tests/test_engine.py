@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from risclip import engine
+from risclip.config import DataConfig, ModelConfig, TrainConfig
+from risclip.engine import NonFiniteLossError, checkpoint_path, patch_target, run_variant, warmup_cosine
+from risclip.losses import dice_focal_loss, dice_loss, focal_loss
+
+FAST = dict(stage1_epochs=2, stage2_epochs=1, batch_size=8, eval_batch_size=16, progress=False, lr=3e-3)
+
+
+@pytest.fixture()
+def data(synthref_root):
+    return DataConfig(data_root=str(synthref_root), max_train_samples=16, max_eval_samples=12)
+
+
+def test_losses():
+    target = torch.zeros(2, 8, 8)
+    target[:, 2:5, 2:5] = 1
+    good = (target * 2 - 1) * 20
+    bad = -good
+    assert dice_loss(good, target) < 0.01 < 0.9 < dice_loss(bad, target)
+    assert focal_loss(good, target) < 1e-6 < focal_loss(bad, target)
+    assert dice_focal_loss(torch.zeros(2, 8, 8), target) > dice_focal_loss(good, target)
+
+
+def test_patch_target_area_and_nearest():
+    m = torch.zeros(1, 4, 4)
+    m[0, :2, :1] = 1
+    assert patch_target(m, (2, 2), "area")[0].tolist() == [[0.5, 0.0], [0.0, 0.0]]
+    assert patch_target(m, (2, 2), "nearest")[0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    with pytest.raises(ValueError):
+        patch_target(m, (2, 2), "bilinear")
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    f = warmup_cosine(100, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5, abs=0.02) and f(100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_rung0_is_evaluated_without_training(data, tmp_path):
+    r = run_variant(ModelConfig.tiny(components="none"), TrainConfig(**FAST), data, tmp_path)
+    assert r.history == [] and r.train_seconds < 1.0 and not list(tmp_path.iterdir())
+    assert set(r.metrics) >= {"mIoU", "oIoU", "P@50"} and r.eval_samples == 12
+    assert set(r.by_kind) <= {"attribute", "position", "relation"}
+
+
+def test_training_is_deterministic_and_lowers_loss(data, tmp_path):
+    cfg = TrainConfig(**{**FAST, "stage1_epochs": 3})
+    a = run_variant(ModelConfig.tiny(components="adapters,ske,decoder"), cfg, data, tmp_path / "a")
+    b = run_variant(ModelConfig.tiny(components="adapters,ske,decoder"), cfg, data, tmp_path / "b")
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert a.metrics == b.metrics
+    stage1 = [h["loss"] for h in a.history if h["stage"] == 1]
+    assert len(stage1) == 3 and stage1[-1] < stage1[0]
+    assert [h["stage"] for h in a.history] == [1, 1, 1, 2]
+
+
+def test_checkpoints_hold_components_only_and_load_weights_only(data, tmp_path):
+    run_variant(ModelConfig.tiny(components="adapters,decoder"), TrainConfig(**FAST), data, tmp_path)
+    for stage in (1, 2):
+        state = torch.load(checkpoint_path(tmp_path, stage), weights_only=True)
+        assert not any(k.startswith("clip.") for k in state["model"])
+        assert {"optimizer", "scheduler", "epoch"} <= set(state)
+    assert any(k.startswith("decoder.") for k in torch.load(checkpoint_path(tmp_path, 2), weights_only=True)["model"])
+
+
+def test_interrupted_training_resumes_to_the_same_result(data, tmp_path):
+    model_cfg = ModelConfig.tiny(components="adapters,cfe")
+    cfg = TrainConfig(**{**FAST, "stage1_epochs": 3})
+    straight = run_variant(model_cfg, cfg, data, tmp_path / "straight")
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(stage, epoch, row):
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_variant(model_cfg, cfg, data, tmp_path / "resumed", on_epoch=stop_after_first)
+    assert torch.load(checkpoint_path(tmp_path / "resumed", 1), weights_only=True)["epoch"] == 0
+    seen = []
+    resumed = run_variant(model_cfg, cfg, data, tmp_path / "resumed", on_epoch=lambda s, e, r: seen.append(e))
+    assert seen == [2, 3]  # epoch 1 was not trained again
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history])
+    assert resumed.metrics == pytest.approx(straight.metrics)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
+    model_cfg = ModelConfig.tiny(components="adapters")
+    cfg = TrainConfig(**{**FAST, "stage1_epochs": 3})
+    real = engine.dice_focal_loss
+
+    def poison_after_epoch_one(stage, epoch, row):
+        monkeypatch.setattr(engine, "dice_focal_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match=r"stage 1, epoch 2.*last good checkpoint.*stage1\.pt"):
+        run_variant(model_cfg, cfg, data, tmp_path, on_epoch=poison_after_epoch_one)
+    state = torch.load(checkpoint_path(tmp_path, 1), weights_only=True)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
