@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from risclip.backbone import BackboneError, create_clip
-from risclip.data.refer import RestrictedUnpickler
+from risclip.data.refer import ReferError, load_refs
 from risclip.data.transforms import ResizeNormalize
 from risclip.engine import warmup_cosine
 
@@ -59,8 +58,7 @@ class PretrainConfig:
 
 
 def _split_image_ids(data_root: Path) -> dict[str, set[int]]:
-    with open(data_root / "synthref" / "refs(synth).p", "rb") as f:
-        refs = RestrictedUnpickler(f).load()
+    refs = load_refs(data_root / "synthref" / "refs(synth).p")
     out: dict[str, set[int]] = {}
     for r in refs:
         out.setdefault(r["split"], set()).add(r["image_id"])
@@ -111,9 +109,9 @@ def retrieval_accuracy(model: open_clip.CLIP, pairs: CaptionPairs, limit: int = 
 def pretrain(cfg: PretrainConfig, progress: bool | None = None, force: bool = False) -> tuple[Path, dict]:
     """Train (or reuse from cache) the proxy CLIP; returns its checkpoint path and summary."""
     path = cfg.cache_path()
-    if path.is_file() and not force:
-        summary = json.loads(path.with_suffix(".json").read_text())
-        return path, summary
+    summary_path = path.with_suffix(".json")
+    if path.is_file() and summary_path.is_file() and not force:
+        return path, json.loads(summary_path.read_text())
     root = Path(cfg.data_root)
     splits = _split_image_ids(root)
     torch.manual_seed(cfg.seed)
@@ -149,7 +147,7 @@ def pretrain(cfg: PretrainConfig, progress: bool | None = None, force: bool = Fa
     tmp = path.with_suffix(".tmp")
     torch.save({"state_dict": model.state_dict()}, tmp)
     tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    summary_path.write_text(json.dumps(summary, indent=2))
     return path, summary
 
 
@@ -173,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path, summary = pretrain(cfg, force=a.force)
         create_clip(cfg.clip_model, str(path), cfg.image_size)  # the checkpoint loads by the user's route
-    except (BackboneError, OSError, pickle.UnpicklingError) as e:
+    except (BackboneError, ReferError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"proxy CLIP: {path}\n  val image->caption top-1: {summary['val_retrieval_top1']:.1f}% "

@@ -41,7 +41,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 def test_rung0_is_evaluated_without_training(data, tmp_path):
     r = run_variant(ModelConfig.tiny(components="none"), TrainConfig(**FAST), data, tmp_path)
-    assert r.history == [] and r.train_seconds < 1.0 and not list(tmp_path.iterdir())
+    assert r.history == [] and not list(tmp_path.iterdir())  # nothing trained, no checkpoint written
     assert set(r.metrics) >= {"mIoU", "oIoU", "P@50"} and r.eval_samples == 12
     assert set(r.by_kind) <= {"attribute", "position", "relation"}
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from bench.pretrain_clip import PretrainConfig, main, pretrain
@@ -23,8 +24,7 @@ def test_pretrain_saves_an_open_clip_checkpoint_and_reuses_it(synthref_root):
 
 
 def test_cli_rejects_missing_data(tmp_path, capsys):
-    try:
+    with pytest.raises(SystemExit) as e:
         main(["--data-root", str(tmp_path / "nothing")])
-    except SystemExit as e:
-        assert e.code == 2
+    assert e.value.code == 2
     assert "no synthref/captions.json" in capsys.readouterr().err

@@ -139,3 +139,12 @@ def test_transform_keeps_masks_binary():
     m[1:4, 2:5] = True
     out = t.mask(m)
     assert out.shape == (8, 8) and set(out.unique().tolist()) == {0.0, 1.0}
+
+
+def test_parsed_files_are_shared_but_a_changed_file_is_read_again(refcoco_root):
+    root, image_root = refcoco_root
+    refs_path = root / "refcoco" / "refs(unc).p"
+    assert load_refs(refs_path) is load_refs(refs_path)  # train, val and test datasets parse it once
+    assert len(ReferDataset(root, "refcoco", "unc", "train", image_root)) == 2
+    _rewrite_refs(root, sentences=[{"raw": "x", "sent": "x", "tokens": ["x"], "sent_id": 9}])
+    assert len(ReferDataset(root, "refcoco", "unc", "train", image_root)) == 1

@@ -17,6 +17,7 @@ Python 2 pickles (the official refs files) load too; their byte strings are deco
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pickle
@@ -64,11 +65,25 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused global {module}.{name}: only plain containers and scalars are allowed")
 
 
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
 def load_refs(path: str | Path) -> list[dict]:
-    """Read a refs pickle safely; raises :class:`ReferError` for a missing, malformed or unsafe file."""
+    """Read a refs pickle safely; raises :class:`ReferError` for a missing, malformed or unsafe file.
+
+    Parsed once per process while the file is unchanged (train, val and test datasets share it);
+    callers must not mutate the result."""
     path = Path(path)
     if not path.is_file():
         raise ReferError(f"{path}: refs file not found")
+    return _parse_refs(*_file_key(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_refs(resolved: str, mtime_ns: int, size: int) -> list[dict]:
+    path = Path(resolved)
     try:
         with open(path, "rb") as f:
             refs = RestrictedUnpickler(io.BytesIO(f.read()), encoding="utf-8", errors="replace").load()
@@ -82,9 +97,16 @@ def load_refs(path: str | Path) -> list[dict]:
 
 
 def load_instances(path: str | Path) -> dict:
+    """Parse instances.json (cached like :func:`load_refs`; callers must not mutate the result)."""
     path = Path(path)
     if not path.is_file():
         raise ReferError(f"{path}: instances.json not found")
+    return _parse_instances(*_file_key(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_instances(resolved: str, mtime_ns: int, size: int) -> dict:
+    path = Path(resolved)
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)

@@ -220,7 +220,7 @@ def make_scene(rng: np.random.Generator, cfg: SynthRefConfig) -> list[SceneObjec
 
 def render(objs: Sequence[SceneObject], rng: np.random.Generator, cfg: SynthRefConfig) -> np.ndarray:
     s = cfg.size
-    c0 = rng.uniform(60, 200, size=3) * np.array([1.0, 1.0, 1.0])
+    c0 = rng.uniform(60, 200, size=3)
     grey = rng.uniform(70, 190)
     c0 = 0.7 * grey + 0.3 * c0  # low-saturation backgrounds keep object colours nameable
     c1 = np.clip(c0 + rng.uniform(-40, 40, size=3), 0, 255)
