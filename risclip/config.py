@@ -113,6 +113,24 @@ class _Hashable:
         """A short hash of every field; stable across processes and Python versions."""
         return _stable_hash(self.to_dict())
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict` (JSON lists become tuples again); unknown keys are an error."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for k, v in d.items():
+            if k == "components" and isinstance(v, dict):
+                v = Components(**v)
+            elif k == "components" and isinstance(v, str):
+                v = Components.from_names(v)
+            elif isinstance(v, list):
+                v = tuple(v)
+            kwargs[k] = v
+        return cls(**kwargs)
+
 
 @dataclass(frozen=True)
 class ModelConfig(_Hashable):

@@ -202,11 +202,12 @@ def build_dataset(data: DataConfig, model_cfg: ModelConfig, split: str, train: b
 
 def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, workdir: str | Path | None = None,
                 eval_split: str | None = None, on_epoch: EpochCallback | None = None,
-                evaluate_val: bool = True) -> RunResult:
+                evaluate_val: bool = True, on_model: Callable[[RISCLIP], None] | None = None) -> RunResult:
     """Train (both stages, as the components require) and score one variant.
 
     ``workdir`` holds the checkpoints (and makes an interrupted run resumable); ``eval_split`` defaults
-    to the data config's test split.
+    to the data config's test split; ``on_model`` is called with the trained model before evaluation
+    (the harness draws its prediction grid there).
     """
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
@@ -222,6 +223,9 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         for stage in (1, 2):
             history += train_stage(model, train_set, stage, train_cfg, wd, device, on_epoch, run_key)
     train_seconds = time.perf_counter() - t0
+    if on_model is not None:
+        on_model(model)
+        model.set_stage(None)
     t1 = time.perf_counter()
     val_metrics: dict[str, float] = {}
     if evaluate_val:

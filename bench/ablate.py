@@ -1,0 +1,447 @@
+"""Train and score RISCLIP variants, tracked in MLflow: what does each component buy?
+
+With no arguments this runs the SynthRef ladder (the paper's five rungs) with seeds 0, 1 and 2 on
+the CPU, generating SynthRef and pre-training the proxy CLIP first if they are absent. Numbers from
+SynthRef are ours, not the paper's; the table prints the paper's RefCOCOg-UMD mIoU beside ours only
+as the shape to compare against.
+
+Examples:
+  python -m bench.ablate                                  # the ladder, 3 seeds, preset synth-cpu
+  python -m bench.ablate --components adapters,cfe        # value grounding + adapters + CFE
+  python -m bench.ablate --components none --components all --seeds 0
+  python -m bench.ablate --all --seeds 0                  # all 32 flag combinations
+  python -m bench.ablate --quick                          # the whole pipeline in a few minutes
+  mlflow ui                                               # then browse the runs
+
+Finished runs are reused by config hash (model, training and data configs plus a fingerprint of the
+data files) unless --force; an interrupted invocation, run again, resumes from the last finished
+epoch and loses no finished variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from risclip.backbone import BackboneError
+from risclip.config import LADDER, PAPER_MIOU, Components
+from risclip.data.refer import ReferError
+from risclip.engine import NonFiniteLossError, build_dataset, checkpoint_path, run_variant
+from risclip.metrics import METRIC_NAMES
+
+from . import presets as P
+from .tracking import DEFAULT_TRACKING_URI, Tracker, git_revision
+
+ROW_FIELDS = ("kind", "rung", "components", "seed", "mIoU", "oIoU", "P@50", "P@60", "P@70", "P@80", "P@90",
+              "train_seconds", "inference_ms_per_image", "peak_memory_mb", "config_hash", "mlflow_run_id", "reused")
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s != ""]
+    except ValueError:
+        raise UsageError(f"--seeds takes comma-separated integers, e.g. 0,1,2 (got {text!r})") from None
+    if not seeds:
+        raise UsageError("--seeds is empty")
+    return list(dict.fromkeys(seeds))
+
+
+def rung_of(c: Components) -> int | None:
+    return LADDER.index(c) if c in LADDER else None
+
+
+def data_fingerprint(preset: P.Preset) -> str:
+    """Hash of the annotation files (refs pickle, instances.json) and the image folder's listing."""
+    d = preset.data
+    ds_dir = Path(d.data_root) / d.dataset
+    h = hashlib.sha256()
+    for p in (ds_dir / f"refs({d.split_by}).p", ds_dir / "instances.json"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def ensure_data(preset: P.Preset, progress: bool | None) -> None:
+    """Generate SynthRef where the preset wants it and it is absent."""
+    d = preset.data
+    if (Path(d.data_root) / d.dataset / f"refs({d.split_by}).p").is_file():
+        return
+    if preset.synthref is None:
+        raise UsageError(f"{d.data_root}: no {d.dataset} ({d.split_by}) data found; preset {preset.name} needs "
+                         f"it in the refer layout (see README, Data)")
+    from risclip.data.synthref import generate
+
+    tqdm.write(f"generating SynthRef ({preset.synthref.images} images) in {d.data_root} ...")
+    generate(d.data_root, preset.synthref, progress=progress)
+
+
+def ensure_backbone(preset: P.Preset, progress: bool | None, pretrained: str | None) -> tuple[P.Preset, dict]:
+    """Resolve the backbone weights: ``--pretrained`` wins; else the preset's proxy CLIP (trained on demand)."""
+    if pretrained is not None:
+        return dataclasses.replace(preset, model=dataclasses.replace(preset.model, pretrained=pretrained)), {}
+    if preset.proxy_clip is None:
+        return preset, {}
+    from .pretrain_clip import pretrain
+
+    path = preset.proxy_clip.cache_path()
+    if not path.is_file():
+        tqdm.write(f"pre-training the proxy CLIP ({preset.proxy_clip.steps} steps; cached as {path}) ...")
+    path, summary = pretrain(preset.proxy_clip, progress=progress)
+    return dataclasses.replace(preset, model=dataclasses.replace(preset.model, pretrained=str(path))), summary
+
+
+def run_identity(preset: P.Preset, components: Components, seed: int, fingerprint: str) -> tuple[dict, str]:
+    """What a run trained: everything that changes its numbers, and nothing that does not (paths,
+    progress bars, worker counts). Its hash decides reuse."""
+    model = preset.model.with_components(components).to_dict()
+    if model.get("pretrained") and Path(str(model["pretrained"])).is_file():
+        model["pretrained"] = Path(str(model["pretrained"])).name  # the proxy's name carries its hashes
+    train = dataclasses.replace(preset.train, seed=seed).to_dict()
+    for k in ("progress", "num_workers", "device"):
+        train.pop(k, None)
+    data = preset.data.to_dict()
+    for k in ("data_root", "image_root"):
+        data.pop(k, None)
+    ident = {"model": model, "train": train, "data": data, "data_fingerprint": fingerprint}
+    blob = json.dumps(ident, sort_keys=True, default=str)
+    return ident, hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _metric_key(name: str) -> str:
+    return name.replace("@", "_at_")
+
+
+# --------------------------------------------------------------------------------------------- runs
+@dataclasses.dataclass
+class Context:
+    preset: P.Preset
+    tracker: Tracker
+    parent_id: str
+    workdir: Path
+    fingerprint: str
+    git_rev: str
+    force: bool
+    progress: bool | None
+    device: str
+
+    def device_for_profile(self) -> str:
+        from risclip.engine import resolve_device
+
+        return str(resolve_device(self.device))
+
+
+def _row_from_run(run, kind: str, components: str, seed: int | None, rung: int | None, reused: bool) -> dict:
+    m = run.data.metrics
+    row = {"kind": kind, "rung": rung, "components": components, "seed": seed}
+    for name in METRIC_NAMES:
+        row[name] = m.get(f"test_{_metric_key(name)}", math.nan)
+    row.update(train_seconds=m.get("train_seconds", 0.0), inference_ms_per_image=m.get("inference_ms_per_image", math.nan),
+               peak_memory_mb=m.get("peak_memory_mb", math.nan), config_hash=run.data.tags.get("run_hash", ""),
+               mlflow_run_id=run.info.run_id, reused=reused)
+    return row
+
+
+def run_one(ctx: Context, components: Components, seed: int) -> dict:
+    """Train and score one (variant, seed), or reuse the finished MLflow run with the same hash."""
+    preset = ctx.preset
+    ident, run_hash = run_identity(preset, components, seed, ctx.fingerprint)
+    rung = rung_of(components)
+    if not ctx.force:
+        found = ctx.tracker.find_finished(run_hash)
+        if found is not None:
+            tqdm.write(f"{components} seed {seed}: reusing finished run {found.info.run_id[:8]} (hash {run_hash})")
+            return _row_from_run(found, "variant", str(components), seed, rung, reused=True)
+    model_cfg = preset.model.with_components(components)
+    train_cfg = dataclasses.replace(preset.train, seed=seed, device=ctx.device,
+                                    progress=preset.train.progress if ctx.progress is None else ctx.progress)
+    tags = {"run_hash": run_hash, "config_hash": run_hash, "model_hash": model_cfg.config_hash(),
+            "train_hash": train_cfg.config_hash(), "data_fingerprint": ctx.fingerprint, "git_revision": ctx.git_rev,
+            "components": str(components), "seed": str(seed), "rung": "" if rung is None else str(rung),
+            "preset": preset.name, "kind": "variant", "paper_mIoU": str(PAPER_MIOU.get(str(components)))}
+    run_id = ctx.tracker.start(f"{components} s{seed}", tags, parent_id=ctx.parent_id)
+    workdir = ctx.workdir / run_hash
+    if ctx.force and workdir.exists():
+        shutil.rmtree(workdir)
+    try:
+        ctx.tracker.log_params(run_id, {"preset": preset.name, "components": str(components), "seed": seed,
+                                        "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+                                        "data": preset.data.to_dict()})
+        ctx.tracker.log_json(run_id, {**ident, "model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(),
+                                      "data_config": preset.data.to_dict(), "git_revision": ctx.git_rev},
+                             "config.json")
+
+        def on_epoch(stage: int, epoch: int, row: dict[str, float]) -> None:
+            ctx.tracker.log_metrics(run_id, {f"stage{stage}_loss": row["loss"], f"stage{stage}_epoch_seconds": row["seconds"],
+                                             f"stage{stage}_lr": row["lr"]}, step=epoch)
+
+        grid_path = workdir / "val_predictions.png"
+
+        def on_model(model) -> None:
+            from .figures import prediction_grid
+
+            val = build_dataset(preset.data, model_cfg, preset.data.val_split, train=False)
+            prediction_grid(model, val, grid_path, title=f"{components}, seed {seed} (val)")
+
+        result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, on_epoch=on_epoch, on_model=on_model)
+        state = next((str(checkpoint_path(workdir, s)) for s in (2, 1) if checkpoint_path(workdir, s).is_file()), None)
+        from .profile import profile_variant
+
+        cost = profile_variant(model_cfg.to_dict(), state, batch_size=1, device=ctx.device_for_profile())
+        final = {f"test_{_metric_key(k)}": v for k, v in result.metrics.items()}
+        final.update({f"val_{_metric_key(k)}": v for k, v in result.val_metrics.items()})
+        for kind, ms in result.by_kind.items():
+            final.update({f"test_{kind}_{_metric_key(k)}": v for k, v in ms.items() if k in ("mIoU", "oIoU")})
+        final.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
+                     eval_samples=result.eval_samples, **cost)
+        ctx.tracker.log_metrics(run_id, final)
+        ctx.tracker.log_json(run_id, {"test": result.metrics, "val": result.val_metrics, "by_kind": result.by_kind,
+                                      "history": result.history, "cost": cost, "train_seconds": result.train_seconds},
+                             "metrics.json")
+        if grid_path.is_file():
+            ctx.tracker.log_file(run_id, grid_path)
+        ctx.tracker.end(run_id, "FINISHED")
+    except KeyboardInterrupt:
+        ctx.tracker.end(run_id, "KILLED")
+        raise
+    except BaseException:
+        ctx.tracker.end(run_id, "FAILED")
+        raise
+    run = ctx.tracker.client.get_run(run_id)
+    return _row_from_run(run, "variant", str(components), seed, rung, reused=False)
+
+
+def run_baselines(ctx: Context) -> list[dict]:
+    """Score the text-blind baselines once per data fingerprint (tracked and reused like variants)."""
+    from .baselines import BASELINES, evaluate_baselines
+
+    data = ctx.preset.data
+    ident = {"baselines": list(BASELINES), "data": {k: v for k, v in data.to_dict().items()
+                                                    if k not in ("data_root", "image_root")},
+             "data_fingerprint": ctx.fingerprint, "seed": 0}
+    run_hash = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    found = None if ctx.force else ctx.tracker.find_finished(run_hash)
+    if found is None:
+        results = evaluate_baselines(data, limit=data.max_eval_samples, progress=ctx.progress)
+        run_id = ctx.tracker.start("baselines", {"run_hash": run_hash, "config_hash": run_hash, "kind": "baselines",
+                                                 "preset": ctx.preset.name, "git_revision": ctx.git_rev,
+                                                 "data_fingerprint": ctx.fingerprint}, parent_id=ctx.parent_id)
+        metrics = {}
+        for name, (m, by_kind) in results.items():
+            metrics.update({f"{name}/test_{_metric_key(k)}": v for k, v in m.items()})
+            for kind, km in by_kind.items():
+                metrics[f"{name}/test_{kind}_mIoU"] = km["mIoU"]
+        ctx.tracker.log_metrics(run_id, metrics)
+        ctx.tracker.log_json(run_id, {n: {"test": m, "by_kind": b} for n, (m, b) in results.items()}, "metrics.json")
+        ctx.tracker.end(run_id)
+        found = ctx.tracker.client.get_run(run_id)
+    rows = []
+    for name in BASELINES:
+        m = found.data.metrics
+        row = {"kind": "baseline", "rung": None, "components": name, "seed": None}
+        row.update({k: m.get(f"{name}/test_{_metric_key(k)}", math.nan) for k in METRIC_NAMES})
+        row.update(train_seconds=0.0, inference_ms_per_image=math.nan, peak_memory_mb=math.nan,
+                   config_hash=run_hash, mlflow_run_id=found.info.run_id, reused=True)
+        rows.append(row)
+    return rows
+
+
+# -------------------------------------------------------------------------------------------- table
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One line per variant: mean and sd over seeds of every metric and cost."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["kind"], r["components"]), []).append(r)
+    out = []
+    for (kind, comp), rs in groups.items():
+        line = {"kind": kind, "rung": rs[0]["rung"], "components": comp, "seeds": len(rs)}
+        for k in (*METRIC_NAMES, "train_seconds", "inference_ms_per_image", "peak_memory_mb"):
+            line[k], line[f"{k}_sd"] = _mean_sd([float(r[k]) for r in rs])
+        line["paper_mIoU"] = PAPER_MIOU.get(comp) if kind == "variant" else None
+        out.append(line)
+    return out
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["rung  components                          seeds  mIoU (mean ± sd)  oIoU (mean ± sd)  paper mIoU  "
+             "train s  ms/img  peak MB"]
+    for s in summarise(rows):
+        rung = "-" if s["rung"] is None else str(s["rung"])
+        paper = f"{s['paper_mIoU']:.2f}" if s["paper_mIoU"] is not None else "-"
+        name = s["components"] if s["kind"] == "variant" else f"baseline: {s['components']}"
+        ms = "-" if math.isnan(s["inference_ms_per_image"]) else f"{s['inference_ms_per_image']:.1f}"
+        mb = "-" if math.isnan(s["peak_memory_mb"]) else f"{s['peak_memory_mb']:.0f}"
+        lines.append(f"{rung:<5} {name:<35} {s['seeds']:>5}  {s['mIoU']:6.2f} ± {s['mIoU_sd']:<6.2f}   "
+                     f"{s['oIoU']:6.2f} ± {s['oIoU_sd']:<6.2f}   {paper:>10}  {s['train_seconds']:7.0f}  {ms:>6}  {mb:>7}")
+    return "\n".join(lines)
+
+
+def write_output(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = [{k: r.get(k) for k in ROW_FIELDS} for r in rows]
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(clean, indent=2))
+        return
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        w.writeheader()
+        w.writerows(clean)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.ablate", description=__doc__.split("\n\n")[0],
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_argument_group("what to run (default: --ladder)")
+    what.add_argument("--components", action="append", metavar="NAMES",
+                      help="one variant, by component names joined by commas: value (on unless -value), adapters, "
+                           "cfe, ske, decoder; 'none' is rung 0, 'all' every component. Repeat for more variants.")
+    what.add_argument("--ladder", action="store_true", help="the paper's five cumulative rungs")
+    what.add_argument("--all", action="store_true", help="all 32 combinations of the five flags")
+    what.add_argument("--seeds", default=None, help="comma-separated training seeds (default 0,1,2; --quick: 0)")
+    what.add_argument("--no-baselines", action="store_true",
+                      help="skip the text-blind baselines (whole image, centre blob, largest / random object)")
+    how = p.add_argument_group("how")
+    how.add_argument("--preset", default="synth-cpu", choices=sorted(P.PRESETS),
+                     help="synth-cpu: SynthRef on a CPU (default); paper-b / paper-l: RefCOCOg-UMD with CLIP "
+                          "ViT-B/16 or ViT-L/14-336 (needs the real data and weights)")
+    how.add_argument("--quick", action="store_true",
+                     help="a few-minute smoke run of the whole pipeline (tiny data, one epoch per stage); "
+                          "its numbers mean nothing")
+    how.add_argument("--data-root", default=None,
+                     help="data folder (synth-cpu default data/synthref, made if absent; --quick: data/synthref-quick)")
+    how.add_argument("--pretrained", default=None,
+                     help="CLIP weights: an open_clip tag or a local checkpoint (default: the preset's; "
+                          "synth-cpu pre-trains a proxy CLIP on SynthRef captions)")
+    how.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    how.add_argument("--workdir", default="runs", help="checkpoints per run hash, for resuming (default runs/)")
+    how.add_argument("--force", action="store_true", help="retrain even when a finished run has the same config hash")
+    out = p.add_argument_group("tracking and output")
+    out.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
+                     help="MLflow store (default %(default)s, read by `mlflow ui` run in this folder)")
+    out.add_argument("--experiment", default=None, help="MLflow experiment (default risclip-<preset>)")
+    out.add_argument("--output", default=None, metavar="results.csv|results.json",
+                     help="also write one row per variant and seed (CSV, or JSON by extension)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def choose_variants(a: argparse.Namespace) -> list[Components]:
+    variants: list[Components] = []
+    if a.all:
+        variants += Components.all_combinations()
+    if a.ladder or not (a.all or a.components):
+        variants += list(LADDER)
+    for names in a.components or []:
+        try:
+            variants.append(Components.from_names(names))
+        except ValueError as e:
+            raise UsageError(f"--components {names!r}: {e}") from None
+    return list(dict.fromkeys(variants))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    progress = False if a.no_progress else None
+    try:
+        variants = choose_variants(a)
+        seeds = parse_seeds(a.seeds if a.seeds is not None else ("0" if a.quick else "0,1,2"))
+        if a.output and Path(a.output).suffix.lower() not in (".csv", ".json"):
+            raise UsageError(f"--output must end in .csv or .json (got {a.output})")
+        preset = P.get_preset(a.preset)
+        if a.quick:
+            preset = P.quick(preset)
+        data_root = a.data_root or (f"{preset.data.data_root}-quick" if a.quick and preset.synthref else None)
+        if data_root:
+            preset = P.with_data_root(preset, data_root)
+        ensure_data(preset, progress)
+        preset, proxy_summary = ensure_backbone(preset, progress, a.pretrained)
+        tracker = Tracker(a.tracking_uri, a.experiment or f"risclip-{preset.name}")
+    except (UsageError, ReferError, BackboneError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    fingerprint = data_fingerprint(preset)
+    git_rev = git_revision()
+    parent_tags = {"kind": "invocation", "preset": preset.name, "git_revision": git_rev,
+                   "data_fingerprint": fingerprint, "command": " ".join(["python -m bench.ablate", *(argv or sys.argv[1:])]),
+                   "variants": ";".join(str(v) for v in variants), "seeds": ",".join(map(str, seeds))}
+    parent_id = tracker.start(f"{preset.name} x{len(variants)} variants x{len(seeds)} seeds", parent_tags)
+    tracker.log_params(parent_id, {"preset": preset.name, "model": preset.model.to_dict(), "train": preset.train.to_dict(),
+                                   "data": preset.data.to_dict()})
+    if proxy_summary:
+        tracker.log_metrics(parent_id, {"proxy_clip_val_retrieval_top1": proxy_summary["val_retrieval_top1"]})
+        tracker.log_json(parent_id, proxy_summary, "proxy_clip.json")
+    ctx = Context(preset, tracker, parent_id, Path(a.workdir), fingerprint, git_rev, a.force, progress, a.device)
+    rows: list[dict] = []
+    failures: list[str] = []
+    t0 = time.perf_counter()
+    jobs = [(v, s) for v in variants for s in seeds]
+    try:
+        if not a.no_baselines:
+            rows += run_baselines(ctx)
+        bar = tqdm(jobs, desc="variants", unit="run", disable=None if progress is None else not progress)
+        for components, seed in bar:
+            bar.set_postfix_str(f"{components} s{seed}")
+            try:
+                row = run_one(ctx, components, seed)
+            except (NonFiniteLossError, ReferError, BackboneError, RuntimeError) as e:
+                failures.append(f"{components} seed {seed}: {e}")
+                tqdm.write(f"FAILED {components} seed {seed}: {e}")
+                continue
+            rows.append(row)
+            if not row["reused"]:
+                tqdm.write(f"{components} seed {seed}: mIoU {row['mIoU']:.2f}, oIoU {row['oIoU']:.2f} "
+                           f"(trained {row['train_seconds']:.0f} s)")
+    except KeyboardInterrupt:
+        tracker.end(parent_id, "KILLED")
+        done = sum(1 for r in rows if r["kind"] == "variant")
+        print(f"\ninterrupted: {done} finished variant runs are kept in {a.tracking_uri}; run the same command again "
+              f"to continue where it stopped", file=sys.stderr)
+        return 130
+    wall = time.perf_counter() - t0
+    tracker.log_metrics(parent_id, {"wall_seconds": wall, "failed_runs": len(failures)})
+    if a.output:
+        write_output(rows, Path(a.output))
+        tracker.log_file(parent_id, a.output)
+    tracker.log_json(parent_id, [{k: r.get(k) for k in ROW_FIELDS} for r in rows], "results.json")
+    tracker.end(parent_id, "FAILED" if failures else "FINISHED")
+    print()
+    print(f"preset {preset.name} ({'SynthRef: our numbers, not the paper' if preset.synthref else preset.data.dataset}); "
+          f"paper mIoU: RefCOCOg-UMD test, CLIP ViT-B/16")
+    print(format_table(rows))
+    print(f"\n{len(jobs)} runs in {wall:.0f} s; MLflow parent run {parent_id} in {a.tracking_uri} (browse: mlflow ui)")
+    for f in failures:
+        print(f"failed: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""Measuring code shared by ``bench.ablate`` and the benchmark suite: latency and peak memory.
+
+* Latency: wall time of ``model(images, tokens)`` under ``torch.no_grad`` after warm-up runs, the
+  median over repeats, synchronised on CUDA.
+* Peak memory on CUDA: ``torch.cuda.max_memory_allocated`` during the call, minus what was allocated
+  before it. On the CPU: growth of the process's resident set size, sampled every millisecond by a
+  thread while the call runs (Linux ``/proc/self/statm``; elsewhere the ``ru_maxrss`` high-water mark,
+  which cannot go down, so only the first measurement in a process is exact). Measured in-process it
+  is an estimate; the benchmark suite measures in a fresh process.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+_STATM = Path("/proc/self/statm")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process in bytes."""
+    if _STATM.is_file():
+        return int(_STATM.read_text().split()[1]) * _PAGE
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Extra memory (MB) at the peak of ``fn()`` over what was in use before it."""
+    if device.type == "cuda":
+        _sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    before = rss_bytes()
+    peak = before
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_bytes())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+    peak = max(peak, rss_bytes())
+    return max(0, peak - before) / 2**20
+
+
+@torch.no_grad()
+def inference_ms(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, repeats: int = 5,
+                 warmup: int = 2, autocast: bool = False) -> float:
+    """Median milliseconds of one forward pass on this batch."""
+    model.eval()
+    device = images.device
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (autocast and device.type == "cuda") else (
+        lambda: torch.autocast("cpu", enabled=False))
+    for _ in range(warmup):
+        with ctx():
+            model(images, tokens)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with ctx():
+            model(images, tokens)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def profile_inference(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, repeats: int = 5,
+                      autocast: bool = False) -> dict[str, float]:
+    """``{"inference_ms_per_image", "peak_memory_mb"}`` for this batch (memory of one forward pass)."""
+    ms = inference_ms(model, images, tokens, repeats=repeats, autocast=autocast)
+
+    def once() -> None:
+        with torch.no_grad():
+            model(images, tokens)
+
+    mem = peak_memory_mb(once, images.device)
+    return {"inference_ms_per_image": ms / images.shape[0], "peak_memory_mb": mem}
+
+
+def _measure_spec(spec: dict) -> dict[str, float]:
+    """Build the variant of ``spec`` and measure it (run inside a fresh process by :func:`profile_variant`)."""
+    from risclip.config import ModelConfig
+    from risclip.model import RISCLIP
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_dict(spec["model"])
+    device = torch.device(spec.get("device", "cpu"))
+    model = RISCLIP.from_config(cfg).to(device).eval()
+    if spec.get("state"):
+        model.load_component_state_dict(torch.load(spec["state"], map_location=device, weights_only=True)["model"])
+    b = int(spec.get("batch_size", 1))
+    images = torch.randn(b, 3, cfg.image_size, cfg.image_size, device=device)
+    tokens = torch.zeros(b, cfg.context_length, dtype=torch.long, device=device)
+    tokens[:, 0], tokens[:, 1:6], tokens[:, 6] = 49406, 320, 49407  # start, five words, end
+    autocast = bool(spec.get("autocast", False))
+
+    def once() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                             enabled=autocast and device.type == "cuda"):
+            model(images, tokens)
+
+    memory = peak_memory_mb(once, device)  # the first forward in this process: nothing cached yet
+    ms = inference_ms(model, images, tokens, repeats=int(spec.get("repeats", 5)), autocast=autocast)
+    return {"inference_ms_per_image": ms / b, "peak_memory_mb": memory}
+
+
+def profile_variant(model_cfg_dict: dict, state_path: str | None = None, batch_size: int = 1,
+                    device: str = "cpu", repeats: int = 5, autocast: bool = False,
+                    timeout: float = 600) -> dict[str, float]:
+    """Latency and peak memory of one variant's forward pass, measured in a fresh Python process so that
+    memory growth is not hidden by what earlier work left allocated. Inputs are random: cost does not
+    depend on content. ``state_path`` is a training checkpoint (``stage{n}.pt``) to load, if any."""
+    import json
+    import subprocess
+
+    spec = {"model": model_cfg_dict, "state": state_path, "batch_size": batch_size, "device": device,
+            "repeats": repeats, "autocast": autocast}
+    model = dict(model_cfg_dict)
+    if model.get("pretrained") and Path(str(model["pretrained"])).exists():
+        model["pretrained"] = str(Path(str(model["pretrained"])).resolve())
+    spec["model"] = model
+    spec["state"] = str(Path(state_path).resolve()) if state_path else None
+    proc = subprocess.run([sys.executable, "-m", "bench.profile", json.dumps(spec)], capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"profiling subprocess failed: {tail[0]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    import json
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(json.dumps(_measure_spec(json.loads(sys.argv[1]))))

@@ -1,0 +1,134 @@
+"""MLflow tracking for ``bench.ablate``: one parent run per invocation, one child run per variant and seed.
+
+Everything goes through an explicit ``MlflowClient`` (no global active run), to a local store by
+default: ``sqlite:///mlflow.db`` in the working directory, with artifacts under ``./mlruns``, which is
+what ``mlflow ui`` started in the project folder with no arguments shows. MLflow's telemetry is
+switched off before MLflow is imported: nothing here makes a network call unless ``--tracking-uri``
+names a server.
+
+A child run carries the tag ``run_hash``, the identity of what it trained (model, training and data
+configs plus the data fingerprint); a FINISHED child with the same hash is reused instead of trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "risclip-ladder"
+
+
+def git_revision(cwd: str | Path | None = None) -> str:
+    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown`` outside git."""
+    cwd = cwd or Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config dicts -> ``{"model.adapter_dim": "32", ...}`` (MLflow params are strings)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+class Tracker:
+    """A thin layer over ``MlflowClient`` with the calls the harness needs."""
+
+    def __init__(self, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str = DEFAULT_EXPERIMENT) -> None:
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            artifact_location = None
+            if tracking_uri.startswith("sqlite:///"):
+                # keep artifacts beside the database, as `mlflow ui` in that folder expects
+                db = Path(tracking_uri[len("sqlite:///"):])
+                artifact_location = (db.parent.resolve() / "mlruns").as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+        else:
+            self.experiment_id = exp.experiment_id
+
+    # ------------------------------------------------------------------------------------------ runs
+    def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
+        tags = dict(tags)
+        if parent_id is not None:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return run.info.run_id
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def find_finished(self, run_hash: str) -> mlflow.entities.Run | None:
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.run_hash = '{run_hash}' and attributes.status = 'FINISHED'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0] if runs else None
+
+    def children(self, parent_id: str) -> list[mlflow.entities.Run]:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+                                       max_results=5000)
+
+    def finished_children(self, tag: str, value: str) -> list[mlflow.entities.Run]:
+        return self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.{tag} = '{value}' and attributes.status = 'FINISHED'",
+                                       order_by=["attributes.start_time DESC"], max_results=5000)
+
+    # --------------------------------------------------------------------------------------- logging
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(k.replace("@", "_at_"), float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def log_json(self, run_id: str, obj: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+            self.client.log_artifact(run_id, str(p))
+
+    def log_file(self, run_id: str, path: str | Path) -> None:
+        self.client.log_artifact(run_id, str(path))
+
+    def load_json(self, run_id: str, name: str) -> Any:
+        with tempfile.TemporaryDirectory() as d:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=d,
+                                                        tracking_uri=self.uri)
+            return json.loads(Path(local).read_text())

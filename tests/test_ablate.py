@@ -1,0 +1,107 @@
+"""bench.ablate end to end (--quick), resume after an interruption, reuse by hash, and the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import ablate
+from bench.ablate import choose_variants, parse_seeds, run_identity
+from bench.presets import get_preset, quick
+from risclip.config import LADDER, Components
+
+
+def test_parse_seeds_and_variants():
+    assert parse_seeds("0, 1,2,1") == [0, 1, 2]
+    with pytest.raises(ablate.UsageError):
+        parse_seeds("a,b")
+    a = ablate.build_parser().parse_args([])
+    assert choose_variants(a) == list(LADDER)
+    a = ablate.build_parser().parse_args(["--components", "adapters,cfe"])
+    assert choose_variants(a) == [Components(adapters=True, cfe=True)]
+    a = ablate.build_parser().parse_args(["--all", "--ladder"])
+    assert len(choose_variants(a)) == 32
+
+
+def test_help_and_bad_input_are_one_line_errors(capsys):
+    with pytest.raises(SystemExit) as e:
+        ablate.main(["--help"])
+    assert e.value.code == 0
+    assert "--components" in capsys.readouterr().out
+    assert ablate.main(["--components", "adaptors"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown component 'adaptors'" in err and "Traceback" not in err
+    assert ablate.main(["--seeds", "x"]) == 2
+    assert ablate.main(["--output", "r.txt"]) == 2
+
+
+def test_run_identity_ignores_paths_but_not_seed_or_data(tmp_path):
+    p = quick(get_preset("synth-cpu"))
+    c = Components(adapters=True)
+    _, h0 = run_identity(p, c, 0, "fp")
+    moved = ablate.P.with_data_root(p, str(tmp_path / "elsewhere"))
+    assert run_identity(moved, c, 0, "fp")[1] == h0
+    assert run_identity(p, c, 1, "fp")[1] != h0
+    assert run_identity(p, c, 0, "other-data")[1] != h0
+    assert run_identity(p, Components(), 0, "fp")[1] != h0
+
+
+@pytest.mark.slow
+def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--quick", "--data-root", str(tmp_path / "data"), "--tracking-uri", uri, "--workdir",
+              str(tmp_path / "runs"), "--no-progress", "--output", str(tmp_path / "rows.json")]
+
+    # 1. interrupt the run of rung 2: rungs 0 and 1 must survive
+    real = ablate.run_variant
+
+    def interrupting(model_cfg, *args, **kwargs):
+        if model_cfg.components == LADDER[2]:
+            raise KeyboardInterrupt
+        return real(model_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(ablate, "run_variant", interrupting)
+    assert ablate.main(common) == 130
+    monkeypatch.setattr(ablate, "run_variant", real)
+
+    # 2. the same command continues: rungs 0-1 reused, 2-4 trained
+    assert ablate.main(common) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    variants = [r for r in rows if r["kind"] == "variant"]
+    assert [r["rung"] for r in variants] == [0, 1, 2, 3, 4]
+    assert [r["reused"] for r in variants] == [True, True, False, False, False]
+    for r in variants:
+        assert 0.0 <= r["mIoU"] <= 100.0 and r["inference_ms_per_image"] > 0 and r["mlflow_run_id"]
+    assert {r["components"] for r in rows if r["kind"] == "baseline"} == {
+        "whole-image", "centre-blob", "largest-object", "random-object"}
+
+    # 3. a third time nothing trains
+    assert ablate.main(common) == 0
+    again = json.loads((tmp_path / "rows.json").read_text())
+    assert all(r["reused"] for r in again if r["kind"] == "variant")
+    assert [r["mIoU"] for r in again if r["kind"] == "variant"] == [r["mIoU"] for r in variants]
+
+    # the tracked runs: one killed run for rung 2, finished children with params, tags and artifacts
+    from bench.tracking import Tracker
+
+    tracker = Tracker(uri, "risclip-synth-cpu-quick")
+    runs = tracker.client.search_runs([tracker.experiment_id], "tags.kind = 'variant'", max_results=100)
+    statuses = sorted(r.info.status for r in runs)
+    assert statuses.count("KILLED") == 1 and statuses.count("FINISHED") == 5
+    done = next(r for r in runs if r.info.status == "FINISHED" and r.data.tags["rung"] == "4")
+    assert done.data.tags["git_revision"] and done.data.tags["components"] == str(LADDER[4])
+    assert done.data.params["train.seed"] == "0" and "model.adapter_dim" in done.data.params
+    assert len(tracker.client.get_metric_history(done.info.run_id, "stage1_loss")) >= 1
+    artifacts = {a.path for a in tracker.client.list_artifacts(done.info.run_id)}
+    assert {"config.json", "metrics.json", "val_predictions.png"} <= artifacts
+
+    # 4. the report renders from the store
+    from bench import report
+
+    assert report.main(["--tracking-uri", uri, "--experiment", "risclip-synth-cpu-quick",
+                        "--out-dir", str(tmp_path / "reports")]) == 0
+    md = (tmp_path / "reports" / "synthref-ladder.md").read_text()
+    assert "python -m bench.report" in md and "paper" in md and "| 4 | " + str(LADDER[4]) in md
+    assert (tmp_path / "reports" / "synthref-ladder.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / "synthref-ladder.csv").read_text().count("\n") == 10  # header + 9 rows
