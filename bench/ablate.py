@@ -141,6 +141,12 @@ class Context:
     progress: bool | None
     device: str
 
+    def stage1_cache(self) -> Path:
+        """Finished stage-1 weights shared between variants (rung 4 reuses rung 3's); with --force a fresh
+        folder for this invocation, so nothing trained before it is reused."""
+        base = self.workdir / "stage1"
+        return base / f"force-{self.parent_id}" if self.force else base
+
     def device_for_profile(self) -> str:
         from risclip.engine import resolve_device
 
@@ -199,7 +205,9 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
             val = build_dataset(preset.data, model_cfg, preset.data.val_split, train=False)
             prediction_grid(model, val, grid_path, title=f"{components}, seed {seed} (val)")
 
-        result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, on_epoch=on_epoch, on_model=on_model)
+        result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, on_epoch=on_epoch, on_model=on_model,
+                             stage1_cache=ctx.stage1_cache())
+        ctx.tracker.set_tags(run_id, {"stage1_reused": str(result.stage1_reused)})
         state = next((str(checkpoint_path(workdir, s)) for s in (2, 1) if checkpoint_path(workdir, s).is_file()), None)
         from .profile import profile_variant
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -56,6 +57,7 @@ class RunResult:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     eval_samples: int = 0
+    stage1_reused: bool = False  # stage-1 weights came from ``stage1_cache`` (train_seconds excludes them)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -200,14 +202,28 @@ def build_dataset(data: DataConfig, model_cfg: ModelConfig, split: str, train: b
                         keep_original_mask=not train, max_samples=limit)
 
 
+def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
+    """Identity of a variant's stage-1 training. The decoder is built after every stage-1 module and stays
+    frozen (in eval mode) during stage 1, so variants that differ only in the decoder flag and in stage-2
+    settings train identical stage-1 weights; this key is the same for them."""
+    comp = dataclasses.replace(model_cfg.components, decoder=False)
+    m = dataclasses.replace(model_cfg, components=comp, decoder_dims=(0, 0, 0, 0), decoder_layers=None)
+    t = dataclasses.replace(train_cfg, stage2_epochs=0, decoder_lr=0.0, progress=None, num_workers=0,
+                            eval_batch_size=0)
+    return f"{m.config_hash()}-{t.config_hash()}-{data_cfg.config_hash()}"
+
+
 def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, workdir: str | Path | None = None,
                 eval_split: str | None = None, on_epoch: EpochCallback | None = None,
-                evaluate_val: bool = True, on_model: Callable[[RISCLIP], None] | None = None) -> RunResult:
+                evaluate_val: bool = True, on_model: Callable[[RISCLIP], None] | None = None,
+                stage1_cache: str | Path | None = None) -> RunResult:
     """Train (both stages, as the components require) and score one variant.
 
     ``workdir`` holds the checkpoints (and makes an interrupted run resumable); ``eval_split`` defaults
     to the data config's test split; ``on_model`` is called with the trained model before evaluation
-    (the harness draws its prediction grid there).
+    (the harness draws its prediction grid there). ``stage1_cache`` is a folder of finished stage-1
+    weights keyed by :func:`stage1_key`: a variant whose stage 1 was already trained (e.g. rung 4 after
+    rung 3 with the same seed) loads it instead of training it again (``RunResult.stage1_reused``).
     """
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
@@ -218,10 +234,26 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         wd.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
     t0 = time.perf_counter()
+    stage1_reused = False
     if model_cfg.components.trains_anything:
         train_set = build_dataset(data_cfg, model_cfg, data_cfg.train_split, train=True)
-        for stage in (1, 2):
-            history += train_stage(model, train_set, stage, train_cfg, wd, device, on_epoch, run_key)
+        cached = None
+        if stage1_cache is not None and model_cfg.components.trains_patch_level:
+            cached = Path(stage1_cache) / f"{stage1_key(model_cfg, train_cfg, data_cfg)}.pt"
+        if cached is not None and cached.is_file():
+            state = torch.load(cached, map_location=device, weights_only=True)
+            model.load_stage_state_dict(1, state["model"])
+            history += [dict(zip(state["history_keys"], row), reused=1.0) for row in state["history"].tolist()]
+            stage1_reused = True
+        else:
+            h1 = train_stage(model, train_set, 1, train_cfg, wd, device, on_epoch, run_key)
+            history += h1
+            if cached is not None and h1:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                keys = list(h1[0])
+                _save_atomic({"model": model.stage_state_dict(1), "history_keys": keys,
+                              "history": torch.tensor([[float(r[k]) for k in keys] for r in h1])}, cached)
+        history += train_stage(model, train_set, 2, train_cfg, wd, device, on_epoch, run_key)
     train_seconds = time.perf_counter() - t0
     if on_model is not None:
         on_model(model)
@@ -236,5 +268,5 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     return RunResult(
         components=str(model_cfg.components), model_hash=model_cfg.config_hash(), train_hash=train_cfg.config_hash(),
         metrics=metrics, by_kind=by_kind, val_metrics=val_metrics, history=history, train_seconds=train_seconds,
-        eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set),
+        eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set), stage1_reused=stage1_reused,
     )

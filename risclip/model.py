@@ -122,6 +122,24 @@ class RISCLIP(nn.Module):
         """Every weight and buffer except the frozen CLIP's (what checkpoints store)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("clip.")}
 
+    def stage_state_dict(self, stage: int) -> dict[str, torch.Tensor]:
+        """Weights trained in ``stage`` only (stage 1: adapters, CFE, SKE and the map affine)."""
+        prefixes = self._stage_prefixes(stage)
+        return {k: v for k, v in self.component_state_dict().items() if k.startswith(prefixes)}
+
+    def load_stage_state_dict(self, stage: int, state: dict[str, torch.Tensor]) -> None:
+        """Load what :meth:`stage_state_dict` saved, strictly for that stage's keys."""
+        own = set(self.stage_state_dict(stage))
+        if set(state) != own:
+            raise ValueError(f"stage-{stage} weights do not fit this variant: missing {sorted(own - set(state))[:5]}, "
+                             f"unexpected {sorted(set(state) - own)[:5]}")
+        self.load_state_dict(state, strict=False)
+
+    def _stage_prefixes(self, stage: int) -> tuple[str, ...]:
+        if stage == 1:
+            return ("vision_adapters.", "text_adapters.", "cfe.", "ske.", "map_log_scale", "map_bias")
+        return ("decoder.",)
+
     def load_component_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("clip.")]

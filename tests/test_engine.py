@@ -101,3 +101,31 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, mo
     state = torch.load(checkpoint_path(tmp_path, 1), weights_only=True)
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_stage1_cache_gives_the_same_weights_as_training(data, tmp_path):
+    """Rung 4 may reuse rung 3's stage 1: both must train identical stage-1 weights."""
+    from risclip.engine import stage1_key
+    from risclip.model import RISCLIP
+
+    train = TrainConfig(seed=5, **{**FAST, "stage1_epochs": 1})
+    without = ModelConfig.tiny(components="adapters,cfe")
+    with_dec = ModelConfig.tiny(components="adapters,cfe,decoder")
+    assert stage1_key(without, train, data) == stage1_key(with_dec, train, data)
+    assert stage1_key(without, TrainConfig(seed=6, **FAST), data) != stage1_key(without, train, data)
+    grabbed = {}
+
+    def grab(name):
+        def hook(model: RISCLIP):
+            grabbed[name] = {k: v.clone() for k, v in model.stage_state_dict(1).items()}
+        return hook
+
+    cache = tmp_path / "s1"
+    r1 = run_variant(without, train, data, on_model=grab("a"), stage1_cache=cache, evaluate_val=False)
+    r2 = run_variant(with_dec, train, data, on_model=grab("b"), stage1_cache=cache, evaluate_val=False)
+    r3 = run_variant(with_dec, train, data, on_model=grab("c"), evaluate_val=False)  # trains its own stage 1
+    assert not r1.stage1_reused and r2.stage1_reused and not r3.stage1_reused
+    assert grabbed["a"].keys() == grabbed["c"].keys()
+    for k in grabbed["a"]:
+        assert torch.equal(grabbed["a"][k], grabbed["b"][k]) and torch.equal(grabbed["a"][k], grabbed["c"][k]), k
+    assert r2.metrics == r3.metrics
