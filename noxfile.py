@@ -3,7 +3,13 @@ in environments of their own: torch is large and is installed exactly once.
 
     .venv/bin/nox -s tests      the unit and integration tests
     .venv/bin/nox -s lint       ruff
+    .venv/bin/nox -s benchmark  latency, memory, FLOPs per variant -> reports/benchmark.md
+                                (posargs go to pytest, e.g. -- --variant adapters,decoder --shapes synth-cpu)
+    .venv/bin/nox -s benchmark_gpu   the same on CUDA with bf16 autocast -> reports/benchmark-gpu.md
 """
+
+import shutil
+from pathlib import Path
 
 import nox
 
@@ -19,3 +25,28 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
+
+
+def _benchmark(session: nox.Session, name: str, extra: list[str]) -> None:
+    out = Path(".benchmarks")
+    out.mkdir(exist_ok=True)
+    latest, previous = out / f"{name}-latest.json", out / f"{name}-previous.json"
+    if latest.is_file():
+        shutil.copyfile(latest, previous)
+    session.run("python", "-m", "pytest", "bench/benchmarks", "-q", "-p", "no:cacheprovider",
+                f"--benchmark-json={latest}", *extra, *session.posargs)
+    command = " ".join(["nox -s", session.name, *(["--", *session.posargs] if session.posargs else [])])
+    args = [str(latest), "--name", name, "--command", command]
+    if previous.is_file():
+        args += ["--previous", str(previous)]
+    session.run("python", "-m", "bench.benchmark_report", *args)
+
+
+@nox.session(python=False)
+def benchmark(session: nox.Session) -> None:
+    _benchmark(session, "benchmark", [])
+
+
+@nox.session(python=False)
+def benchmark_gpu(session: nox.Session) -> None:
+    _benchmark(session, "benchmark-gpu", ["--bench-device", "cuda", "--bench-autocast"])

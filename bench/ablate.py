@@ -405,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     tracker.log_params(parent_id, {"preset": preset.name, "model": preset.model.to_dict(), "train": preset.train.to_dict(),
                                    "data": preset.data.to_dict()})
     if proxy_summary:
-        tracker.log_metrics(parent_id, {"proxy_clip_val_retrieval_top1": proxy_summary["val_retrieval_top1"]})
+        tracker.log_metrics(parent_id, {"proxy_clip_val_retrieval_top1": proxy_summary["val_retrieval_top1"],
+                                        "proxy_clip_pretrain_seconds": proxy_summary.get("seconds", math.nan)})
         tracker.log_json(parent_id, proxy_summary, "proxy_clip.json")
     ctx = Context(preset, tracker, parent_id, Path(a.workdir), fingerprint, git_rev, a.force, progress, a.device)
     rows: list[dict] = []

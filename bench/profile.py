@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import statistics
@@ -104,8 +105,44 @@ def profile_inference(model: torch.nn.Module, images: torch.Tensor, tokens: torc
     return {"inference_ms_per_image": ms / images.shape[0], "peak_memory_mb": mem}
 
 
+def _measure_shape_spec(spec: dict) -> dict[str, float]:
+    """Peak memory of one forward pass (``mode`` inference) or one training step (``mode`` train) of a
+    benchmark shape's variant (see :mod:`bench.costs`), the first such call in this process."""
+    from . import costs
+
+    device = torch.device(spec.get("device", "cpu"))
+    model = costs.build(spec["shape"], spec["variant"]).to(device)
+    images, tokens = costs.inputs(spec["shape"], int(spec.get("batch_size", 1)), device)
+    if spec.get("mode", "inference") == "train":
+        step = costs.train_step_fn(model, images, tokens)
+        if step is None:
+            return {"peak_memory_mb": math.nan}
+        return {"peak_memory_mb": peak_memory_mb(step, device)}
+
+    def once() -> None:
+        with torch.no_grad():
+            model(images, tokens)
+
+    return {"peak_memory_mb": peak_memory_mb(once, device)}
+
+
+def measure_in_fresh_process(spec: dict, timeout: float = 900) -> dict[str, float]:
+    """Run :func:`_measure_shape_spec` (spec with ``shape``) or :func:`_measure_spec` in a new Python process."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "bench.profile", json.dumps(spec)], capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"profiling subprocess failed: {tail[0]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _measure_spec(spec: dict) -> dict[str, float]:
     """Build the variant of ``spec`` and measure it (run inside a fresh process by :func:`profile_variant`)."""
+    if "shape" in spec:
+        return _measure_shape_spec(spec)
     from risclip.config import ModelConfig
     from risclip.model import RISCLIP
 
@@ -137,9 +174,6 @@ def profile_variant(model_cfg_dict: dict, state_path: str | None = None, batch_s
     """Latency and peak memory of one variant's forward pass, measured in a fresh Python process so that
     memory growth is not hidden by what earlier work left allocated. Inputs are random: cost does not
     depend on content. ``state_path`` is a training checkpoint (``stage{n}.pt``) to load, if any."""
-    import json
-    import subprocess
-
     spec = {"model": model_cfg_dict, "state": state_path, "batch_size": batch_size, "device": device,
             "repeats": repeats, "autocast": autocast}
     model = dict(model_cfg_dict)
@@ -147,12 +181,7 @@ def profile_variant(model_cfg_dict: dict, state_path: str | None = None, batch_s
         model["pretrained"] = str(Path(str(model["pretrained"])).resolve())
     spec["model"] = model
     spec["state"] = str(Path(state_path).resolve()) if state_path else None
-    proc = subprocess.run([sys.executable, "-m", "bench.profile", json.dumps(spec)], capture_output=True,
-                          text=True, timeout=timeout)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"profiling subprocess failed: {tail[0]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return measure_in_fresh_process(spec, timeout)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,35 @@ def _fmt(x: float, nd: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
+def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFrame, metrics: dict) -> list[str]:
+    """The issue's targets, each with the measured value and whether it is met."""
+    rungs = {s["rung"]: s for s in variants if s["rung"] is not None}
+    out = []
+    wall = metrics.get("wall_seconds", math.nan)
+    seeds = max((s["seeds"] for s in variants), default=0)
+    out.append(f"- Whole ladder, {seeds} seeds, in at most 30 minutes: {wall / 60:.1f} min "
+               f"({'met' if wall <= 1800 else 'NOT met'}; wall time of this invocation, proxy CLIP and data cached)")
+    for a, b in ((0, 1), (1, 2)):
+        if a in rungs and b in rungs:
+            d = rungs[b]["mIoU"] - rungs[a]["mIoU"]
+            sd2 = 2 * max(rungs[a]["mIoU_sd"], rungs[b]["mIoU_sd"])
+            out.append(f"- Rung {a} -> {b} raises mean mIoU by more than twice the larger seed sd: {d:+.2f} vs "
+                       f"{sd2:.2f} ({'met' if d > sd2 else 'NOT met'})")
+    for a, b in ((2, 3), (3, 4)):
+        if a in rungs and b in rungs:
+            d = rungs[b]["mIoU"] - rungs[a]["mIoU"]
+            out.append(f"- Rung {b} does not lower mean mIoU: {d:+.2f} ({'met' if d >= 0 else 'NOT met'})")
+    if not spread.empty:
+        worst = spread["max_abs_diff"].max()
+        out.append(f"- A rerun seed reproduces its mIoU within 0.5: largest difference {worst:.3f} "
+                   f"({'met' if worst <= 0.5 else 'NOT met'})")
+    if 0 in rungs:
+        for b in baselines:
+            out.append(f"- Rung 0 ({rungs[0]['mIoU']:.2f}) beats baseline {b['components']} ({b['mIoU']:.2f}): "
+                       f"{'yes' if rungs[0]['mIoU'] > b['mIoU'] else 'NO'}")
+    return out
+
+
 def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     df = load_rows(tracker, parent)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +141,12 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     variants = sorted([s for s in summary if s["kind"] == "variant"],
                       key=lambda s: (s["rung"] is None, s["rung"] if s["rung"] is not None else 0, s["components"]))
     baselines = [s for s in summary if s["kind"] == "baseline"]
-    tags, metrics = parent.data.tags, parent.data.metrics
+    tags, metrics = parent.data.tags, dict(parent.data.metrics)
+    if "proxy_clip_val_retrieval_top1" in metrics and "proxy_clip_pretrain_seconds" not in metrics:
+        try:
+            metrics["proxy_clip_pretrain_seconds"] = tracker.load_json(parent.info.run_id, "proxy_clip.json")["seconds"]
+        except (OSError, KeyError, ValueError):
+            pass
     lines = [f"# RISCLIP ladder on SynthRef ({tags.get('preset', '?')})", "",
              "**Every number in the tables below is ours, measured on SynthRef, our synthetic benchmark, with a small "
              "proxy CLIP pre-trained on SynthRef captions. The `paper mIoU` column is the paper's (RefCOCOg-UMD "
@@ -126,7 +160,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
              f"(runs it reused from earlier invocations count 0 here)"]
     if "proxy_clip_val_retrieval_top1" in metrics:
         lines.append(f"- Proxy CLIP: val image-to-caption top-1 retrieval "
-                     f"{metrics['proxy_clip_val_retrieval_top1']:.1f}%")
+                     f"{metrics['proxy_clip_val_retrieval_top1']:.1f}%, pre-trained once in "
+                     f"{_fmt(metrics.get('proxy_clip_pretrain_seconds', math.nan), 0)} s and cached")
     lines += ["", "## Ladder", "", f"![mIoU per rung]({stem}.png)", "",
               "| rung | components | seeds | mIoU | oIoU | P@50 | P@70 | P@90 | paper mIoU | gain | gain > 2 sd | "
               "train s | ms/img | peak MB |", "|" + "---|" * 14]
@@ -161,6 +196,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
         lines.append(f"| {s['rung'] if s['rung'] is not None else '-'} | {s['components']} | "
                      + " | ".join(_fmt(sub[f'{k}_mIoU'].mean()) for k in KINDS) + " |")
     spread = rerun_spread(tracker, df)
+    lines += ["", "## Targets (issue 4), checked from the numbers above", ""] + target_lines(variants, baselines, spread,
+                                                                                        metrics)
     lines += ["", "## Reproducibility", ""]
     if spread.empty:
         lines.append("No variant was rerun with the same config hash (`--force`), so nothing to compare yet.")

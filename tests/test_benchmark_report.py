@@ -1,0 +1,55 @@
+"""bench.benchmark_report: ratios to the frozen CLIP, the scriptable ratio line, regression flags."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from bench import benchmark_report
+from bench.costs import CLIP, RUNG_VARIANTS
+
+
+def _bench(kind, shape, variant, batch_kind, batch, median, memory, flops):
+    return {"group": "g", "name": f"test_{kind}[{shape}-{variant}]", "params": {"batch_kind": batch_kind},
+            "stats": {"median": median, "iqr": 0.0, "rounds": 3},
+            "extra_info": {"kind": kind, "shape": shape, "variant": variant, "batch": batch, "device": "cpu",
+                           "autocast": False, "params_total": 1e6, "params_trainable": 1e4,
+                           "flops_per_image": flops, "peak_memory_mb": memory}}
+
+
+def _write(path, slowdown=1.0):
+    benches = []
+    for shape in ("synth-cpu", "paper-b"):
+        for i, v in enumerate([CLIP, *RUNG_VARIANTS]):
+            scale = 1.0 + 0.05 * i
+            for bk, b in (("batch1", 1), ("batchN", 4)):
+                t = 0.1 * b * scale * (slowdown if v == RUNG_VARIANTS[-1] else 1.0)
+                benches.append(_bench("inference", shape, v, bk, b, t, 100 * b * scale, 1e9 * scale))
+            if i >= 2:
+                benches.append(_bench("train", shape, v, None, 2, 0.6 * scale, 300.0, 3e9))
+    benches.append({"name": "test_tracking_overhead", "params": {}, "stats": {"median": 0.01},
+                    "extra_info": {"kind": "overhead", "overhead_fraction": 0.001, "epoch_seconds": 10.0}})
+    path.write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "commit_info": {}, "datetime": "now"}))
+
+
+def test_report_ratios_and_regressions(tmp_path):
+    _write(tmp_path / "prev.json")
+    _write(tmp_path / "cur.json", slowdown=1.5)
+    rc = benchmark_report.main([str(tmp_path / "cur.json"), "--previous", str(tmp_path / "prev.json"),
+                                "--out-dir", str(tmp_path / "out"), "--ladder-csv", ""])
+    assert rc == 0
+    md = (tmp_path / "out" / "benchmark.md").read_text()
+    m = re.search(r"^ratio full/CLIP at paper shape \(ViT-B/16\): ([0-9.]+)x$", md, re.M)
+    assert m is not None
+    assert float(m.group(1)) == pytest.approx(1.25 * 1.5, abs=0.01)  # rung 4 is 1.25x CLIP, slowed down 1.5x
+    assert "NOT met" in md  # 1.88x > 1.3x
+    assert "grew by more than 10%" in md and "+50.0%" in md
+    assert (tmp_path / "out" / "benchmark-cost.png").is_file()
+
+
+def test_report_without_benchmarks_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty.json").write_text(json.dumps({"benchmarks": []}))
+    assert benchmark_report.main([str(tmp_path / "empty.json"), "--out-dir", str(tmp_path)]) == 2
+    assert "no risclip benchmarks" in capsys.readouterr().err
