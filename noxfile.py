@@ -9,9 +9,12 @@ in environments of their own: torch is large and is installed exactly once.
 """
 
 import shutil
+import sys
 from pathlib import Path
 
 import nox
+
+PY = sys.executable  # the interpreter nox runs in: .venv/bin/nox -> .venv's python
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["tests", "lint"]
@@ -19,27 +22,27 @@ nox.options.sessions = ["tests", "lint"]
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run(PY, "-m", "pytest", *session.posargs)
 
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    session.run("ruff", "check", ".")
+    session.run(PY, "-m", "ruff", "check", ".")
 
 
 def _benchmark(session: nox.Session, name: str, extra: list[str]) -> None:
     out = Path(".benchmarks")
     out.mkdir(exist_ok=True)
     latest, previous = out / f"{name}-latest.json", out / f"{name}-previous.json"
-    if latest.is_file():
+    if latest.is_file() and latest.stat().st_size > 0:  # a run that failed early leaves an empty file
         shutil.copyfile(latest, previous)
-    session.run("python", "-m", "pytest", "bench/benchmarks", "-q", "-p", "no:cacheprovider",
+    session.run(PY, "-m", "pytest", "bench/benchmarks", "-q", "-p", "no:cacheprovider",
                 f"--benchmark-json={latest}", *extra, *session.posargs)
     command = " ".join(["nox -s", session.name, *(["--", *session.posargs] if session.posargs else [])])
     args = [str(latest), "--name", name, "--command", command]
     if previous.is_file():
         args += ["--previous", str(previous)]
-    session.run("python", "-m", "bench.benchmark_report", *args)
+    session.run(PY, "-m", "bench.benchmark_report", *args)
 
 
 @nox.session(python=False)
