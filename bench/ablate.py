@@ -208,6 +208,9 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
         result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, on_epoch=on_epoch, on_model=on_model,
                              stage1_cache=ctx.stage1_cache())
         ctx.tracker.set_tags(run_id, {"stage1_reused": str(result.stage1_reused)})
+        for row in result.history:  # stage-1 epochs taken from the cache: log them here too, for a full history
+            if row.get("reused"):
+                on_epoch(int(row["stage"]), int(row["epoch"]), row)
         state = next((str(checkpoint_path(workdir, s)) for s in (2, 1) if checkpoint_path(workdir, s).is_file()), None)
         from .profile import profile_variant
 
