@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.baselines import BASELINES, centre_blob, evaluate_baselines
-from bench.profile import inference_ms, peak_memory_mb, profile_variant
+from bench.profile import inference_ms, profile_variant
 from risclip.config import DataConfig, ModelConfig
 from risclip.model import RISCLIP
 
@@ -30,12 +30,16 @@ def test_baselines_score_in_range(synthref_root):
 
 
 def test_peak_memory_sees_an_allocation():
-    def alloc():
-        x = torch.ones(64 * 2**20 // 4)  # 64 MB
-        x += 1
-        return float(x[0])
+    """In a fresh process (as the harness measures: in a long-lived one, freed memory is reused), a 64 MB
+    tensor shows up as about 64 MB of resident-set growth."""
+    import subprocess
+    import sys
 
-    assert peak_memory_mb(alloc, torch.device("cpu")) > 40
+    code = ("import torch; from bench.profile import peak_memory_mb\n"
+            "def alloc():\n    x = torch.ones(64 * 2**20 // 4)\n    x += 1\n    return float(x[0])\n"
+            "print(peak_memory_mb(alloc, torch.device('cpu')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert 40 < float(out.stdout.strip().splitlines()[-1]) < 400
 
 
 def test_profile_variant_in_fresh_process():
