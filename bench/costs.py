@@ -49,7 +49,11 @@ def build(shape: str, variant: str) -> nn.Module:
 
 
 def inputs(shape: str, batch: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    cfg = SHAPES[shape]
+    return random_inputs(SHAPES[shape], batch, device)
+
+
+def random_inputs(cfg: ModelConfig, batch: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random images and token ids (start, eight words, end) of ``cfg``'s input shape."""
     g = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, cfg.image_size, cfg.image_size, generator=g)
     tokens = torch.zeros(batch, cfg.context_length, dtype=torch.long)

@@ -92,19 +92,6 @@ def inference_ms(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Ten
     return 1000.0 * statistics.median(times)
 
 
-def profile_inference(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, repeats: int = 5,
-                      autocast: bool = False) -> dict[str, float]:
-    """``{"inference_ms_per_image", "peak_memory_mb"}`` for this batch (memory of one forward pass)."""
-    ms = inference_ms(model, images, tokens, repeats=repeats, autocast=autocast)
-
-    def once() -> None:
-        with torch.no_grad():
-            model(images, tokens)
-
-    mem = peak_memory_mb(once, images.device)
-    return {"inference_ms_per_image": ms / images.shape[0], "peak_memory_mb": mem}
-
-
 def _measure_shape_spec(spec: dict) -> dict[str, float]:
     """Peak memory of one forward pass (``mode`` inference) or one training step (``mode`` train) of a
     benchmark shape's variant (see :mod:`bench.costs`), the first such call in this process."""
@@ -152,10 +139,10 @@ def _measure_spec(spec: dict) -> dict[str, float]:
     model = RISCLIP.from_config(cfg).to(device).eval()
     if spec.get("state"):
         model.load_component_state_dict(torch.load(spec["state"], map_location=device, weights_only=True)["model"])
+    from .costs import random_inputs
+
     b = int(spec.get("batch_size", 1))
-    images = torch.randn(b, 3, cfg.image_size, cfg.image_size, device=device)
-    tokens = torch.zeros(b, cfg.context_length, dtype=torch.long, device=device)
-    tokens[:, 0], tokens[:, 1:6], tokens[:, 6] = 49406, 320, 49407  # start, five words, end
+    images, tokens = random_inputs(cfg, b, device)
     autocast = bool(spec.get("autocast", False))
 
     def once() -> None:

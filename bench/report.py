@@ -137,7 +137,7 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_dir / f"{stem}.csv", index=False)
     ladder_figure(df, out_dir / f"{stem}.png")
-    summary = [s for s in summarise(df.to_dict("records"))]
+    summary = summarise(df.to_dict("records"))
     variants = sorted([s for s in summary if s["kind"] == "variant"],
                       key=lambda s: (s["rung"] is None, s["rung"] if s["rung"] is not None else 0, s["components"]))
     baselines = [s for s in summary if s["kind"] == "baseline"]

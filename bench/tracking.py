@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,6 @@ class Tracker:
                                        order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0] if runs else None
 
-    def children(self, parent_id: str) -> list[mlflow.entities.Run]:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
-                                       max_results=5000)
-
     def finished_children(self, tag: str, value: str) -> list[mlflow.entities.Run]:
         return self.client.search_runs([self.experiment_id],
                                        filter_string=f"tags.{tag} = '{value}' and attributes.status = 'FINISHED'",
@@ -111,8 +108,6 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        import time
-
         now = int(time.time() * 1000)
         items = [Metric(k.replace("@", "_at_"), float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(items), 500):
