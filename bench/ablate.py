@@ -11,6 +11,7 @@ Examples:
   python -m bench.ablate --components none --components all --seeds 0
   python -m bench.ablate --all --seeds 0                  # all 32 flag combinations
   python -m bench.ablate --quick                          # the whole pipeline in a few minutes
+  python -m bench.ablate --components adapters,cfe --set train.stage1_epochs=8 --seeds 0
   mlflow ui                                               # then browse the runs
 
 Finished runs are reused by config hash (model, training and data configs plus a fingerprint of the
@@ -43,7 +44,7 @@ from . import presets as P
 from .tracking import DEFAULT_TRACKING_URI, Tracker, git_revision
 
 ROW_FIELDS = ("kind", "rung", "components", "seed", "mIoU", "oIoU", "P@50", "P@60", "P@70", "P@80", "P@90",
-              "train_seconds", "inference_ms_per_image", "peak_memory_mb", "config_hash", "mlflow_run_id", "reused")
+              "select_mIoU", "train_seconds", "inference_ms_per_image", "peak_memory_mb", "config_hash", "mlflow_run_id", "reused")
 
 
 class UsageError(Exception):
@@ -158,6 +159,7 @@ def _row_from_run(run, kind: str, components: str, seed: int | None, rung: int |
     row = {"kind": kind, "rung": rung, "components": components, "seed": seed}
     for name in METRIC_NAMES:
         row[name] = m.get(f"test_{_metric_key(name)}", math.nan)
+    row["select_mIoU"] = m.get("test_select_mIoU", math.nan)
     row.update(train_seconds=m.get("train_seconds", 0.0), inference_ms_per_image=m.get("inference_ms_per_image", math.nan),
                peak_memory_mb=m.get("peak_memory_mb", math.nan), config_hash=run.data.tags.get("run_hash", ""),
                mlflow_run_id=run.info.run_id, reused=reused)
@@ -205,8 +207,12 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
             val = build_dataset(preset.data, model_cfg, preset.data.val_split, train=False)
             prediction_grid(model, val, grid_path, title=f"{components}, seed {seed} (val)")
 
+        from .proposals import ProposalSelection
+
+        selection = ProposalSelection(build_dataset(preset.data, model_cfg, preset.data.test_split, train=False))
         result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, on_epoch=on_epoch, on_model=on_model,
-                             stage1_cache=ctx.stage1_cache())
+                             stage1_cache=ctx.stage1_cache(), on_test_batch=selection)
+        select, select_by_kind = selection.compute()
         ctx.tracker.set_tags(run_id, {"stage1_reused": str(result.stage1_reused)})
         for row in result.history:  # stage-1 epochs taken from the cache: log them here too, for a full history
             if row.get("reused"):
@@ -219,10 +225,13 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
         final.update({f"val_{_metric_key(k)}": v for k, v in result.val_metrics.items()})
         for kind, ms in result.by_kind.items():
             final.update({f"test_{kind}_{_metric_key(k)}": v for k, v in ms.items() if k in ("mIoU", "oIoU")})
+        final["test_select_mIoU"] = select["mIoU"]
+        final.update({f"test_{kind}_select_mIoU": ms["mIoU"] for kind, ms in select_by_kind.items()})
         final.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
                      eval_samples=result.eval_samples, **cost)
         ctx.tracker.log_metrics(run_id, final)
         ctx.tracker.log_json(run_id, {"test": result.metrics, "val": result.val_metrics, "by_kind": result.by_kind,
+                                      "select": select, "select_by_kind": select_by_kind,
                                       "history": result.history, "cost": cost, "train_seconds": result.train_seconds},
                              "metrics.json")
         if grid_path.is_file():
@@ -240,7 +249,7 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
 
 def run_baselines(ctx: Context) -> list[dict]:
     """Score the text-blind baselines once per data fingerprint (tracked and reused like variants)."""
-    from .baselines import BASELINES, evaluate_baselines
+    from .baselines import BASELINES, PROPOSAL_BASELINES, evaluate_baselines
 
     data = ctx.preset.data
     ident = {"baselines": list(BASELINES), "data": {k: v for k, v in data.to_dict().items()
@@ -267,6 +276,7 @@ def run_baselines(ctx: Context) -> list[dict]:
         m = found.data.metrics
         row = {"kind": "baseline", "rung": None, "components": name, "seed": None}
         row.update({k: m.get(f"{name}/test_{_metric_key(k)}", math.nan) for k in METRIC_NAMES})
+        row["select_mIoU"] = row["mIoU"] if name in PROPOSAL_BASELINES else math.nan
         row.update(train_seconds=0.0, inference_ms_per_image=math.nan, peak_memory_mb=math.nan,
                    config_hash=run_hash, mlflow_run_id=found.info.run_id, reused=True)
         rows.append(row)
@@ -289,7 +299,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (kind, comp), rs in groups.items():
         line = {"kind": kind, "rung": rs[0]["rung"], "components": comp, "seeds": len(rs)}
-        for k in (*METRIC_NAMES, "train_seconds", "inference_ms_per_image", "peak_memory_mb"):
+        for k in (*METRIC_NAMES, "select_mIoU", "train_seconds", "inference_ms_per_image", "peak_memory_mb"):
             line[k], line[f"{k}_sd"] = _mean_sd([float(r[k]) for r in rs])
         line["paper_mIoU"] = PAPER_MIOU.get(comp) if kind == "variant" else None
         out.append(line)
@@ -350,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--pretrained", default=None,
                      help="CLIP weights: an open_clip tag or a local checkpoint (default: the preset's; "
                           "synth-cpu pre-trains a proxy CLIP on SynthRef captions)")
+    how.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE",
+                     help="override one preset field, repeatable: e.g. --set train.stage1_epochs=8 --set "
+                          "model.cfe_dim=128 (sections: model, train, data; values parse as JSON, else text). "
+                          "Overridden fields enter the config hash, so such runs are tracked as their own variants")
     how.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     how.add_argument("--workdir", default="runs", help="checkpoints per run hash, for resuming (default runs/)")
     how.add_argument("--force", action="store_true", help="retrain even when a finished run has the same config hash")
@@ -392,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         data_root = a.data_root or (f"{preset.data.data_root}-quick" if a.quick and preset.synthref else None)
         if data_root:
             preset = P.with_data_root(preset, data_root)
+        preset = P.override(preset, a.overrides)
         ensure_data(preset, progress)
         preset, proxy_summary = ensure_backbone(preset, progress, a.pretrained)
         tracker = Tracker(a.tracking_uri, a.experiment or f"risclip-{preset.name}")
@@ -403,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     git_rev = git_revision()
     parent_tags = {"kind": "invocation", "preset": preset.name, "git_revision": git_rev,
                    "data_fingerprint": fingerprint, "command": " ".join(["python -m bench.ablate", *(argv or sys.argv[1:])]),
-                   "variants": ";".join(str(v) for v in variants), "seeds": ",".join(map(str, seeds))}
+                   "variants": ";".join(str(v) for v in variants), "seeds": ",".join(map(str, seeds)),
+                   "overrides": ";".join(a.overrides)}
     parent_id = tracker.start(f"{preset.name} x{len(variants)} variants x{len(seeds)} seeds", parent_tags)
     tracker.log_params(parent_id, {"preset": preset.name, "model": preset.model.to_dict(), "train": preset.train.to_dict(),
                                    "data": preset.data.to_dict()})

@@ -24,6 +24,7 @@ from risclip.data.refer import ReferDataset, annotation_mask
 from risclip.metrics import RISMetrics
 
 BASELINES: tuple[str, ...] = ("whole-image", "centre-blob", "largest-object", "random-object")
+PROPOSAL_BASELINES: tuple[str, ...] = ("largest-object", "random-object")  # they choose among instance masks
 
 
 def _dataset(data: DataConfig, split: str, limit: int | None) -> ReferDataset:

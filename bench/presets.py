@@ -18,6 +18,7 @@ numbers only show that the pipeline runs.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from risclip.config import DataConfig, ModelConfig, TrainConfig
@@ -85,3 +86,64 @@ def with_data_root(p: Preset, data_root: str) -> Preset:
     data = dataclasses.replace(p.data, data_root=data_root)
     proxy = dataclasses.replace(p.proxy_clip, data_root=data_root) if p.proxy_clip else None
     return dataclasses.replace(p, data=data, proxy_clip=proxy)
+
+
+OVERRIDABLE = ("model", "train", "data")
+# fields that a dedicated option sets consistently with the rest of the preset
+DEDICATED = {("model", "components"): "--components", ("model", "pretrained"): "--pretrained",
+             ("data", "data_root"): "--data-root", ("train", "seed"): "--seeds", ("train", "device"): "--device",
+             ("train", "progress"): "--no-progress"}
+
+
+def _coerce(section: str, name: str, current: object, text: str) -> object:
+    """Parse ``text`` as JSON where it can be (numbers, true/false/null, [lists]), else keep the string;
+    then check it against the field's current value (an int field takes an int, a float any number)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if isinstance(value, list):
+        value = tuple(value)
+    where = f"{section}.{name}"
+    if value is None or current is None:
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} takes true or false (got {text!r})")
+    elif isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} takes an integer (got {text!r})")
+    elif isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} takes a number (got {text!r})")
+        value = float(value)
+    elif isinstance(current, tuple):
+        if not isinstance(value, tuple):
+            raise ValueError(f"{where} takes a list such as [1,2] (got {text!r})")
+    elif isinstance(current, str) and not isinstance(value, str):
+        value = text
+    return value
+
+
+def override(p: Preset, assignments: list[str]) -> Preset:
+    """Apply ``--set section.field=value`` assignments (section: model, train or data) to a preset.
+
+    The changed fields enter the config hash, so an overridden run is tracked and reused as its own
+    variant. Unknown sections or fields and ill-typed values raise a ValueError that names the valid ones.
+    """
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--set takes section.field=value, e.g. train.lr=1e-3 (got {item!r})")
+        if section not in OVERRIDABLE:
+            raise ValueError(f"--set {key}: section must be one of {', '.join(OVERRIDABLE)}")
+        cfg = getattr(p, section)
+        fields = {f.name for f in dataclasses.fields(cfg)}
+        if name not in fields:
+            raise ValueError(f"--set {key}: {type(cfg).__name__} has no field '{name}'; valid: {', '.join(sorted(fields))}")
+        if (section, name) in DEDICATED:
+            raise ValueError(f"--set {key}: use {DEDICATED[section, name]} instead")
+        value = _coerce(section, name, getattr(cfg, name), text.strip())
+        p = dataclasses.replace(p, **{section: dataclasses.replace(cfg, **{name: value})})
+    return p

@@ -34,9 +34,10 @@ from .config import DataConfig, ModelConfig, TrainConfig
 from .data.refer import ReferDataset, refer_collate
 from .losses import dice_focal_loss
 from .metrics import RISMetrics
-from .model import RISCLIP
+from .model import RISCLIP, RISOutput
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]  # (stage, epoch, {"loss": ...})
+BatchCallback = Callable[[dict, RISOutput], None]  # (evaluation batch, model output)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -176,8 +177,11 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
 
 @torch.no_grad()
 def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
-             desc: str = "eval") -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """mIoU, oIoU, P@X at each image's original resolution, and the same per expression kind."""
+             desc: str = "eval", on_batch: BatchCallback | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """mIoU, oIoU, P@X at each image's original resolution, and the same per expression kind.
+
+    ``on_batch(batch, output)`` sees every batch with the model's output (extra scoring without a
+    second forward pass)."""
     if not dataset.keep_original_mask:
         raise ValueError("evaluate needs a dataset built with keep_original_mask=True")
     model.set_stage(None)
@@ -192,6 +196,8 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
         preds = model.binarise(out, sizes)
         targets = [t.to(device) for t in batch["orig_mask"]]
         metrics.update(preds, targets, kinds=[m["kind"] for m in batch["meta"]])
+        if on_batch is not None:
+            on_batch(batch, out)
     return metrics.compute(), metrics.compute_by_kind()
 
 
@@ -216,7 +222,7 @@ def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCon
 def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, workdir: str | Path | None = None,
                 eval_split: str | None = None, on_epoch: EpochCallback | None = None,
                 evaluate_val: bool = True, on_model: Callable[[RISCLIP], None] | None = None,
-                stage1_cache: str | Path | None = None) -> RunResult:
+                stage1_cache: str | Path | None = None, on_test_batch: BatchCallback | None = None) -> RunResult:
     """Train (both stages, as the components require) and score one variant.
 
     ``workdir`` holds the checkpoints (and makes an interrupted run resumable); ``eval_split`` defaults
@@ -224,6 +230,7 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     (the harness draws its prediction grid there). ``stage1_cache`` is a folder of finished stage-1
     weights keyed by :func:`stage1_key`: a variant whose stage 1 was already trained (e.g. rung 4 after
     rung 3 with the same seed) loads it instead of training it again (``RunResult.stage1_reused``).
+    ``on_test_batch`` is passed to :func:`evaluate` on the evaluation split.
     """
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
@@ -264,7 +271,7 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         val_metrics, _ = evaluate(model, build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False),
                                   train_cfg, device, desc="val")
     test_set = build_dataset(data_cfg, model_cfg, eval_split or data_cfg.test_split, train=False)
-    metrics, by_kind = evaluate(model, test_set, train_cfg, device, desc="test")
+    metrics, by_kind = evaluate(model, test_set, train_cfg, device, desc="test", on_batch=on_test_batch)
     return RunResult(
         components=str(model_cfg.components), model_hash=model_cfg.config_hash(), train_hash=train_cfg.config_hash(),
         metrics=metrics, by_kind=by_kind, val_metrics=val_metrics, history=history, train_seconds=train_seconds,

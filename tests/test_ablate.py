@@ -73,6 +73,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert [r["reused"] for r in variants] == [True, True, False, False, False]
     for r in variants:
         assert 0.0 <= r["mIoU"] <= 100.0 and r["inference_ms_per_image"] > 0 and r["mlflow_run_id"]
+        assert 0.0 <= r["select_mIoU"] <= 100.0
     assert {r["components"] for r in rows if r["kind"] == "baseline"} == {
         "whole-image", "centre-blob", "largest-object", "random-object"}
 
@@ -96,12 +97,34 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     artifacts = {a.path for a in tracker.client.list_artifacts(done.info.run_id)}
     assert {"config.json", "metrics.json", "val_predictions.png"} <= artifacts
 
-    # 4. the report renders from the store
+    # 4. the report renders from the store, from the latest plain ladder: a later --set run does not displace it
     from bench import report
+
+    assert ablate.main(common + ["--components", "adapters", "--set", "train.lr=0.01", "--no-baselines"]) == 0
 
     assert report.main(["--tracking-uri", uri, "--experiment", "risclip-synth-cpu-quick",
                         "--out-dir", str(tmp_path / "reports")]) == 0
     md = (tmp_path / "reports" / "synthref-ladder.md").read_text()
     assert "python -m bench.report" in md and "paper" in md and "| 4 | " + str(LADDER[4]) in md
+    assert "--set" not in md and "Like for like" in md
     assert (tmp_path / "reports" / "synthref-ladder.png").stat().st_size > 1000
     assert (tmp_path / "reports" / "synthref-ladder.csv").read_text().count("\n") == 10  # header + 9 rows
+
+
+def test_set_overrides_fields_with_types_and_clear_errors(capsys):
+    from bench.presets import override
+
+    p = get_preset("synth-cpu")
+    q = override(p, ["train.stage1_epochs=8", "train.lr=1e-2", "model.cfe_layers=[0,2]", "model.cfe_norm=false",
+                     "data.max_eval_samples=null"])
+    assert (q.train.stage1_epochs, q.train.lr, q.model.cfe_layers, q.model.cfe_norm) == (8, 0.01, (0, 2), False)
+    assert q.data.max_eval_samples is None and p.train.stage1_epochs == 4
+    # an overridden field changes the run's identity, so it is tracked as its own variant
+    assert run_identity(q, LADDER[1], 0, "f")[1] != run_identity(p, LADDER[1], 0, "f")[1]
+    for bad, says in [("train.lr", "section.field=value"), ("optim.lr=1", "section must be"),
+                      ("train.nope=1", "valid: "), ("train.stage1_epochs=2.5", "integer"),
+                      ("model.cfe_norm=1", "true or false"), ("model.components=cfe", "--components")]:
+        with pytest.raises(ValueError, match=says):
+            override(p, [bad])
+    assert ablate.main(["--set", "train.stage1_epochs=x", "--no-progress"]) == 2
+    assert "integer" in capsys.readouterr().err

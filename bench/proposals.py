@@ -1,0 +1,68 @@
+"""Referent selection among ground-truth instance proposals: rung 0 on the baselines' own terms.
+
+The ``largest-object`` and ``random-object`` baselines (:mod:`bench.baselines`) choose a
+ground-truth instance mask of the image without reading the text. A variant's raw mIoU is not
+comparable with them: it must also draw the mask, from a 12x12 patch map. This scorer gives every
+variant the same oracle proposals and lets its map choose: the instance whose mean map value (the
+pixel logits, resized to the image) is highest is the prediction. Against ``random-object`` this
+isolates the one thing a grounding map adds, reading the text to pick the object. On SynthRef,
+whose objects do not overlap, the resulting mIoU is the share of expressions whose referent was
+picked.
+
+Zero-shot training-free RIS work (e.g. MaskCLIP-style region scoring over mask proposals) scores
+regions the same way; the mean over the region (not the max) is our choice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from risclip.data.refer import ReferDataset, annotation_mask
+from risclip.metrics import RISMetrics
+from risclip.model import RISOutput
+
+
+class ProposalSelection:
+    """Feed it evaluation batches and the model's outputs (``engine.evaluate``'s ``on_batch``)."""
+
+    def __init__(self, dataset: ReferDataset) -> None:
+        self.dataset = dataset
+        self._anns: dict[int, list[dict]] = defaultdict(list)
+        for ann in dataset.anns.values():
+            self._anns[ann["image_id"]].append(ann)
+        self._masks: dict[int, torch.Tensor] = {}
+        self.meter = RISMetrics()
+
+    def instances(self, image_id: int, h: int, w: int) -> torch.Tensor:
+        """(K, h, w) boolean masks of every annotated instance of the image (cached)."""
+        if image_id not in self._masks:
+            masks = [annotation_mask(a["segmentation"], h, w) for a in self._anns[image_id]]
+            self._masks[image_id] = torch.from_numpy(np.stack(masks) if masks else np.zeros((0, h, w), bool))
+        return self._masks[image_id]
+
+    @staticmethod
+    def select(score_map: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
+        """The instance (K, h, w) with the highest mean of ``score_map`` (h, w); all-False if there is none."""
+        if instances.shape[0] == 0:
+            return torch.zeros(score_map.shape, dtype=torch.bool)
+        inst = instances.to(score_map.dtype)
+        means = (inst * score_map).flatten(1).sum(1) / inst.flatten(1).sum(1).clamp_min(1)
+        return instances[int(means.argmax())]
+
+    def __call__(self, batch: dict, out: RISOutput) -> None:
+        preds, targets, kinds = [], [], []
+        for i, meta in enumerate(batch["meta"]):
+            h, w = int(meta["orig_h"]), int(meta["orig_w"])
+            score = F.interpolate(out.mask_logits[i][None, None].float(), size=(h, w), mode="bilinear",
+                                  align_corners=False)[0, 0].cpu()
+            preds.append(self.select(score, self.instances(int(meta["image_id"]), h, w)))
+            targets.append(batch["orig_mask"][i].cpu())
+            kinds.append(meta["kind"])
+        self.meter.update(preds, targets, kinds=kinds)
+
+    def compute(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        return self.meter.compute(), self.meter.compute_by_kind()
