@@ -110,11 +110,12 @@ def ensure_backbone(preset: P.Preset, progress: bool | None, pretrained: str | N
 
 def run_identity(preset: P.Preset, components: Components, seed: int, fingerprint: str) -> tuple[dict, str]:
     """What a run trained: everything that changes its numbers, and nothing that does not (paths,
-    progress bars, worker counts). Its hash decides reuse."""
+    progress bars, worker counts). Its hash decides reuse. A variant that trains nothing (rung 0) does
+    not depend on the seed, so every seed shares one run."""
     model = preset.model.with_components(components).to_dict()
     if model.get("pretrained") and Path(str(model["pretrained"])).is_file():
         model["pretrained"] = Path(str(model["pretrained"])).name  # the proxy's name carries its hashes
-    train = dataclasses.replace(preset.train, seed=seed).to_dict()
+    train = dataclasses.replace(preset.train, seed=seed if components.trains_anything else 0).to_dict()
     for k in ("progress", "num_workers", "device"):
         train.pop(k, None)
     data = preset.data.to_dict()
@@ -141,6 +142,7 @@ class Context:
     force: bool
     progress: bool | None
     device: str
+    finished: dict[str, str] = dataclasses.field(default_factory=dict)  # run hash -> run id, this invocation
 
     def stage1_cache(self) -> Path:
         """Finished stage-1 weights shared between variants (rung 4 reuses rung 3's); with --force a fresh
@@ -171,6 +173,9 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
     preset = ctx.preset
     ident, run_hash = run_identity(preset, components, seed, ctx.fingerprint)
     rung = rung_of(components)
+    if run_hash in ctx.finished:  # e.g. rung 0 for a second seed: the seed changes nothing
+        run = ctx.tracker.client.get_run(ctx.finished[run_hash])
+        return _row_from_run(run, "variant", str(components), seed, rung, reused=True)
     if not ctx.force:
         found = ctx.tracker.find_finished(run_hash)
         if found is not None:
@@ -244,6 +249,7 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
         ctx.tracker.end(run_id, "FAILED")
         raise
     run = ctx.tracker.client.get_run(run_id)
+    ctx.finished[run_hash] = run_id
     return _row_from_run(run, "variant", str(components), seed, rung, reused=False)
 
 

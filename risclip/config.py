@@ -214,6 +214,9 @@ class TrainConfig(_Hashable):
     eval_batch_size: int = 64
     lr: float = 1e-3
     decoder_lr: float = 1e-3
+    # learning rate of the CFE and SKE parameters as a multiple of ``lr`` (paper silent; 1 = one rate)
+    cfe_lr_scale: float = 1.0
+    ske_lr_scale: float = 1.0
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1  # linear warm-up over this share of steps, then cosine to zero
     grad_clip: float = 1.0

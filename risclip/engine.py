@@ -113,7 +113,10 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
         return []
     model.set_stage(stage)
     lr = cfg.lr if stage == 1 else cfg.decoder_lr
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    scales = {"cfe": cfg.cfe_lr_scale, "ske": cfg.ske_lr_scale}
+    groups = [{"params": ps, "lr": lr * scales.get(name, 1.0), "name": name}
+              for name, ps in model.stage_parameter_groups(stage).items()]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(dataset) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs * steps_per_epoch, cfg.warmup_fraction))
     ckpt = checkpoint_path(workdir, stage) if workdir is not None else None

@@ -108,6 +108,21 @@ class RISCLIP(nn.Module):
             params += [self.map_log_scale, self.map_bias]
         return params
 
+    def stage_parameter_groups(self, stage: int) -> dict[str, list[nn.Parameter]]:
+        """:meth:`stage_parameters` by component ("adapters", "cfe", "ske", "map"; stage 2: "decoder"),
+        so that each may get its own learning rate; components that are off are left out."""
+        if stage != 1:
+            return {"decoder": list(self.decoder.parameters())} if self.decoder is not None else {}
+        groups = {
+            "adapters": [p for m in (self.vision_adapters, self.text_adapters) if m is not None for p in m.parameters()],
+            "cfe": list(self.cfe.parameters()) if self.cfe is not None else [],
+            "ske": list(self.ske.parameters()) if self.ske is not None else [],
+        }
+        groups = {k: v for k, v in groups.items() if v}
+        if groups:
+            groups["map"] = [self.map_log_scale, self.map_bias]
+        return groups
+
     def set_stage(self, stage: int | None) -> None:
         """Freeze everything but ``stage``'s parameters (None: freeze all, e.g. for evaluation)."""
         self.requires_grad_(False)

@@ -45,6 +45,8 @@ def test_run_identity_ignores_paths_but_not_seed_or_data(tmp_path):
     assert run_identity(p, c, 1, "fp")[1] != h0
     assert run_identity(p, c, 0, "other-data")[1] != h0
     assert run_identity(p, Components(), 0, "fp")[1] != h0
+    # rung 0 trains nothing: its seeds share one run
+    assert run_identity(p, Components(), 0, "fp")[1] == run_identity(p, Components(), 2, "fp")[1]
 
 
 @pytest.mark.slow

@@ -129,3 +129,22 @@ def test_stage1_cache_gives_the_same_weights_as_training(data, tmp_path):
     for k in grabbed["a"]:
         assert torch.equal(grabbed["a"][k], grabbed["b"][k]) and torch.equal(grabbed["a"][k], grabbed["c"][k]), k
     assert r2.metrics == r3.metrics
+
+
+def test_component_learning_rate_scales(data):
+    """``cfe_lr_scale=0`` leaves CFE where it started while the adapters and SKE still learn."""
+    mc = ModelConfig.tiny(components="adapters,cfe,ske")
+    torch.manual_seed(0)
+    model = engine.RISCLIP.from_config(mc)
+    groups = model.stage_parameter_groups(1)
+    assert set(groups) == {"adapters", "cfe", "ske", "map"}
+    flat = [id(p) for ps in groups.values() for p in ps]
+    assert sorted(flat) == sorted(id(p) for p in model.stage_parameters(1)) and len(flat) == len(set(flat))
+    before = {k: v.clone() for k, v in model.component_state_dict().items()}
+    train_set = engine.build_dataset(data, mc, data.train_split, train=True)
+    cfg = TrainConfig(**{**FAST, "stage1_epochs": 1, "cfe_lr_scale": 0.0, "weight_decay": 0.0})
+    engine.train_stage(model, train_set, 1, cfg, None, torch.device("cpu"))
+    after = model.component_state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(k.startswith("cfe.") for k in moved)
+    assert any(k.startswith("vision_adapters.") for k in moved) and any(k.startswith("ske.") for k in moved)
