@@ -142,6 +142,7 @@ class Context:
     force: bool
     progress: bool | None
     device: str
+    overrides: str = ""  # the invocation's --set assignments, ";"-joined
     finished: dict[str, str] = dataclasses.field(default_factory=dict)  # run hash -> run id, this invocation
 
     def stage1_cache(self) -> Path:
@@ -187,7 +188,8 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
     tags = {"run_hash": run_hash, "config_hash": run_hash, "model_hash": model_cfg.config_hash(),
             "train_hash": train_cfg.config_hash(), "data_fingerprint": ctx.fingerprint, "git_revision": ctx.git_rev,
             "components": str(components), "seed": str(seed), "rung": "" if rung is None else str(rung),
-            "preset": preset.name, "kind": "variant", "paper_mIoU": str(PAPER_MIOU.get(str(components)))}
+            "preset": preset.name, "kind": "variant", "paper_mIoU": str(PAPER_MIOU.get(str(components))),
+            "overrides": ctx.overrides}
     run_id = ctx.tracker.start(f"{components} s{seed}", tags, parent_id=ctx.parent_id)
     workdir = ctx.workdir / run_hash
     if ctx.force and workdir.exists():
@@ -433,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         tracker.log_metrics(parent_id, {"proxy_clip_val_retrieval_top1": proxy_summary["val_retrieval_top1"],
                                         "proxy_clip_pretrain_seconds": proxy_summary.get("seconds", math.nan)})
         tracker.log_json(parent_id, proxy_summary, "proxy_clip.json")
-    ctx = Context(preset, tracker, parent_id, Path(a.workdir), fingerprint, git_rev, a.force, progress, a.device)
+    ctx = Context(preset, tracker, parent_id, Path(a.workdir), fingerprint, git_rev, a.force, progress, a.device,
+                  overrides=";".join(a.overrides))
     rows: list[dict] = []
     failures: list[str] = []
     t0 = time.perf_counter()

@@ -72,6 +72,28 @@ def load_rows(tracker: Tracker, parent) -> pd.DataFrame:
     return df
 
 
+def tuning_runs(tracker: Tracker, limit: int = 40) -> pd.DataFrame:
+    """Finished variant runs of invocations that used ``--set`` (tuning probes), newest first."""
+    parents = tracker.client.search_runs([tracker.experiment_id],
+                                         filter_string="tags.kind = 'invocation' and attributes.status = 'FINISHED'",
+                                         order_by=["attributes.start_time DESC"], max_results=500)
+    overrides = {p.info.run_id: p.data.tags["overrides"] for p in parents if p.data.tags.get("overrides")}
+    rows = []
+    for r in tracker.client.search_runs([tracker.experiment_id],
+                                        filter_string="tags.kind = 'variant' and attributes.status = 'FINISHED'",
+                                        order_by=["attributes.start_time DESC"], max_results=5000):
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if parent not in overrides:
+            continue
+        m = r.data.metrics
+        rows.append({"overrides": overrides[parent], "components": r.data.tags.get("components", ""),
+                     "seed": r.data.tags.get("seed", ""), "val_mIoU": m.get("val_mIoU", math.nan),
+                     "test_mIoU": m.get("test_mIoU", math.nan), "select_mIoU": m.get("test_select_mIoU", math.nan)})
+        if len(rows) >= limit:
+            break
+    return pd.DataFrame(rows, columns=["overrides", "components", "seed", "val_mIoU", "test_mIoU", "select_mIoU"])
+
+
 def rerun_spread(tracker: Tracker, df: pd.DataFrame) -> pd.DataFrame:
     """For each variant row, every finished run with its config hash: the largest mIoU difference."""
     out = []
@@ -79,7 +101,7 @@ def rerun_spread(tracker: Tracker, df: pd.DataFrame) -> pd.DataFrame:
         runs = tracker.finished_children("run_hash", r["config_hash"])
         values = [x.data.metrics.get("test_mIoU") for x in runs if "test_mIoU" in x.data.metrics]
         if len(values) > 1:
-            out.append({"components": r["components"], "seed": r["seed"], "runs": len(values),
+            out.append({"components": r["components"], "seed": int(r["seed"]), "runs": len(values),
                         "max_abs_diff": max(values) - min(values)})
     return pd.DataFrame(out, columns=["components", "seed", "runs", "max_abs_diff"])
 
@@ -223,6 +245,15 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     spread = rerun_spread(tracker, df)
     lines += ["", "## Targets (issue 4), checked from the numbers above", ""] + target_lines(variants, baselines, spread,
                                                                                         metrics)
+    tuning = tuning_runs(tracker)
+    if not tuning.empty:
+        lines += ["", "## Tuning probes (`--set`), newest first", "",
+                  "Single runs that changed one preset field, tracked in the same store; choices are made on val. "
+                  "Rerun one with `python -m bench.ablate --components <components> --seeds <seed> --set <override>`.",
+                  "", "| overrides | components | seed | val mIoU | test mIoU | select mIoU |", "|---|---|---|---|---|---|"]
+        for _, r in tuning.iterrows():
+            lines.append(f"| `{r['overrides']}` | {r['components']} | {r['seed']} | {_fmt(r['val_mIoU'])} | "
+                         f"{_fmt(r['test_mIoU'])} | {_fmt(r['select_mIoU'])} |")
     lines += ["", "## Reproducibility", ""]
     if spread.empty:
         lines.append("No variant was rerun with the same config hash (`--force`), so nothing to compare yet.")
