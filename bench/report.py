@@ -27,6 +27,7 @@ import seaborn as sns  # noqa: E402
 from risclip.config import LADDER, PAPER_MIOU  # noqa: E402
 
 from .ablate import ROW_FIELDS, summarise  # noqa: E402
+from .baselines import PROPOSAL_BASELINES  # noqa: E402
 from .tracking import DEFAULT_TRACKING_URI, Tracker  # noqa: E402
 
 KINDS = ("attribute", "position", "relation")
@@ -63,12 +64,15 @@ def load_rows(tracker: Tracker, parent) -> pd.DataFrame:
         df[f"{kind}_mIoU"] = math.nan
         df[f"{kind}_select_mIoU"] = math.nan
     for i, r in df.iterrows():
-        if r["kind"] != "variant":
-            continue
         m = tracker.client.get_run(r["mlflow_run_id"]).data.metrics
         for kind in KINDS:
-            df.loc[i, f"{kind}_mIoU"] = m.get(f"test_{kind}_mIoU", math.nan)
-            df.loc[i, f"{kind}_select_mIoU"] = m.get(f"test_{kind}_select_mIoU", math.nan)
+            if r["kind"] == "variant":
+                df.loc[i, f"{kind}_mIoU"] = m.get(f"test_{kind}_mIoU", math.nan)
+                df.loc[i, f"{kind}_select_mIoU"] = m.get(f"test_{kind}_select_mIoU", math.nan)
+            else:  # one run holds every baseline, its metrics prefixed by the baseline's name
+                df.loc[i, f"{kind}_mIoU"] = m.get(f"{r['components']}/test_{kind}_mIoU", math.nan)
+                if r["components"] in PROPOSAL_BASELINES:
+                    df.loc[i, f"{kind}_select_mIoU"] = df.loc[i, f"{kind}_mIoU"]
     return df
 
 
@@ -236,10 +240,11 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
               "## mIoU by expression kind (mean over seeds)", "",
               "mIoU, then select mIoU in brackets.", "",
               "| rung | components | " + " | ".join(KINDS) + " |", "|---|---|" + "---|" * len(KINDS)]
-    v = df[df["kind"] == "variant"]
-    for s in variants:
-        sub = v[v["components"] == s["components"]]
-        lines.append(f"| {s['rung'] if s['rung'] is not None else '-'} | {s['components']} | "
+    for s in variants + baselines:
+        sub = df[(df["kind"] == s["kind"]) & (df["components"] == s["components"])]
+        rung = s["rung"] if s["rung"] is not None else "-"
+        name = s["components"] if s["kind"] == "variant" else f"baseline: {s['components']}"
+        lines.append(f"| {rung} | {name} | "
                      + " | ".join(f"{_fmt(sub[f'{k}_mIoU'].mean())} ({_fmt(sub[f'{k}_select_mIoU'].mean())})"
                                   for k in KINDS) + " |")
     spread = rerun_spread(tracker, df)
