@@ -9,7 +9,10 @@ and the result is projected back and added residually::
 
 Choices where the paper is silent (config fields): a LayerNorm before W_t2s / W_v2s (``cfe_norm``),
 both directions computed from the same pre-fusion tokens, padding tokens of the text masked out as
-keys. W_s2t and W_s2v are zero-initialised, so CFE starts as the identity.
+keys. W_s2t and W_s2v are zero-initialised, so CFE starts as the identity. With ``cfe_gate`` the
+projections keep their default initialisation and each direction is instead scaled by tanh of a
+zero-initialised learned scalar (gated cross-attention as in Flamingo), which also starts as the
+identity but bounds how fast the fused signal can grow.
 
 Fusion points pair a block of the shallower tower with the block of the deeper tower at the same
 relative depth (:func:`fusion_points`); for ViT-B/16 (12 and 12 blocks) that is block l with block l.
@@ -32,7 +35,8 @@ def fusion_points(vision_layers: int, text_layers: int) -> list[tuple[int, int]]
 
 
 class CrossModalFusion(nn.Module):
-    def __init__(self, vision_width: int, text_width: int, dim: int, heads: int, norm: bool = True) -> None:
+    def __init__(self, vision_width: int, text_width: int, dim: int, heads: int, norm: bool = True,
+                 gate: bool = False) -> None:
         super().__init__()
         self.norm_v = nn.LayerNorm(vision_width) if norm else nn.Identity()
         self.norm_t = nn.LayerNorm(text_width) if norm else nn.Identity()
@@ -42,9 +46,14 @@ class CrossModalFusion(nn.Module):
         self.image_queries_text = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.s2t = nn.Linear(dim, text_width)
         self.s2v = nn.Linear(dim, vision_width)
-        for lin in (self.s2t, self.s2v):
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        self.gate_v = self.gate_t = None
+        if gate:
+            self.gate_v = nn.Parameter(torch.zeros(()))
+            self.gate_t = nn.Parameter(torch.zeros(()))
+        else:
+            for lin in (self.s2t, self.s2v):
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
 
     def forward(self, v: torch.Tensor, t: torch.Tensor,
                 text_padding: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,4 +62,7 @@ class CrossModalFusion(nn.Module):
         ts = self.t2s(self.norm_t(t))
         tm = self.text_queries_image(ts, vs, vs, need_weights=False)[0]
         vm = self.image_queries_text(vs, ts, ts, key_padding_mask=text_padding, need_weights=False)[0]
-        return v + self.s2v(vm), t + self.s2t(tm)
+        dv, dt = self.s2v(vm), self.s2t(tm)
+        if self.gate_v is not None:
+            dv, dt = torch.tanh(self.gate_v) * dv, torch.tanh(self.gate_t) * dt
+        return v + dv, t + dt

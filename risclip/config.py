@@ -162,6 +162,7 @@ class ModelConfig(_Hashable):
     cfe_heads: int = 8
     cfe_layers: tuple[int, ...] | None = None  # fusion points (None: all)
     cfe_norm: bool = True  # LayerNorm before the projections into the shared width (not in eqs. 1-3)
+    cfe_gate: bool = False  # tanh-gated output (zero-init scalar) instead of zero-initialised W_s2v / W_s2t
     # SKE
     ske_layers: tuple[int, ...] | None = None  # vision blocks whose shared-space maps are used (None: last 3)
     ske_dim: int = 64

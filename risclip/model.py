@@ -73,7 +73,8 @@ class RISCLIP(nn.Module):
             if bad:
                 raise ValueError(f"cfe_layers {bad} out of range: this backbone has {len(self.points)} fusion points")
             self.cfe = nn.ModuleDict({
-                str(i): CrossModalFusion(self.vision_width, self.text_width, cfg.cfe_dim, cfg.cfe_heads, cfg.cfe_norm)
+                str(i): CrossModalFusion(self.vision_width, self.text_width, cfg.cfe_dim, cfg.cfe_heads, cfg.cfe_norm,
+                                 cfg.cfe_gate)
                 for i in chosen
             })
 

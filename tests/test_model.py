@@ -171,3 +171,16 @@ def test_vit_b16_builds_at_paper_shape_with_all_components():
     with torch.no_grad():
         out = model(torch.randn(1, 3, 224, 224), tokens)
     assert out.mask_logits.shape == (1, 224, 224)
+
+
+def test_gated_cfe_starts_as_identity_and_learns_its_gate(clip, inputs):
+    images, tokens = inputs
+    torch.manual_seed(0)
+    base = RISCLIP(ModelConfig.tiny(components="none"), clip)(images, tokens).patch_logits
+    model = RISCLIP(ModelConfig.tiny(components="cfe", cfe_gate=True), clip)
+    fusion = model.cfe["0"]
+    assert fusion.s2v.weight.abs().sum() > 0  # the gate, not the projection, is zero at the start
+    out = model(images, tokens).patch_logits
+    torch.testing.assert_close(out, base, rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    assert fusion.gate_v.grad is not None and fusion.gate_v.grad.abs() > 0
