@@ -101,7 +101,8 @@ def tuning_runs(tracker: Tracker, limit: int = 40) -> pd.DataFrame:
 def rerun_spread(tracker: Tracker, df: pd.DataFrame) -> pd.DataFrame:
     """For each variant row, every finished run with its config hash: the largest mIoU difference."""
     out = []
-    for _, r in df[df["kind"] == "variant"].iterrows():
+    variants = df[df["kind"] == "variant"].drop_duplicates("config_hash")  # rung 0: one run serves every seed
+    for _, r in variants.iterrows():
         runs = tracker.finished_children("run_hash", r["config_hash"])
         values = [x.data.metrics.get("test_mIoU") for x in runs if "test_mIoU" in x.data.metrics]
         if len(values) > 1:
@@ -254,10 +255,11 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     if not tuning.empty:
         lines += ["", "## Tuning probes (`--set`), newest first", "",
                   "Single runs that changed one preset field, tracked in the same store; choices are made on val. "
-                  "Rerun one with `python -m bench.ablate --components <components> --seeds <seed> --set <override>`.",
+                  "Rerun one with `python -m bench.ablate --components <components> --seeds <seed> <overrides>`.",
                   "", "| overrides | components | seed | val mIoU | test mIoU | select mIoU |", "|---|---|---|---|---|---|"]
         for _, r in tuning.iterrows():
-            lines.append(f"| `{r['overrides']}` | {r['components']} | {r['seed']} | {_fmt(r['val_mIoU'])} | "
+            args = " ".join(f"--set {o}" for o in r["overrides"].split(";"))
+            lines.append(f"| `{args}` | {r['components']} | {r['seed']} | {_fmt(r['val_mIoU'])} | "
                          f"{_fmt(r['test_mIoU'])} | {_fmt(r['select_mIoU'])} |")
     lines += ["", "## Reproducibility", ""]
     if spread.empty:

@@ -109,7 +109,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     md = (tmp_path / "reports" / "synthref-ladder.md").read_text()
     assert "python -m bench.report" in md and "paper" in md and "| 4 | " + str(LADDER[4]) in md
     assert "Like for like" in md and "Runs produced by: `python -m bench.ablate --quick" in md
-    assert "## Tuning probes" in md and "`train.lr=0.01`" in md  # the --set run is listed as a probe
+    assert "## Tuning probes" in md and "`--set train.lr=0.01`" in md  # the --set run is listed as a probe
     assert (tmp_path / "reports" / "synthref-ladder.png").stat().st_size > 1000
     assert (tmp_path / "reports" / "synthref-ladder.csv").read_text().count("\n") == 10  # header + 9 rows
 
