@@ -14,6 +14,7 @@ They set the floor rung 0 has to clear:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -25,6 +26,24 @@ from risclip.metrics import RISMetrics
 
 BASELINES: tuple[str, ...] = ("whole-image", "centre-blob", "largest-object", "random-object")
 PROPOSAL_BASELINES: tuple[str, ...] = ("largest-object", "random-object")  # they choose among instance masks
+
+
+class InstanceMasks:
+    """Every annotated instance mask of an image, decoded once and cached: the oracle proposals that
+    ``largest-object``, ``random-object`` and :mod:`bench.proposals` choose among."""
+
+    def __init__(self, annotations: Iterable[dict]) -> None:
+        self._anns: dict[int, list[dict]] = defaultdict(list)
+        for ann in annotations:
+            self._anns[ann["image_id"]].append(ann)
+        self._masks: dict[int, np.ndarray] = {}
+
+    def get(self, image_id: int, h: int, w: int) -> np.ndarray:
+        """(K, h, w) boolean masks of the image's K instances (K may be 0)."""
+        if image_id not in self._masks:
+            masks = [annotation_mask(a["segmentation"], h, w) for a in self._anns[image_id]]
+            self._masks[image_id] = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
+        return self._masks[image_id]
 
 
 def _dataset(data: DataConfig, split: str, limit: int | None) -> ReferDataset:
@@ -53,26 +72,21 @@ def evaluate_baselines(data: DataConfig, split: str | None = None, seed: int = 0
                        progress: bool | None = None) -> dict[str, tuple[dict[str, float], dict[str, dict[str, float]]]]:
     """Score every baseline on ``split`` (default: the test split): name -> (metrics, metrics by kind)."""
     ds = _dataset(data, split or data.test_split, limit)
-    by_image: dict[int, list[dict]] = defaultdict(list)
-    for ann in ds.anns.values():
-        by_image[ann["image_id"]].append(ann)
+    instances = InstanceMasks(ds.anns.values())
     share = mean_referent_area(data)
     rng = np.random.default_rng(seed)
     meters = {name: RISMetrics() for name in BASELINES}
-    cache: dict[int, list[np.ndarray]] = {}
     for ref, sent in tqdm(ds.samples, desc="baselines", unit="sent", leave=False,
                           disable=None if progress is None else not progress):
         img = ds.images[ref["image_id"]]
         h, w = int(img["height"]), int(img["width"])
         target = torch.from_numpy(ds.ref_mask(ref))
-        if ref["image_id"] not in cache:
-            cache[ref["image_id"]] = [annotation_mask(a["segmentation"], h, w) for a in by_image[ref["image_id"]]]
-        objects = cache[ref["image_id"]]
+        objects = instances.get(ref["image_id"], h, w)
         preds = {
             "whole-image": np.ones((h, w), dtype=bool),
             "centre-blob": centre_blob(h, w, share),
-            "largest-object": max(objects, key=lambda m: m.sum()) if objects else np.zeros((h, w), bool),
-            "random-object": objects[int(rng.integers(len(objects)))] if objects else np.zeros((h, w), bool),
+            "largest-object": max(objects, key=lambda m: m.sum()) if len(objects) else np.zeros((h, w), bool),
+            "random-object": objects[int(rng.integers(len(objects)))] if len(objects) else np.zeros((h, w), bool),
         }
         kind = [sent.get("kind")]
         for name, pred in preds.items():

@@ -15,34 +15,22 @@ regions the same way; the mean over the region (not the max) is our choice.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from risclip.data.refer import ReferDataset, annotation_mask
+from risclip.data.refer import ReferDataset
 from risclip.metrics import RISMetrics
 from risclip.model import RISOutput
+
+from .baselines import InstanceMasks
 
 
 class ProposalSelection:
     """Feed it evaluation batches and the model's outputs (``engine.evaluate``'s ``on_batch``)."""
 
     def __init__(self, dataset: ReferDataset) -> None:
-        self.dataset = dataset
-        self._anns: dict[int, list[dict]] = defaultdict(list)
-        for ann in dataset.anns.values():
-            self._anns[ann["image_id"]].append(ann)
-        self._masks: dict[int, torch.Tensor] = {}
+        self.instances = InstanceMasks(dataset.anns.values())
         self.meter = RISMetrics()
-
-    def instances(self, image_id: int, h: int, w: int) -> torch.Tensor:
-        """(K, h, w) boolean masks of every annotated instance of the image (cached)."""
-        if image_id not in self._masks:
-            masks = [annotation_mask(a["segmentation"], h, w) for a in self._anns[image_id]]
-            self._masks[image_id] = torch.from_numpy(np.stack(masks) if masks else np.zeros((0, h, w), bool))
-        return self._masks[image_id]
 
     @staticmethod
     def select(score_map: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
@@ -59,7 +47,7 @@ class ProposalSelection:
             h, w = int(meta["orig_h"]), int(meta["orig_w"])
             score = F.interpolate(out.mask_logits[i][None, None].float(), size=(h, w), mode="bilinear",
                                   align_corners=False)[0, 0].cpu()
-            preds.append(self.select(score, self.instances(int(meta["image_id"]), h, w)))
+            preds.append(self.select(score, torch.from_numpy(self.instances.get(int(meta["image_id"]), h, w))))
             targets.append(batch["orig_mask"][i].cpu())
             kinds.append(meta["kind"])
         self.meter.update(preds, targets, kinds=kinds)

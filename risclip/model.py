@@ -102,27 +102,22 @@ class RISCLIP(nn.Module):
         mods = [self.vision_adapters, self.text_adapters, self.cfe, self.ske] if stage == 1 else [self.decoder]
         return [m for m in mods if m is not None]
 
-    def stage_parameters(self, stage: int) -> list[nn.Parameter]:
-        """Parameters trained in ``stage`` (1: adapters, CFE, SKE and the map affine; 2: decoder)."""
-        params = [p for m in self.stage_modules(stage) for p in m.parameters()]
-        if stage == 1 and params:
-            params += [self.map_log_scale, self.map_bias]
-        return params
-
     def stage_parameter_groups(self, stage: int) -> dict[str, list[nn.Parameter]]:
-        """:meth:`stage_parameters` by component ("adapters", "cfe", "ske", "map"; stage 2: "decoder"),
-        so that each may get its own learning rate; components that are off are left out."""
+        """Parameters trained in ``stage`` by component, so that each may get its own learning rate.
+        Stage 1: "adapters", "cfe", "ske" and, when any of them is on, "map" (the patch map's affine);
+        stage 2: "decoder". Components that are off are left out."""
         if stage != 1:
             return {"decoder": list(self.decoder.parameters())} if self.decoder is not None else {}
-        groups = {
-            "adapters": [p for m in (self.vision_adapters, self.text_adapters) if m is not None for p in m.parameters()],
-            "cfe": list(self.cfe.parameters()) if self.cfe is not None else [],
-            "ske": list(self.ske.parameters()) if self.ske is not None else [],
-        }
+        modules = {"adapters": (self.vision_adapters, self.text_adapters), "cfe": (self.cfe,), "ske": (self.ske,)}
+        groups = {name: [p for m in mods if m is not None for p in m.parameters()] for name, mods in modules.items()}
         groups = {k: v for k, v in groups.items() if v}
         if groups:
             groups["map"] = [self.map_log_scale, self.map_bias]
         return groups
+
+    def stage_parameters(self, stage: int) -> list[nn.Parameter]:
+        """Every parameter of :meth:`stage_parameter_groups`, in one list."""
+        return [p for ps in self.stage_parameter_groups(stage).values() for p in ps]
 
     def set_stage(self, stage: int | None) -> None:
         """Freeze everything but ``stage``'s parameters (None: freeze all, e.g. for evaluation)."""

@@ -140,6 +140,8 @@ def test_component_learning_rate_scales(data):
     assert set(groups) == {"adapters", "cfe", "ske", "map"}
     flat = [id(p) for ps in groups.values() for p in ps]
     assert sorted(flat) == sorted(id(p) for p in model.stage_parameters(1)) and len(flat) == len(set(flat))
+    own = [p for name, p in model.named_parameters() if not name.startswith("clip.")]  # no decoder in this variant
+    assert sorted(flat) == sorted(id(p) for p in own)
     before = {k: v.clone() for k, v in model.component_state_dict().items()}
     train_set = engine.build_dataset(data, mc, data.train_split, train=True)
     cfg = TrainConfig(**{**FAST, "stage1_epochs": 1, "cfe_lr_scale": 0.0, "weight_decay": 0.0})
