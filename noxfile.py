@@ -5,7 +5,8 @@ in environments of their own: torch is large and is installed exactly once.
     .venv/bin/nox -s lint       ruff
     .venv/bin/nox -s benchmark  latency, memory, FLOPs per variant -> reports/benchmark.md
                                 (posargs go to pytest, e.g. -- --variant adapters,decoder --shapes synth-cpu)
-    .venv/bin/nox -s benchmark_gpu   the same on CUDA with bf16 autocast -> reports/benchmark-gpu.md
+    .venv/bin/nox -s benchmark_gpu   the same on CUDA with bf16 autocast, plus the SynthRef ladder on the GPU
+                                     against the CPU's -> reports/benchmark-gpu.md
 """
 
 import shutil
@@ -30,7 +31,7 @@ def lint(session: nox.Session) -> None:
     session.run(PY, "-m", "ruff", "check", ".")
 
 
-def _benchmark(session: nox.Session, name: str, extra: list[str]) -> None:
+def _benchmark(session: nox.Session, name: str, extra: list[str], report_extra: list[str] = ()) -> None:
     out = Path(".benchmarks")
     out.mkdir(exist_ok=True)
     latest, previous = out / f"{name}-latest.json", out / f"{name}-previous.json"
@@ -42,7 +43,7 @@ def _benchmark(session: nox.Session, name: str, extra: list[str]) -> None:
     args = [str(latest), "--name", name, "--command", command]
     if previous.is_file():
         args += ["--previous", str(previous)]
-    session.run(PY, "-m", "bench.benchmark_report", *args)
+    session.run(PY, "-m", "bench.benchmark_report", *args, *report_extra)
 
 
 @nox.session(python=False)
@@ -52,4 +53,10 @@ def benchmark(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def benchmark_gpu(session: nox.Session) -> None:
-    _benchmark(session, "benchmark-gpu", ["--bench-device", "cuda", "--bench-autocast"])
+    """The suite on CUDA with bf16 autocast, then the SynthRef ladder on the GPU (3 seeds, a few minutes)
+    to check that CUDA results match the committed CPU ladder within seed noise."""
+    ladder = Path(".benchmarks") / "ladder-cuda.json"
+    session.run(PY, "-m", "bench.device_ladder", "--device", "cuda", "--seeds", "0,1,2", "--workers", "8",
+                "--no-progress", "--out", str(ladder))
+    _benchmark(session, "benchmark-gpu", ["--bench-device", "cuda", "--bench-autocast"],
+               ["--ladder-check", str(ladder)])

@@ -34,21 +34,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from risclip import distributed as dist
 from risclip.backbone import BackboneError
 from risclip.config import LADDER, PAPER_MIOU, Components
 from risclip.data.refer import ReferError
-from risclip.engine import NonFiniteLossError, build_dataset, checkpoint_path, run_variant
-from risclip.metrics import METRIC_NAMES
+from risclip.engine import NonFiniteLossError, build_dataset, run_variant
+from risclip.metrics import METRIC_NAMES, PROTOCOLS
 
 from . import presets as P
-from .tracking import DEFAULT_TRACKING_URI, Tracker, git_revision
+from .assets import UsageError, data_fingerprint, ensure_backbone, ensure_data
+from .tracking import DEFAULT_TRACKING_URI, NullTracker, Tracker, git_revision
 
 ROW_FIELDS = ("kind", "rung", "components", "seed", "mIoU", "oIoU", "P@50", "P@60", "P@70", "P@80", "P@90",
               "select_mIoU", "train_seconds", "inference_ms_per_image", "peak_memory_mb", "config_hash", "mlflow_run_id", "reused")
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -66,49 +64,8 @@ def rung_of(c: Components) -> int | None:
     return LADDER.index(c) if c in LADDER else None
 
 
-def data_fingerprint(preset: P.Preset) -> str:
-    """Hash of the annotation files (refs pickle, instances.json) and the image folder's listing."""
-    d = preset.data
-    ds_dir = Path(d.data_root) / d.dataset
-    h = hashlib.sha256()
-    for p in (ds_dir / f"refs({d.split_by}).p", ds_dir / "instances.json"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def ensure_data(preset: P.Preset, progress: bool | None) -> None:
-    """Generate SynthRef where the preset wants it and it is absent."""
-    d = preset.data
-    if (Path(d.data_root) / d.dataset / f"refs({d.split_by}).p").is_file():
-        return
-    if preset.synthref is None:
-        raise UsageError(f"{d.data_root}: no {d.dataset} ({d.split_by}) data found; preset {preset.name} needs "
-                         f"it in the refer layout (see README, Data)")
-    from risclip.data.synthref import generate
-
-    tqdm.write(f"generating SynthRef ({preset.synthref.images} images) in {d.data_root} ...")
-    generate(d.data_root, preset.synthref, progress=progress)
-
-
-def ensure_backbone(preset: P.Preset, progress: bool | None, pretrained: str | None) -> tuple[P.Preset, dict]:
-    """Resolve the backbone weights: ``--pretrained`` wins; else the preset's proxy CLIP (trained on demand)."""
-    if pretrained is not None:
-        return dataclasses.replace(preset, model=dataclasses.replace(preset.model, pretrained=pretrained)), {}
-    if preset.proxy_clip is None:
-        return preset, {}
-    from .pretrain_clip import pretrain
-
-    path = preset.proxy_clip.cache_path()
-    if not path.is_file():
-        tqdm.write(f"pre-training the proxy CLIP ({preset.proxy_clip.steps} steps; cached as {path}) ...")
-    path, summary = pretrain(preset.proxy_clip, progress=progress)
-    return dataclasses.replace(preset, model=dataclasses.replace(preset.model, pretrained=str(path))), summary
-
-
-def run_identity(preset: P.Preset, components: Components, seed: int, fingerprint: str) -> tuple[dict, str]:
+def run_identity(preset: P.Preset, components: Components, seed: int, fingerprint: str,
+                 protocols: tuple[str, ...] = ("ours",)) -> tuple[dict, str]:
     """What a run trained: everything that changes its numbers, and nothing that does not (paths,
     progress bars, worker counts). Its hash decides reuse. A variant that trains nothing (rung 0) does
     not depend on the seed, so every seed shares one run."""
@@ -122,6 +79,8 @@ def run_identity(preset: P.Preset, components: Components, seed: int, fingerprin
     for k in ("data_root", "image_root"):
         data.pop(k, None)
     ident = {"model": model, "train": train, "data": data, "data_fingerprint": fingerprint}
+    if tuple(protocols) != ("ours",):  # other protocols log more metrics; the default keeps older hashes
+        ident["protocols"] = list(protocols)
     blob = json.dumps(ident, sort_keys=True, default=str)
     return ident, hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -143,6 +102,7 @@ class Context:
     progress: bool | None
     device: str
     overrides: str = ""  # the invocation's --set assignments, ";"-joined
+    protocols: tuple[str, ...] = ("ours",)
     finished: dict[str, str] = dataclasses.field(default_factory=dict)  # run hash -> run id, this invocation
 
     def stage1_cache(self) -> Path:
@@ -172,16 +132,22 @@ def _row_from_run(run, kind: str, components: str, seed: int | None, rung: int |
 def run_one(ctx: Context, components: Components, seed: int) -> dict:
     """Train and score one (variant, seed), or reuse the finished MLflow run with the same hash."""
     preset = ctx.preset
-    ident, run_hash = run_identity(preset, components, seed, ctx.fingerprint)
+    ident, run_hash = run_identity(preset, components, seed, ctx.fingerprint, ctx.protocols)
     rung = rung_of(components)
-    if run_hash in ctx.finished:  # e.g. rung 0 for a second seed: the seed changes nothing
-        run = ctx.tracker.client.get_run(ctx.finished[run_hash])
-        return _row_from_run(run, "variant", str(components), seed, rung, reused=True)
-    if not ctx.force:
-        found = ctx.tracker.find_finished(run_hash)
-        if found is not None:
-            tqdm.write(f"{components} seed {seed}: reusing finished run {found.info.run_id[:8]} (hash {run_hash})")
-            return _row_from_run(found, "variant", str(components), seed, rung, reused=True)
+    reuse = None  # process 0 decides (it alone reads the store); under torchrun every process follows
+    if dist.is_main():
+        if run_hash in ctx.finished:  # e.g. rung 0 for a second seed: the seed changes nothing
+            reuse = ctx.finished[run_hash]
+        elif not ctx.force:
+            found = ctx.tracker.find_finished(run_hash)
+            if found is not None:
+                tqdm.write(f"{components} seed {seed}: reusing finished run {found.info.run_id[:8]} (hash {run_hash})")
+                reuse = found.info.run_id
+    reuse = dist.broadcast_object(reuse)
+    if reuse is not None:
+        if not dist.is_main():
+            return {"kind": "variant", "components": str(components), "seed": seed, "reused": True}
+        return _row_from_run(ctx.tracker.client.get_run(reuse), "variant", str(components), seed, rung, reused=True)
     model_cfg = preset.model.with_components(components)
     train_cfg = dataclasses.replace(preset.train, seed=seed, device=ctx.device,
                                     progress=preset.train.progress if ctx.progress is None else ctx.progress)
@@ -192,8 +158,9 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
             "overrides": ctx.overrides}
     run_id = ctx.tracker.start(f"{components} s{seed}", tags, parent_id=ctx.parent_id)
     workdir = ctx.workdir / run_hash
-    if ctx.force and workdir.exists():
+    if ctx.force and workdir.exists() and dist.is_main():
         shutil.rmtree(workdir)
+    dist.barrier()
     try:
         ctx.tracker.log_params(run_id, {"preset": preset.name, "components": str(components), "seed": seed,
                                         "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
@@ -218,17 +185,20 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
 
         selection = ProposalSelection(build_dataset(preset.data, model_cfg, preset.data.test_split, train=False))
         result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, on_epoch=on_epoch, on_model=on_model,
-                             stage1_cache=ctx.stage1_cache(), on_test_batch=selection)
+                             stage1_cache=ctx.stage1_cache(), on_test_batch=selection, protocols=ctx.protocols)
         select, select_by_kind = selection.compute()
+        if not dist.is_main():
+            return {"kind": "variant", "components": str(components), "seed": seed, "reused": False}
         ctx.tracker.set_tags(run_id, {"stage1_reused": str(result.stage1_reused)})
         for row in result.history:  # stage-1 epochs taken from the cache: log them here too, for a full history
             if row.get("reused"):
                 on_epoch(int(row["stage"]), int(row["epoch"]), row)
-        state = next((str(checkpoint_path(workdir, s)) for s in (2, 1) if checkpoint_path(workdir, s).is_file()), None)
-        from .profile import profile_variant
+        from .profiling import profile_variant
 
-        cost = profile_variant(model_cfg.to_dict(), state, batch_size=1, device=ctx.device_for_profile())
+        cost = profile_variant(model_cfg.to_dict(), result.checkpoint, batch_size=1, device=ctx.device_for_profile())
         final = {f"test_{_metric_key(k)}": v for k, v in result.metrics.items()}
+        for proto, ms in result.protocol_metrics.items():
+            final.update({f"test_{proto}_{_metric_key(k)}": v for k, v in ms.items()})
         final.update({f"val_{_metric_key(k)}": v for k, v in result.val_metrics.items()})
         for kind, ms in result.by_kind.items():
             final.update({f"test_{kind}_{_metric_key(k)}": v for k, v in ms.items() if k in ("mIoU", "oIoU")})
@@ -237,7 +207,9 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
         final.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
                      eval_samples=result.eval_samples, **cost)
         ctx.tracker.log_metrics(run_id, final)
+        ctx.tracker.set_tags(run_id, {"checkpoint": str(Path(result.checkpoint).resolve()) if result.checkpoint else ""})
         ctx.tracker.log_json(run_id, {"test": result.metrics, "val": result.val_metrics, "by_kind": result.by_kind,
+                                      "test_other_protocols": result.protocol_metrics,
                                       "select": select, "select_by_kind": select_by_kind,
                                       "history": result.history, "cost": cost, "train_seconds": result.train_seconds},
                              "metrics.json")
@@ -362,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--preset", default="synth-cpu", choices=sorted(P.PRESETS),
                      help="synth-cpu: SynthRef on a CPU (default); paper-b / paper-l: RefCOCOg-UMD with CLIP "
                           "ViT-B/16 or ViT-L/14-336 (needs the real data and weights)")
+    how.add_argument("--dataset", default=None, choices=sorted(P.REFER_DATASETS),
+                     help="paper presets: which refer dataset (default refcocog, UMD partition)")
+    how.add_argument("--eval-split", default=None,
+                     help="paper presets: the split to score (refcoco, refcoco+: val, testA, testB; refcocog: val, "
+                          "test; refcocog-google: val). Selection is always on val")
+    how.add_argument("--describe-preset", action="store_true",
+                     help="print the preset's every field with its value and whether the paper states it, then exit")
     how.add_argument("--quick", action="store_true",
                      help="a few-minute smoke run of the whole pipeline (tiny data, one epoch per stage); "
                           "its numbers mean nothing")
@@ -374,7 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one preset field, repeatable: e.g. --set train.stage1_epochs=8 --set "
                           "model.cfe_dim=128 (sections: model, train, data; values parse as JSON, else text). "
                           "Overridden fields enter the config hash, so such runs are tracked as their own variants")
-    how.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    how.add_argument("--device", default="auto", help="auto (CUDA when present; under torchrun cuda:LOCAL_RANK), cpu, "
+                                                       "cuda, cuda:1 ...")
+    how.add_argument("--protocol", default=None, metavar="NAMES",
+                     help="also score test under peers' evaluation protocols, comma-separated: "
+                          + "; ".join(f"{k}: {v.description}" for k, v in PROTOCOLS.items() if k != "ours")
+                          + ". The tracked test_* metrics are always protocol 'ours' "
+                          f"({PROTOCOLS['ours'].description}); others log test_<protocol>_*")
     how.add_argument("--workdir", default="runs", help="checkpoints per run hash, for resuming (default runs/)")
     how.add_argument("--force", action="store_true", help="retrain even when a finished run has the same config hash")
     out = p.add_argument_group("tracking and output")
@@ -401,27 +386,79 @@ def choose_variants(a: argparse.Namespace) -> list[Components]:
     return list(dict.fromkeys(variants))
 
 
+def parse_protocols(text: str | None) -> tuple[str, ...]:
+    """``ours`` always comes first (the tracked ``test_*`` metrics); others add ``test_<name>_*`` metrics."""
+    names = [n.strip().lower() for n in (text or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown:
+        raise UsageError(f"--protocol {','.join(unknown)}: unknown; valid: {', '.join(PROTOCOLS)}")
+    return tuple(dict.fromkeys(["ours", *names]))
+
+
+def prepare(a: argparse.Namespace, progress: bool | None) -> tuple[P.Preset, dict]:
+    """The preset with data and backbone in place. Under torchrun process 0 makes them (SynthRef, the proxy
+    CLIP) while the others wait, then the others find them cached; an error reaches every process."""
+    preset = P.get_preset(a.preset)
+    if a.quick:
+        preset = P.quick(preset)
+    data_root = a.data_root or (f"{preset.data.data_root}-quick" if a.quick and preset.synthref else None)
+    if data_root:
+        preset = P.with_data_root(preset, data_root)
+    if a.dataset or a.eval_split:
+        preset = P.with_refer(preset, a.dataset or "refcocog", a.eval_split)
+    preset = P.override(preset, a.overrides)
+    error = None
+    if dist.is_main():
+        try:
+            ensure_data(preset, progress)
+            ensure_backbone(preset, progress, a.pretrained)
+        except (UsageError, ReferError, BackboneError, ValueError, OSError) as e:
+            error = str(e)
+    error = dist.broadcast_object(error)
+    if error is not None:
+        raise UsageError(error)
+    ensure_data(preset, progress)
+    return ensure_backbone(preset, progress, a.pretrained)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
-    progress = False if a.no_progress else None
+    try:
+        dist.init(a.device)  # under torchrun: join the process group (gloo on CPU, NCCL on CUDA)
+    except (RuntimeError, ValueError) as e:
+        print(f"error: could not start distributed training: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _main(a, argv)
+    finally:
+        dist.destroy()
+
+
+def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
+    main_process = dist.is_main()
+    progress = False if a.no_progress or not main_process else None
+    if a.describe_preset:
+        try:
+            preset = P.get_preset(a.preset)
+            if a.dataset or a.eval_split:
+                preset = P.with_refer(preset, a.dataset or "refcocog", a.eval_split)
+            print(P.override(preset, a.overrides).describe())
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         variants = choose_variants(a)
         seeds = parse_seeds(a.seeds if a.seeds is not None else ("0" if a.quick else "0,1,2"))
+        protocols = parse_protocols(a.protocol)
         if a.output and Path(a.output).suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output must end in .csv or .json (got {a.output})")
-        preset = P.get_preset(a.preset)
-        if a.quick:
-            preset = P.quick(preset)
-        data_root = a.data_root or (f"{preset.data.data_root}-quick" if a.quick and preset.synthref else None)
-        if data_root:
-            preset = P.with_data_root(preset, data_root)
-        preset = P.override(preset, a.overrides)
-        ensure_data(preset, progress)
-        preset, proxy_summary = ensure_backbone(preset, progress, a.pretrained)
-        tracker = Tracker(a.tracking_uri, a.experiment or f"risclip-{preset.name}")
+        preset, proxy_summary = prepare(a, progress)
+        tracker = Tracker(a.tracking_uri, a.experiment or f"risclip-{preset.name}") if main_process else NullTracker()
     except (UsageError, ReferError, BackboneError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if main_process:
+            print(f"error: {e}", file=sys.stderr)
         return 2
 
     fingerprint = data_fingerprint(preset)
@@ -429,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     parent_tags = {"kind": "invocation", "preset": preset.name, "git_revision": git_rev,
                    "data_fingerprint": fingerprint, "command": " ".join(["python -m bench.ablate", *(argv or sys.argv[1:])]),
                    "variants": ";".join(str(v) for v in variants), "seeds": ",".join(map(str, seeds)),
-                   "overrides": ";".join(a.overrides)}
+                   "overrides": ";".join(a.overrides), "world_size": str(dist.world_size()),
+                   "protocols": ",".join(protocols)}
     parent_id = tracker.start(f"{preset.name} x{len(variants)} variants x{len(seeds)} seeds", parent_tags)
     tracker.log_params(parent_id, {"preset": preset.name, "model": preset.model.to_dict(), "train": preset.train.to_dict(),
                                    "data": preset.data.to_dict()})
@@ -438,13 +476,13 @@ def main(argv: list[str] | None = None) -> int:
                                         "proxy_clip_pretrain_seconds": proxy_summary.get("seconds", math.nan)})
         tracker.log_json(parent_id, proxy_summary, "proxy_clip.json")
     ctx = Context(preset, tracker, parent_id, Path(a.workdir), fingerprint, git_rev, a.force, progress, a.device,
-                  overrides=";".join(a.overrides))
+                  overrides=";".join(a.overrides), protocols=protocols)
     rows: list[dict] = []
     failures: list[str] = []
     t0 = time.perf_counter()
     jobs = [(v, s) for v in variants for s in seeds]
     try:
-        if not a.no_baselines:
+        if not a.no_baselines and main_process:
             rows += run_baselines(ctx)
         bar = tqdm(jobs, desc="variants", unit="run", disable=None if progress is None else not progress)
         for components, seed in bar:
@@ -456,15 +494,18 @@ def main(argv: list[str] | None = None) -> int:
                 tqdm.write(f"FAILED {components} seed {seed}: {e}")
                 continue
             rows.append(row)
-            if not row["reused"]:
+            if not row["reused"] and main_process:
                 tqdm.write(f"{components} seed {seed}: mIoU {row['mIoU']:.2f}, oIoU {row['oIoU']:.2f} "
                            f"(trained {row['train_seconds']:.0f} s)")
     except KeyboardInterrupt:
         tracker.end(parent_id, "KILLED")
         done = sum(1 for r in rows if r["kind"] == "variant")
-        print(f"\ninterrupted: {done} finished variant runs are kept in {a.tracking_uri}; run the same command again "
-              f"to continue where it stopped", file=sys.stderr)
+        if main_process:
+            print(f"\ninterrupted: {done} finished variant runs are kept in {a.tracking_uri}; run the same command "
+                  f"again to continue where it stopped", file=sys.stderr)
         return 130
+    if not main_process:
+        return 1 if failures else 0
     wall = time.perf_counter() - t0
     tracker.log_metrics(parent_id, {"wall_seconds": wall, "failed_runs": len(failures)})
     if a.output:
@@ -474,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     tracker.end(parent_id, "FAILED" if failures else "FINISHED")
     print()
     print(f"preset {preset.name} ({'SynthRef: our numbers, not the paper' if preset.synthref else preset.data.dataset}); "
-          f"paper mIoU: RefCOCOg-UMD test, CLIP ViT-B/16")
+          f"paper mIoU: RefCOCOg-UMD test, CLIP ViT-B/16; metrics under protocol 'ours' "
+          f"({PROTOCOLS['ours'].description})" + (f"; {dist.world_size()} processes" if dist.world_size() > 1 else ""))
     print(format_table(rows))
     print("select mIoU: the map chooses among the image's ground-truth instance masks (bench/proposals.py), as the "
           "largest- and random-object baselines do")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils import flop_counter as _fc
 from torch.utils.flop_counter import FlopCounterMode
 
 from risclip.backbone import create_clip
@@ -73,17 +74,63 @@ def param_counts(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
+# ------------------------------------------------------------------------------------------- FLOPs
+# torch's FlopCounterMode has no formula for the fused attention kernels that nn.MultiheadAttention and
+# scaled_dot_product_attention dispatch to on the CPU: the "fast path" ``_native_multi_head_attention``
+# (frozen CLIP blocks in eval mode: input and output projections and both matmuls in one op) and the CPU
+# flash kernel ``_scaled_dot_product_flash_attention_for_cpu`` (and its backward). Uncounted, they
+# drop every attention FLOP: open_clip ViT-B/16's encode_image at 224 px read 22.5 GFLOPs instead of the
+# published 17.6 GMACs (35.1 GFLOPs). The formulas below count them as the matmuls they are
+# (2 FLOPs per multiply-add, as torch counts every other op); soft-max, scaling and masks are not counted.
+
+def _native_mha_flops(query_shape, key_shape, value_shape, embed_dim, num_head, *args, out_shape=None, **kwargs) -> int:
+    """Fused multi-head attention: Q, K, V projections, Q K^T, attention x V, output projection."""
+    e = int(embed_dim)
+    if len(query_shape) == 2:  # unbatched (L, E)
+        query_shape, key_shape, value_shape = (1, *query_shape), (1, *key_shape), (1, *value_shape)
+    b, lq, _ = query_shape
+    lk, lv = key_shape[1], value_shape[1]
+    projections = 2 * b * e * e * (lq + lk + lv) + 2 * b * lq * e * e
+    attention = 2 * b * lq * lk * e + 2 * b * lq * lv * e
+    return projections + attention
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return _fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _sdpa_cpu_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                             **kwargs) -> int:
+    return _fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+_FORMULAS = {"_native_multi_head_attention": _native_mha_flops,
+             "_scaled_dot_product_flash_attention_for_cpu": _sdpa_cpu_flops,
+             "_scaled_dot_product_flash_attention_for_cpu_backward": _sdpa_cpu_backward_flops}
+# ops this torch build has (older builds may lack one) and torch does not count already
+ATTENTION_FLOPS = {getattr(torch.ops.aten, name): f for name, f in _FORMULAS.items()
+                   if hasattr(torch.ops.aten, name) and getattr(torch.ops.aten, name) not in _fc.flop_registry}
+
+
+def flop_counter() -> FlopCounterMode:
+    """torch's FLOP counter with the fused-attention formulas above added."""
+    return FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS)
+
+
 def forward_flops(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), flop_counter() as counter:
         model(images, tokens)
     return int(counter.get_total_flops())
 
 
-def train_step_fn(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor):
-    """A closure doing one optimiser step of the variant's first trainable stage (None if it trains nothing)."""
+def train_step_fn(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, stage: int | None = None):
+    """A closure doing one optimiser step of ``stage`` (default: the variant's first trainable stage);
+    None if the variant trains nothing in it."""
     if not isinstance(model, RISCLIP) or not model.cfg.components.trains_anything:
         return None
-    stage = 1 if model.cfg.components.trains_patch_level else 2
+    stage = stage or (1 if model.cfg.components.trains_patch_level else 2)
+    if not model.stage_parameters(stage):
+        return None
     params = model.stage_parameters(stage)
     opt = torch.optim.AdamW(params, lr=1e-4)
     mask = torch.zeros(images.shape[0], *images.shape[-2:], device=images.device)
@@ -102,10 +149,10 @@ def train_step_fn(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor):
     return step
 
 
-def train_step_flops(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> int:
-    step = train_step_fn(model, images, tokens)
+def train_step_flops(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, stage: int | None = None) -> int:
+    step = train_step_fn(model, images, tokens, stage)
     if step is None:
         return 0
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         step()
     return int(counter.get_total_flops())

@@ -8,7 +8,7 @@
 
 The paper presets need the real data in the refer layout and the CLIP weights (a tag open_clip has
 cached, or a local file given with ``--pretrained``); nothing is downloaded for them here. Their
-schedule follows DESIGN.md where the paper states it and is our choice (documented per field) where
+schedule follows docs/design.md where the paper states it and is our choice (documented per field) where
 it is silent.
 
 ``quick(preset)`` shrinks a preset to a smoke run of the whole pipeline (minutes on a CPU); its
@@ -37,6 +37,19 @@ class Preset:
     synthref: SynthRefConfig | None = None  # generate SynthRef at data.data_root when it is absent
     proxy_clip: PretrainConfig | None = None  # pre-train (or reuse) a proxy CLIP as the backbone weights
     quick: bool = False
+    # where each value comes from: "section.field" -> "paper: ..." or "ours: ..." (paper presets)
+    provenance: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        """Every model, training and data field with its value and, where recorded, whether the paper
+        states it or it is our choice."""
+        marks = dict(self.provenance)
+        lines = [f"preset {self.name}: {self.description}"]
+        for section in ("model", "train", "data"):
+            for k, v in getattr(self, section).to_dict().items():
+                key = f"{section}.{k}"
+                lines.append(f"  {key:<28} {json.dumps(v, default=str):<34} {marks.get(key, '')}".rstrip())
+        return "\n".join(lines)
 
 
 def _synth_cpu() -> Preset:
@@ -50,13 +63,75 @@ def _synth_cpu() -> Preset:
                   proxy_clip=PretrainConfig(data_root="data/synthref", steps=300))
 
 
+OURS = "ours (the paper does not state it)"
+PAPER_COMMON = {
+    "model.components": "paper: the ladder's rungs (value grounding, adapters, CFE, SKE, decoder)",
+    "model.pretrained": "paper: CLIP's own pre-trained weights (open_clip tag 'openai'; or a local file)",
+    "model.context_length": "CLIP's text context (77 tokens)",
+    "model.value_residual": "ours: MaskCLIP keeps it; the ClearCLIP-style form is the default until val decides",
+    "model.value_mlp": "ours: as value_residual",
+    "model.tau": "ours: zero-shot threshold, to be chosen on val",
+    "model.decoder_dims": "ours: LAVT-style widths", "model.decoder_layers": "ours: evenly spaced blocks",
+    "model.cfe_layers": "ours: every fusion point", "model.ske_layers": "ours: reconstruction (docs/design.md)",
+    "model.ske_dim": "ours: reconstruction (docs/design.md)",
+    "train.dice_weight": "paper: Dice + focal loss; the weights are ours",
+    "train.focal_weight": "paper: Dice + focal loss; the weights are ours",
+    "data.dataset": "paper: RefCOCOg is the ladder's benchmark (choose others with --dataset)",
+    "data.split_by": "paper: the UMD partition", "data.test_split": "paper: the ladder is reported on test",
+    "data.val_split": "selection is on val, never on test",
+}
+
+
 def _paper(name: str, clip_model: str, image_size: int) -> Preset:
-    # The paper trains at 416 px with ViT-B/16; epochs and learning rates here are our choices.
+    # The paper trains at 416 px with ViT-B/16; epochs, rates and widths here are our choices (see provenance).
     model = ModelConfig(clip_model=clip_model, pretrained="openai", image_size=image_size)
     train = TrainConfig(stage1_epochs=20, stage2_epochs=10, batch_size=32, lr=1e-4, decoder_lr=1e-4)
     data = DataConfig(data_root="data", dataset="refcocog", split_by="umd", image_root="data/images/train2014")
+    marks = {f"{sec}.{f}": OURS for sec, cfg in (("model", model), ("train", train), ("data", data))
+             for f in cfg.to_dict()}
+    marks.update(PAPER_COMMON)
+    marks["model.clip_model"] = f"paper: RISCLIP-{'B' if 'B' in clip_model else 'L'} uses CLIP {clip_model}"
+    marks["model.image_size"] = ("paper: 416 px" if image_size == 416 else
+                                 f"ours: {image_size} px, a multiple of the 14-px patch near the paper's 416")
+    for k in ("data.data_root", "data.image_root"):
+        marks[k] = "where you put the data (docs/real-data.md)"
+    marks["data.train_split"] = "the dataset's train split"
+    marks["data.max_train_samples"] = marks["data.max_eval_samples"] = "every sample"
+    marks["train.eval_batch_size"] = "no effect on the numbers"
+    for k in ("train.device", "train.num_workers", "train.progress", "train.seed"):
+        marks[k] = "run setting"
     return Preset(name, f"RefCOCOg-UMD with CLIP {clip_model} at {image_size} px (needs the real data and weights)",
-                  model, train, data)
+                  model, train, data, provenance=tuple(sorted(marks.items())))
+
+
+# the refer datasets and the splits each partition has; the first non-train split listed is val
+REFER_DATASETS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "refcoco": ("refcoco", "unc", ("val", "testA", "testB")),
+    "refcoco+": ("refcoco+", "unc", ("val", "testA", "testB")),
+    "refcocog": ("refcocog", "umd", ("val", "test")),
+    "refcocog-google": ("refcocog", "google", ("val",)),
+}
+
+
+def with_refer(p: Preset, name: str, eval_split: str | None = None) -> Preset:
+    """Point a paper preset at RefCOCO / RefCOCO+ (unc: val, testA, testB), RefCOCOg (umd: val, test) or
+    RefCOCOg-Google (val only: there selection and scoring share val, which the report must say)."""
+    if name not in REFER_DATASETS:
+        raise ValueError(f"unknown --dataset '{name}'; valid: {', '.join(REFER_DATASETS)}")
+    if p.synthref is not None:
+        raise ValueError(f"--dataset is for the paper presets; {p.name} runs on SynthRef")
+    dataset, split_by, splits = REFER_DATASETS[name]
+    test = eval_split or splits[-1]
+    if test not in splits:
+        raise ValueError(f"--eval-split {test}: {name} has {', '.join(splits)}")
+    data = dataclasses.replace(p.data, dataset=dataset, split_by=split_by, val_split="val", test_split=test)
+    marks = dict(p.provenance)
+    chosen = "chosen with --dataset / --eval-split (the paper reports RefCOCO, RefCOCO+ and RefCOCOg)"
+    marks.update({"data.dataset": chosen, "data.split_by": chosen, "data.test_split": chosen})
+    if test == "val":
+        marks["data.val_split"] = "val: this partition has no test split, so selection and scoring share val"
+    return dataclasses.replace(p, data=data, provenance=tuple(sorted(marks.items())), description=f"{p.description.split(' with ')[0].replace('RefCOCOg-UMD', name)}"
+                               f" ({split_by}, scored on {test}) with {p.description.split(' with ', 1)[1]}")
 
 
 PRESETS = {
@@ -73,9 +148,13 @@ def get_preset(name: str) -> Preset:
 
 
 def quick(p: Preset) -> Preset:
-    """A few minutes end to end: little data, one short epoch per stage, a briefly pre-trained proxy."""
-    train = dataclasses.replace(p.train, stage1_epochs=1, stage2_epochs=1, batch_size=16)
-    data = dataclasses.replace(p.data, max_train_samples=96, max_eval_samples=48)
+    """A few minutes end to end: little data, one short epoch per stage, a briefly pre-trained proxy. The
+    paper presets (a ViT-B/16 at 416 px) take 8 training and 8 evaluation samples, enough to rehearse
+    the real-data path on a CPU (docs/real-data.md)."""
+    paper = p.synthref is None
+    train = dataclasses.replace(p.train, stage1_epochs=1, stage2_epochs=1, batch_size=4 if paper else 16,
+                                eval_batch_size=4 if paper else p.train.eval_batch_size)
+    data = dataclasses.replace(p.data, max_train_samples=8 if paper else 96, max_eval_samples=8 if paper else 48)
     synthref = dataclasses.replace(p.synthref, images=120, size=96) if p.synthref else None
     proxy = dataclasses.replace(p.proxy_clip, steps=20, batch_size=32) if p.proxy_clip else None
     return dataclasses.replace(p, name=f"{p.name}-quick", train=train, data=data, synthref=synthref,

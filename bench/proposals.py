@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from risclip import distributed as dist
 from risclip.data.refer import ReferDataset
 from risclip.metrics import RISMetrics
 from risclip.model import RISOutput
@@ -53,4 +54,10 @@ class ProposalSelection:
         self.meter.update(preds, targets, kinds=kinds)
 
     def compute(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        return self.meter.compute(), self.meter.compute_by_kind()
+        """Over every sample seen; under torchrun, the sums of every process's shard."""
+        if not dist.active():
+            return self.meter.compute(), self.meter.compute_by_kind()
+        from risclip.engine import all_kinds
+
+        reduce = dist.all_reduce_sum
+        return self.meter.compute(reduce), self.meter.compute_by_kind(reduce, all_kinds(self.meter))

@@ -230,7 +230,7 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
               "among the image's ground-truth instance masks (the one with the highest mean map value; "
               "`bench/proposals.py`), the terms the oracle-proposal baselines below play on; on SynthRef it is the "
               "share of expressions whose referent was chosen. `ms/img` (batch 1) and `peak MB` (growth of the "
-              "resident set during one forward pass, measured in a fresh process) come from `bench/profile.py`.", "",
+              "resident set during one forward pass, measured in a fresh process) come from `bench/profiling.py`.", "",
               "## Text-blind baselines", "",
               "| baseline | mIoU | oIoU | P@50 | select mIoU |", "|---|---|---|---|---|"]
     for s in baselines:

@@ -127,3 +127,33 @@ class Tracker:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=d,
                                                         tracking_uri=self.uri)
             return json.loads(Path(local).read_text())
+
+
+class NullTracker:
+    """What processes other than 0 use under torchrun: the same calls, nothing written (process 0 tracks)."""
+
+    uri = ""
+
+    def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
+        return ""
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        pass
+
+    def find_finished(self, run_hash: str) -> None:
+        return None
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        pass
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        pass
+
+    def log_json(self, run_id: str, obj: Any, name: str) -> None:
+        pass
+
+    def log_file(self, run_id: str, path: str | Path) -> None:
+        pass

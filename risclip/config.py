@@ -18,7 +18,7 @@ COMPONENT_NAMES: tuple[str, ...] = ("value", "adapters", "cfe", "ske", "decoder"
 
 @dataclass(frozen=True)
 class Components:
-    """One flag per RISCLIP component (DESIGN.md's ladder).
+    """One flag per RISCLIP component (docs/design.md, "The ladder").
 
     ``value``: MaskCLIP value-token grounding in the last vision block (off: ordinary tokens);
     ``adapters``: bottleneck adapters in every block of both encoders; ``cfe``: cross-modal feature
@@ -81,7 +81,7 @@ class Components:
         return sorted(combos, key=lambda c: (not c.value, len(c.names()), [not getattr(c, n) for n in COMPONENT_NAMES]))
 
 
-# The paper's five cumulative rungs (DESIGN.md), defined once.
+# The paper's five cumulative rungs (docs/design.md), defined once.
 LADDER: tuple[Components, ...] = (
     Components.from_names("none"),
     Components.from_names("adapters"),

@@ -11,6 +11,11 @@
   frozen CLIP), written atomically and read back with ``torch.load(weights_only=True)``. Run again
   with the same ``workdir``, an interrupted training resumes after its last finished epoch.
 * A non-finite loss stops training with :class:`NonFiniteLossError`; the last good checkpoint stays.
+* Under ``torchrun`` (:mod:`risclip.distributed`): DistributedDataParallel over the stage's modules,
+  each process taking its share of the one-process epoch order; evaluation sharded without padding
+  and reduced as metric sums; only process 0 writes checkpoints.
+* Evaluation scores under one or more named protocols (:data:`risclip.metrics.PROTOCOLS`) from one
+  forward pass: ``ours`` (the default), ``cris``, ``lavt``.
 
 :func:`run_variant` is the spine the harness calls: it trains and scores one variant.
 """
@@ -27,13 +32,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from . import distributed as dist
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data.refer import ReferDataset, refer_collate
 from .losses import dice_focal_loss
-from .metrics import RISMetrics
+from .metrics import EvalProtocol, RISMetrics, get_protocol
 from .model import RISCLIP, RISOutput
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]  # (stage, epoch, {"loss": ...})
@@ -59,9 +66,15 @@ class RunResult:
     eval_seconds: float = 0.0
     eval_samples: int = 0
     stage1_reused: bool = False  # stage-1 weights came from ``stage1_cache`` (train_seconds excludes them)
+    protocol_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # other protocols, test split
+    checkpoint: str | None = None  # the last checkpoint written (self-describing: see ``load_checkpoint``)
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present; under torchrun, this process's own device (``cuda:LOCAL_RANK``)."""
+    ddp_device = dist.init(name)
+    if ddp_device is not None:
+        return ddp_device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -104,6 +117,20 @@ def checkpoint_path(workdir: Path, stage: int) -> Path:
     return Path(workdir) / f"stage{stage}.pt"
 
 
+def epoch_order(n: int, cfg: TrainConfig, stage: int, epoch: int) -> list[int]:
+    """The one-process sample order of an epoch, from a generator seeded by (seed, stage, epoch)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + stage * 1009 + epoch)
+    return torch.randperm(n, generator=gen).tolist()
+
+
+def local_batch_size(cfg: TrainConfig) -> int:
+    """Per-process batch: ``batch_size`` is the global batch, split evenly over torchrun's processes."""
+    world = dist.world_size()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not divide over {world} processes")
+    return cfg.batch_size // world
+
+
 def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainConfig, workdir: Path | None,
                 device: torch.device, on_epoch: EpochCallback | None = None, run_key: str = "") -> list[dict]:
     """Train ``stage``'s parameters for its epochs; resume from ``workdir/stage{n}.pt`` if it is there."""
@@ -112,12 +139,16 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
     if not params or epochs <= 0:
         return []
     model.set_stage(stage)
+    batch_size, world = local_batch_size(cfg), dist.world_size()
+    # DDP over the whole model: only the stage's parameters require gradients, so only they are synchronised
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist.active() else model
     lr = cfg.lr if stage == 1 else cfg.decoder_lr
     scales = {"cfe": cfg.cfe_lr_scale, "ske": cfg.ske_lr_scale}
     groups = [{"params": ps, "lr": lr * scales.get(name, 1.0), "name": name}
               for name, ps in model.stage_parameter_groups(stage).items()]
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(dataset) / cfg.batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(dataset) / world) / batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs * steps_per_epoch, cfg.warmup_fraction))
     ckpt = checkpoint_path(workdir, stage) if workdir is not None else None
     start_epoch, history = 0, []
@@ -132,18 +163,18 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
     grid = model.grid
     for epoch in range(start_epoch, epochs):
         model.set_stage(stage)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + stage * 1009 + epoch)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=RandomSampler(dataset, generator=gen),
-                            collate_fn=refer_collate, num_workers=cfg.num_workers, drop_last=False)
+        order = dist.ShardedOrder(epoch_order(len(dataset), cfg, stage, epoch), dist.rank(), world)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=refer_collate,
+                            num_workers=cfg.num_workers, drop_last=False)
         total, count, t0 = 0.0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"stage {stage} epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-                   disable=None if cfg.progress is None else not cfg.progress)
+                   disable=(None if cfg.progress is None else not cfg.progress) if dist.is_main() else True)
         for step, batch in enumerate(bar):
             images = batch["image"].to(device, non_blocking=True)
             tokens = batch["tokens"].to(device, non_blocking=True)
             mask = batch["mask"].to(device, non_blocking=True)
             with _autocast(device, cfg.amp):
-                out = model(images, tokens)
+                out = net(images, tokens)
             if stage == 1:
                 loss = dice_focal_loss(out.patch_logits, patch_target(mask, grid, cfg.patch_target), cfg.dice_weight,
                                        cfg.focal_weight, cfg.focal_alpha, cfg.focal_gamma)
@@ -163,45 +194,89 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
             total += loss.item() * images.shape[0]
             count += images.shape[0]
             bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.1f}")
-        row = {"stage": stage, "epoch": epoch + 1, "loss": total / max(1, count),
+        dist.broadcast_state(model)  # BatchNorm statistics: process 0's everywhere, before saving and evaluating
+        sums = dist.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
+        row = {"stage": stage, "epoch": epoch + 1, "loss": float(sums[0] / sums[1].clamp_min(1)),
                "seconds": time.perf_counter() - t0, "lr": scheduler.get_last_lr()[0]}
         history.append(row)
-        if ckpt is not None:
+        if ckpt is not None and dist.is_main():
             keys = list(row)
             _save_atomic({"run_key": run_key, "epoch": epoch, "model": model.component_state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "history_keys": keys,
+                          "history_keys": keys, "stage": stage, "model_config": model.cfg.to_dict(),
                           "history": torch.tensor([[float(r[k]) for k in keys] for r in history])}, ckpt)
+        dist.barrier()
         if on_epoch is not None:
             on_epoch(stage, epoch + 1, row)
     model.set_stage(None)
     return history
 
 
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # under the first protocol asked for
+    by_kind: dict[str, dict[str, float]]
+    protocols: dict[str, dict[str, float]] = field(default_factory=dict)  # the other protocols
+
+
+def binarise(model: RISCLIP, out: RISOutput, batch: dict, protocol: EvalProtocol,
+             device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Predictions and targets of a batch as ``protocol`` scores them (original size, or size x size)."""
+    if protocol.size is None:
+        sizes = [(m["orig_h"], m["orig_w"]) for m in batch["meta"]]
+        targets = [t.to(device) for t in batch["orig_mask"]]
+    else:
+        sizes = [(protocol.size, protocol.size)] * len(batch["meta"])
+        targets = [F.interpolate(t[None, None].float().to(device), size=sizes[0], mode="nearest")[0, 0] > 0.5
+                   for t in batch["orig_mask"]]
+    return model.binarise(out, sizes, threshold=protocol.threshold), targets
+
+
 @torch.no_grad()
 def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
-             desc: str = "eval", on_batch: BatchCallback | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """mIoU, oIoU, P@X at each image's original resolution, and the same per expression kind.
+             desc: str = "eval", on_batch: BatchCallback | None = None,
+             protocols: tuple[str, ...] = ("ours",)) -> Evaluation:
+    """mIoU, oIoU, P@X and the same per expression kind under the first of ``protocols`` (``ours``: at each
+    image's original resolution), and the overall metrics under the others, from one forward pass.
+    Under torchrun each process scores every N-th sample and the metric sums are reduced.
 
     ``on_batch(batch, output)`` sees every batch with the model's output (extra scoring without a
     second forward pass)."""
     if not dataset.keep_original_mask:
         raise ValueError("evaluate needs a dataset built with keep_original_mask=True")
+    chosen = [get_protocol(p) for p in protocols]
     model.set_stage(None)
-    metrics = RISMetrics()
-    loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=refer_collate,
+    meters = {p.name: RISMetrics(inclusive=p.inclusive) for p in chosen}
+    shard = Subset(dataset, dist.shard_indices(len(dataset), dist.rank(), dist.world_size())) if dist.active() else dataset
+    loader = DataLoader(shard, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=refer_collate,
                         num_workers=cfg.num_workers)
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False,
-                      disable=None if cfg.progress is None else not cfg.progress):
+    disable = (None if cfg.progress is None else not cfg.progress) if dist.is_main() else True
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=disable):
         with _autocast(device, cfg.amp):
             out = model(batch["image"].to(device), batch["tokens"].to(device))
-        sizes = [(m["orig_h"], m["orig_w"]) for m in batch["meta"]]
-        preds = model.binarise(out, sizes)
-        targets = [t.to(device) for t in batch["orig_mask"]]
-        metrics.update(preds, targets, kinds=[m["kind"] for m in batch["meta"]])
+        kinds = [m["kind"] for m in batch["meta"]]
+        for p in chosen:
+            preds, targets = binarise(model, out, batch, p, device)
+            meters[p.name].update(preds, targets, kinds=kinds)
         if on_batch is not None:
             on_batch(batch, out)
-    return metrics.compute(), metrics.compute_by_kind()
+    reduce = dist.all_reduce_sum if dist.active() else None
+    first = meters[chosen[0].name]
+    kinds = all_kinds(first)
+    others = {p.name: meters[p.name].compute(reduce) for p in chosen[1:]}
+    return Evaluation(first.compute(reduce), first.compute_by_kind(reduce, kinds), others)
+
+
+def all_kinds(meter: RISMetrics) -> list[str]:
+    """Expression kinds seen by any process (every process needs the same list to reduce per kind)."""
+    kinds = meter.kinds()
+    if not dist.active():
+        return kinds
+    import torch.distributed as tdist
+
+    gathered: list[list[str]] = [[] for _ in range(dist.world_size())]
+    tdist.all_gather_object(gathered, kinds)
+    return sorted({k for ks in gathered for k in ks})
 
 
 def build_dataset(data: DataConfig, model_cfg: ModelConfig, split: str, train: bool) -> ReferDataset:
@@ -225,7 +300,8 @@ def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCon
 def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, workdir: str | Path | None = None,
                 eval_split: str | None = None, on_epoch: EpochCallback | None = None,
                 evaluate_val: bool = True, on_model: Callable[[RISCLIP], None] | None = None,
-                stage1_cache: str | Path | None = None, on_test_batch: BatchCallback | None = None) -> RunResult:
+                stage1_cache: str | Path | None = None, on_test_batch: BatchCallback | None = None,
+                protocols: tuple[str, ...] = ("ours",)) -> RunResult:
     """Train (both stages, as the components require) and score one variant.
 
     ``workdir`` holds the checkpoints (and makes an interrupted run resumable); ``eval_split`` defaults
@@ -233,7 +309,11 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     (the harness draws its prediction grid there). ``stage1_cache`` is a folder of finished stage-1
     weights keyed by :func:`stage1_key`: a variant whose stage 1 was already trained (e.g. rung 4 after
     rung 3 with the same seed) loads it instead of training it again (``RunResult.stage1_reused``).
-    ``on_test_batch`` is passed to :func:`evaluate` on the evaluation split.
+    ``on_test_batch`` is passed to :func:`evaluate` on the evaluation split; ``protocols`` name the
+    evaluation protocols to score the test split under (the first gives ``metrics``, the others
+    ``protocol_metrics``; val is scored under the first). With a ``workdir``, the trained variant is
+    also written as ``workdir/model.pt`` (its model config and component weights), which
+    ``python -m risclip.predict --checkpoint`` reads.
     """
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
@@ -258,25 +338,68 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         else:
             h1 = train_stage(model, train_set, 1, train_cfg, wd, device, on_epoch, run_key)
             history += h1
-            if cached is not None and h1:
+            if cached is not None and h1 and dist.is_main():
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 keys = list(h1[0])
                 _save_atomic({"model": model.stage_state_dict(1), "history_keys": keys,
                               "history": torch.tensor([[float(r[k]) for k in keys] for r in h1])}, cached)
+            dist.barrier()
         history += train_stage(model, train_set, 2, train_cfg, wd, device, on_epoch, run_key)
     train_seconds = time.perf_counter() - t0
-    if on_model is not None:
+    final = None
+    if wd is not None:
+        final = wd / "model.pt"
+        if dist.is_main():
+            save_checkpoint(model, final, run_key)
+        dist.barrier()
+    if on_model is not None and dist.is_main():
         on_model(model)
         model.set_stage(None)
     t1 = time.perf_counter()
     val_metrics: dict[str, float] = {}
     if evaluate_val:
-        val_metrics, _ = evaluate(model, build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False),
-                                  train_cfg, device, desc="val")
+        val_metrics = evaluate(model, build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False),
+                               train_cfg, device, desc="val", protocols=protocols[:1]).metrics
     test_set = build_dataset(data_cfg, model_cfg, eval_split or data_cfg.test_split, train=False)
-    metrics, by_kind = evaluate(model, test_set, train_cfg, device, desc="test", on_batch=on_test_batch)
+    test = evaluate(model, test_set, train_cfg, device, desc="test", on_batch=on_test_batch, protocols=protocols)
     return RunResult(
         components=str(model_cfg.components), model_hash=model_cfg.config_hash(), train_hash=train_cfg.config_hash(),
-        metrics=metrics, by_kind=by_kind, val_metrics=val_metrics, history=history, train_seconds=train_seconds,
-        eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set), stage1_reused=stage1_reused,
+        metrics=test.metrics, by_kind=test.by_kind, val_metrics=val_metrics, history=history,
+        train_seconds=train_seconds, eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set),
+        stage1_reused=stage1_reused, protocol_metrics=test.protocols, checkpoint=str(final) if final else None,
     )
+
+
+CHECKPOINT_FORMAT = "risclip-model-1"
+
+
+def save_checkpoint(model: RISCLIP, path: str | Path, run_key: str = "") -> None:
+    """A trained variant as one self-describing file: its model config (components, backbone name and
+    weights, sizes) and every non-CLIP weight. The frozen CLIP is not stored: it comes from the config's
+    ``pretrained`` (an open_clip tag or a local file), as it did in training."""
+    _save_atomic({"format": CHECKPOINT_FORMAT, "model_config": model.cfg.to_dict(), "run_key": run_key,
+                  "model": model.component_state_dict()}, Path(path))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
+                    model_cfg: ModelConfig | None = None) -> RISCLIP:
+    """Build the variant a checkpoint describes (``model.pt`` of :func:`run_variant`, or a ``stage{n}.pt``
+    training checkpoint, which also carries its config) and load its weights. ``model_cfg`` overrides the
+    stored config (e.g. to point ``pretrained`` at the CLIP weights on this machine); weights that do
+    not fit it raise a ValueError that says which variant the checkpoint holds."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path}: not a RISCLIP checkpoint (no component weights in it)")
+    stored = ModelConfig.from_dict(state["model_config"]) if "model_config" in state else None
+    cfg = model_cfg or stored
+    if cfg is None:
+        raise ValueError(f"{path}: an old checkpoint without its model config; pass the config explicitly")
+    model = RISCLIP.from_config(cfg).to(device)
+    try:
+        model.load_component_state_dict(state["model"])
+    except (ValueError, RuntimeError) as e:
+        held = f" (it holds {stored.components} on {stored.clip_model})" if stored is not None else ""
+        raise ValueError(f"{path}: checkpoint does not fit {cfg.components} on {cfg.clip_model}{held}: "
+                         f"{str(e).splitlines()[0][:200]}") from None
+    model.set_stage(None)
+    return model

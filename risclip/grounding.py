@@ -2,7 +2,7 @@
 
 m = scale * cos(P, s) + bias, with P the patch embeddings (value tokens when the ``value`` flag is
 on, MaskCLIP) and s the sentence (EOS) embedding. Zero-shot (nothing trained) the map is binarised by
-min-max normalising each map and thresholding at ``tau`` (the paper does not say how; DESIGN.md).
+min-max normalising each map and thresholding at ``tau`` (the paper does not say how; docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """Referring-image-segmentation metrics: mIoU, oIoU and Prec@X.
 
-Definitions (DESIGN.md, the field's convention, e.g. LAVT and CRIS evaluations):
+Definitions (docs/design.md, "Metrics and protocols"; the field's convention, e.g. LAVT and CRIS evaluations):
 
 * every expression is one sample; its IoU is computed on the *binarised* prediction at the image's
   original resolution (binarising and resizing are the caller's job: this module takes booleans);
 * ``mIoU`` is the mean of per-sample IoUs;
 * ``oIoU`` (overall, or cumulative IoU) is the sum of intersections divided by the sum of unions
   over the whole set, so large objects weigh more;
-* ``P@50 .. P@90`` are the share of samples whose IoU is strictly greater than 0.5 .. 0.9.
+* ``P@50 .. P@90`` are the share of samples whose IoU is strictly greater than 0.5 .. 0.9 (or at least
+  0.5 .. 0.9 with ``inclusive``, LAVT's convention);
+* :class:`EvalProtocol` / ``PROTOCOLS`` name the peers' conventions (threshold, scoring size, P@X rule).
 
 All values are returned in percent.
 
@@ -19,12 +21,49 @@ evaluation scripts that divide with an epsilon and so score it 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 PRECISION_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 METRIC_NAMES: tuple[str, ...] = ("mIoU", "oIoU") + tuple(f"P@{int(t * 100)}" for t in PRECISION_THRESHOLDS)
+Reduce = Callable[[torch.Tensor], torch.Tensor]  # sums a float64 vector across processes (distributed runs)
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How a prediction is binarised and scored; peers differ, so every number names its protocol.
+
+    ``threshold``: a pixel is foreground when sigmoid(logit) > threshold (variants with nothing trained
+    keep their zero-shot rule, :mod:`risclip.grounding`); ``size``: None scores at each image's original
+    size, else prediction and ground truth are both resized to ``size`` x ``size`` (the mask by nearest
+    neighbour); ``inclusive``: P@X counts IoU >= X rather than IoU > X; ``reports``: the metrics the
+    protocol's papers publish (the others are still computed, but tables show these).
+    """
+
+    name: str
+    threshold: float = 0.5
+    size: int | None = None
+    inclusive: bool = False
+    reports: tuple[str, ...] = METRIC_NAMES
+    description: str = ""
+
+
+PROTOCOLS: dict[str, EvalProtocol] = {
+    "ours": EvalProtocol("ours", description="sigmoid > 0.5 at the original size; P@X counts IoU > X (RISCLIP)"),
+    "cris": EvalProtocol("cris", threshold=0.35, reports=("mIoU",),
+                         description="sigmoid > 0.35 at the original size; mIoU only (CRIS, ETRIS, DETRIS)"),
+    "lavt": EvalProtocol("lavt", size=480, inclusive=True,
+                         description="sigmoid > 0.5, prediction and mask scored at 480 x 480; P@X counts IoU >= X "
+                                     "(LAVT, CARIS)"),
+}
+
+
+def get_protocol(name: str) -> EvalProtocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol '{name}'; valid: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
 
 
 def intersection_union(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,8 +92,9 @@ class RISMetrics:
     resolutions). ``kinds`` optionally names each sample's expression kind for :meth:`compute_by_kind`.
     """
 
-    def __init__(self, empty_iou: float = 1.0) -> None:
+    def __init__(self, empty_iou: float = 1.0, inclusive: bool = False) -> None:
         self.empty_iou = float(empty_iou)
+        self.inclusive = bool(inclusive)  # P@X counts IoU >= X (LAVT) instead of IoU > X
         self.reset()
 
     def reset(self) -> None:
@@ -103,37 +143,56 @@ class RISMetrics:
         iou = torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, self.empty_iou))
         return iou
 
+    def _sums(self, iou: torch.Tensor, inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+        """[count, sum of IoU, sum of intersections, sum of unions, count above each P@X threshold]: what
+        adds across processes exactly (every metric is a ratio of these sums, never a mean of means)."""
+        above = [(iou >= t if self.inclusive else iou > t).double().sum() for t in PRECISION_THRESHOLDS]
+        return torch.stack([torch.tensor(float(iou.numel()), dtype=torch.float64), iou.sum(), inter.sum(),
+                            union.sum(), *above]).to(torch.float64)
+
     @staticmethod
-    def _summarise(iou: torch.Tensor, inter: torch.Tensor, union: torch.Tensor) -> dict[str, float]:
-        if iou.numel() == 0:
+    def _from_sums(v: torch.Tensor) -> dict[str, float]:
+        n, iou_sum, inter, union = (float(x) for x in v[:4])
+        if n == 0:
             raise ValueError("no samples to compute metrics over")
-        total_union = union.sum().item()
-        out = {
-            "mIoU": 100.0 * iou.mean().item(),
-            "oIoU": 100.0 * (inter.sum().item() / total_union if total_union > 0 else 0.0),
-        }
-        for t in PRECISION_THRESHOLDS:
-            out[f"P@{int(round(t * 100))}"] = 100.0 * (iou > t).double().mean().item()
+        out = {"mIoU": 100.0 * iou_sum / n, "oIoU": 100.0 * (inter / union if union > 0 else 0.0)}
+        for t, count in zip(PRECISION_THRESHOLDS, v[4:]):
+            out[f"P@{int(round(t * 100))}"] = 100.0 * float(count) / n
         return out
 
-    def compute(self) -> dict[str, float]:
-        """mIoU, oIoU and P@50..P@90 in percent over every sample seen."""
-        iou = self.per_sample_iou()
-        if iou.numel() == 0:
-            raise ValueError("no samples to compute metrics over")
-        return self._summarise(iou, torch.cat(self._inter), torch.cat(self._union))
+    def _all(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self._inter:
+            empty = torch.zeros(0, dtype=torch.float64)
+            return empty, empty, empty
+        return self.per_sample_iou(), torch.cat(self._inter), torch.cat(self._union)
 
-    def compute_by_kind(self) -> dict[str, dict[str, float]]:
-        """The same metrics per expression kind (samples without a kind are grouped under 'none')."""
-        iou = self.per_sample_iou()
-        if iou.numel() == 0:
-            raise ValueError("no samples to compute metrics over")
-        inter, union = torch.cat(self._inter), torch.cat(self._union)
+    def compute(self, reduce: Reduce | None = None) -> dict[str, float]:
+        """mIoU, oIoU and P@50..P@90 in percent over every sample seen. ``reduce`` sums the metric sums
+        across processes (``risclip.distributed.all_reduce_sum``), so a sharded evaluation equals one
+        process's."""
+        v = self._sums(*self._all())
+        return self._from_sums(reduce(v) if reduce is not None else v)
+
+    def compute_by_kind(self, reduce: Reduce | None = None, kinds: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+        """The same metrics per expression kind (samples without a kind are grouped under 'none').
+        Distributed, every process must pass the same ``kinds`` (the union of all processes' kinds)."""
+        iou, inter, union = self._all()
         names = ["none" if k is None else str(k) for k in self._kinds]
+        if kinds is None:
+            if iou.numel() == 0:
+                raise ValueError("no samples to compute metrics over")
+            kinds = sorted(set(names))
         out: dict[str, dict[str, float]] = {}
-        for kind in sorted(set(names)):
-            idx = torch.tensor([i for i, k in enumerate(names) if k == kind])
-            summary = self._summarise(iou[idx], inter[idx], union[idx])
-            summary["count"] = float(idx.numel())
+        for kind in kinds:
+            idx = torch.tensor([i for i, k in enumerate(names) if k == kind], dtype=torch.long)
+            v = self._sums(iou[idx], inter[idx], union[idx])
+            v = reduce(v) if reduce is not None else v
+            if float(v[0]) == 0:
+                continue
+            summary = self._from_sums(v)
+            summary["count"] = float(v[0])
             out[kind] = summary
         return out
+
+    def kinds(self) -> list[str]:
+        return sorted({"none" if k is None else str(k) for k in self._kinds})

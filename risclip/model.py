@@ -1,6 +1,6 @@
 """RISCLIP: a frozen open_clip CLIP with the components that :class:`~risclip.config.Components` names.
 
-Forward pass (DESIGN.md, "Data flow"): both encoders run block by block in lockstep; adapters sit
+Forward pass (docs/design.md, "Data flow"): both encoders run block by block in lockstep; adapters sit
 inside every block; CFE acts at the fusion points in ``cfe_layers``; the last vision block takes the
 value path when ``value`` is on; patch embeddings and the sentence embedding meet by cosine in the
 shared space to give the patch map; SKE refines it; the decoder (or a bilinear upsampling) gives
@@ -160,8 +160,18 @@ class RISCLIP(nn.Module):
     # ---------------------------------------------------------------------------------------- forward
     def encode(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         """Run both towers; returns the vision tokens after every block {index: (B, 1+N, Dv)} (the last
-        one from the value path when it is on) and the final text tokens (B, T, Dt)."""
+        one from the value path when it is on) and the final text tokens (B, T, Dt).
+
+        One image with B sentences (``images`` (1, 3, H, W), ``tokens`` (B, T)) runs the image tower once
+        when it does not read the text (no CFE) and shares its tokens across the sentences; with CFE the
+        image is repeated, since each sentence changes the image tokens."""
         comp = self.cfg.components
+        b = tokens.shape[0]
+        if images.shape[0] != b:
+            if images.shape[0] != 1:
+                raise ValueError(f"{images.shape[0]} images for {b} sentences: give one image or one per sentence")
+            if self.cfe is not None:
+                images = images.expand(b, *images.shape[1:])
         v = bb.vision_embed(self.clip, images)
         t, text_mask = bb.text_embed(self.clip, tokens)
         positions = torch.arange(tokens.shape[1], device=tokens.device)
@@ -185,6 +195,8 @@ class RISCLIP(nn.Module):
             if self.cfe is not None and str(point) in self.cfe:
                 v, t = self.cfe[str(point)](v, t, padding)
                 vision_out[lv] = v
+        if v.shape[0] != b:  # one shared image pass: the same tokens for every sentence
+            vision_out = {k: x.expand(b, *x.shape[1:]) for k, x in vision_out.items()}
         return vision_out, t
 
     def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -194,7 +206,7 @@ class RISCLIP(nn.Module):
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> RISOutput:
         vision_out, text_tokens = self.encode(images, tokens)
-        b = images.shape[0]
+        b = tokens.shape[0]
         h, w = self.grid
         sentence = bb.sentence_embedding(self.clip, text_tokens, tokens)  # (B, E)
         patch = bb.to_shared_space(self.clip, vision_out[self.vision_layers - 1][:, 1:])  # (B, N, E)
@@ -217,9 +229,11 @@ class RISCLIP(nn.Module):
 
     # ------------------------------------------------------------------------------------- prediction
     @torch.no_grad()
-    def binarise(self, out: RISOutput, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-        """Boolean masks at each image's original (h, w): sigmoid > 0.5 of the pixel logits resized
-        bilinearly, or, for a variant with nothing trained, the zero-shot rule of :mod:`risclip.grounding`."""
+    def binarise(self, out: RISOutput, sizes: list[tuple[int, int]], threshold: float = 0.5) -> list[torch.Tensor]:
+        """Boolean masks at the given (h, w) sizes (each image's original size by default protocol):
+        sigmoid > ``threshold`` of the pixel logits resized bilinearly, or, for a variant with nothing
+        trained, the zero-shot rule of :mod:`risclip.grounding`."""
+        logit_cut = math.log(threshold / (1 - threshold))  # sigmoid(x) > t  <=>  x > logit(t)
         masks = []
         for i, size in enumerate(sizes):
             if self.zero_shot:
@@ -227,5 +241,5 @@ class RISCLIP(nn.Module):
             else:
                 up = F.interpolate(out.mask_logits[i][None, None].float(), size=size, mode="bilinear",
                                    align_corners=False)
-                masks.append(up[0, 0] > 0)
+                masks.append(up[0, 0] > logit_cut)
         return masks

@@ -1,7 +1,7 @@
 """Shared-space Knowledge Exploitation (SKE).
 
 The paper's module uses CLIP's image-text shared embedding space to discern the referent. Its exact
-form is not in the material this project started from, so this is a **reconstruction** (DESIGN.md):
+form is not in the material this project started from, so this is a **reconstruction** (docs/design.md, "SKE"):
 
 1. at each vision block in ``ske_layers``, the patch tokens go through CLIP's own frozen ``ln_post``
    and ``proj`` into the shared space, and their cosine with the sentence embedding gives one map per

@@ -11,24 +11,24 @@ from bench import benchmark_report
 from bench.costs import CLIP, RUNG_VARIANTS
 
 
-def _bench(kind, shape, variant, batch_kind, batch, median, memory, flops):
+def _bench(kind, shape, variant, batch_kind, batch, median, memory, flops, device="cpu"):
     return {"group": "g", "name": f"test_{kind}[{shape}-{variant}]", "params": {"batch_kind": batch_kind},
-            "stats": {"median": median, "iqr": 0.0, "rounds": 3},
-            "extra_info": {"kind": kind, "shape": shape, "variant": variant, "batch": batch, "device": "cpu",
+            "stats": {"median": median, "iqr": 0.0, "rounds": 3, "q1": 0.9 * median, "q3": 1.1 * median},
+            "extra_info": {"kind": kind, "shape": shape, "variant": variant, "batch": batch, "device": device,
                            "autocast": False, "params_total": 1e6, "params_trainable": 1e4,
                            "flops_per_image": flops, "peak_memory_mb": memory}}
 
 
-def _write(path, slowdown=1.0):
+def _write(path, slowdown=1.0, shapes=("synth-cpu", "paper-b"), device="cpu"):
     benches = []
-    for shape in ("synth-cpu", "paper-b"):
+    for shape in shapes:
         for i, v in enumerate([CLIP, *RUNG_VARIANTS]):
             scale = 1.0 + 0.05 * i
             for bk, b in (("batch1", 1), ("batchN", 4)):
                 t = 0.1 * b * scale * (slowdown if v == RUNG_VARIANTS[-1] else 1.0)
-                benches.append(_bench("inference", shape, v, bk, b, t, 100 * b * scale, 1e9 * scale))
+                benches.append(_bench("inference", shape, v, bk, b, t, 100 * b * scale, 1e9 * scale, device))
             if i >= 2:
-                benches.append(_bench("train", shape, v, None, 2, 0.6 * scale, 300.0, 3e9))
+                benches.append(_bench("train", shape, v, None, 2, 0.6 * scale, 300.0, 3e9, device))
     benches.append({"name": "test_tracking_overhead", "params": {}, "stats": {"median": 0.01},
                     "extra_info": {"kind": "overhead", "overhead_fraction": 0.001, "epoch_seconds": 10.0}})
     path.write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "commit_info": {}, "datetime": "now"}))
@@ -44,9 +44,36 @@ def test_report_ratios_and_regressions(tmp_path):
     m = re.search(r"^ratio full/CLIP at paper shape \(ViT-B/16\): ([0-9.]+)x$", md, re.M)
     assert m is not None
     assert float(m.group(1)) == pytest.approx(1.25 * 1.5, abs=0.01)  # rung 4 is 1.25x CLIP, slowed down 1.5x
-    assert "NOT met" in md  # 1.88x > 1.3x
+    # on the CPU the 1.3x target is judged on FLOPs (1.25x: met), not on the noisy latency (1.88x)
+    assert "judged on FLOPs on the CPU: **met**" in md
+    # the latency ratio carries its within-run spread: quartiles 0.9 and 1.1 of each median
+    assert f"{1.875:.2f} ({1.875 * 0.9 / 1.1:.2f}-{1.875 * 1.1 / 0.9:.2f})" in md
     assert "grew by more than 10%" in md and "+50.0%" in md
-    assert (tmp_path / "out" / "benchmark-cost.png").is_file()
+    assert (tmp_path / "out" / "benchmark-cost-paper-b.png").is_file()
+
+
+def test_gpu_report_judges_latency_and_estimates_hours(tmp_path):
+    _write(tmp_path / "gpu.json", slowdown=1.5, device="cuda")
+    assert benchmark_report.main([str(tmp_path / "gpu.json"), "--out-dir", str(tmp_path), "--name", "g",
+                                  "--ladder-csv", ""]) == 0
+    md = (tmp_path / "g.md").read_text()
+    assert "judged on GPU latency: **NOT met**" in md  # 1.88x
+    assert "GPU-hours" in md and "img/s" in md
+
+
+def test_partial_run_updates_only_its_sections(tmp_path):
+    out = ["--out-dir", str(tmp_path), "--ladder-csv", ""]
+    _write(tmp_path / "full.json")
+    assert benchmark_report.main([str(tmp_path / "full.json"), *out]) == 0
+    first = (tmp_path / "benchmark.md").read_text()
+    paper = re.search(r"<!-- section:shape:paper-b -->.*?<!-- /section:shape:paper-b -->", first, re.S).group(0)
+    _write(tmp_path / "part.json", slowdown=2.0, shapes=("synth-cpu",))
+    assert benchmark_report.main([str(tmp_path / "part.json"), *out]) == 0
+    second = (tmp_path / "benchmark.md").read_text()
+    assert paper in second  # the paper-b section (and the summary built on it) survive a synth-cpu-only run
+    assert "ratio full/CLIP at paper shape (ViT-B/16): 1.25x" in second
+    synth = re.search(r"<!-- section:shape:synth-cpu -->.*?<!-- /section:shape:synth-cpu -->", second, re.S).group(0)
+    assert "2.50 (" in synth  # the synth-cpu section is the new run's (rung 4 slowed 2x)
 
 
 def test_report_without_benchmarks_is_a_clear_error(tmp_path, capsys):

@@ -41,7 +41,8 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 def test_rung0_is_evaluated_without_training(data, tmp_path):
     r = run_variant(ModelConfig.tiny(components="none"), TrainConfig(**FAST), data, tmp_path)
-    assert r.history == [] and not list(tmp_path.iterdir())  # nothing trained, no checkpoint written
+    # nothing trained: no training checkpoint, only the self-describing model file (config, map affine)
+    assert r.history == [] and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
     assert set(r.metrics) >= {"mIoU", "oIoU", "P@50"} and r.eval_samples == 12
     assert set(r.by_kind) <= {"attribute", "position", "relation"}
 

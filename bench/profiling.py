@@ -118,7 +118,7 @@ def measure_in_fresh_process(spec: dict, timeout: float = 900) -> dict[str, floa
     import json
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "bench.profile", json.dumps(spec)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "bench.profiling", json.dumps(spec)], capture_output=True,
                           text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

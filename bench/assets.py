@@ -1,0 +1,60 @@
+"""Data and backbone weights a preset needs, made or found before anything trains (no MLflow here, so
+that machines without it, such as a lent GPU machine running :mod:`bench.device_ladder`, can use it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import presets as P
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def data_fingerprint(preset: P.Preset) -> str:
+    """Hash of the two annotation files (the refs pickle and instances.json): what decides the samples and
+    their masks. Images are not hashed (reading every image of COCO would take minutes); a changed image
+    with unchanged annotations is not detected."""
+    d = preset.data
+    ds_dir = Path(d.data_root) / d.dataset
+    h = hashlib.sha256()
+    for p in (ds_dir / f"refs({d.split_by}).p", ds_dir / "instances.json"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def ensure_data(preset: P.Preset, progress: bool | None) -> None:
+    """Generate SynthRef where the preset wants it and it is absent."""
+    d = preset.data
+    if (Path(d.data_root) / d.dataset / f"refs({d.split_by}).p").is_file():
+        return
+    if preset.synthref is None:
+        raise UsageError(f"{d.data_root}: no {d.dataset} ({d.split_by}) data found; preset {preset.name} needs "
+                         f"it in the refer layout (see README, Data)")
+    from risclip.data.synthref import generate
+
+    tqdm.write(f"generating SynthRef ({preset.synthref.images} images) in {d.data_root} ...")
+    generate(d.data_root, preset.synthref, progress=progress)
+
+
+def ensure_backbone(preset: P.Preset, progress: bool | None, pretrained: str | None) -> tuple[P.Preset, dict]:
+    """Resolve the backbone weights: ``--pretrained`` wins; else the preset's proxy CLIP (trained on demand)."""
+    if pretrained is not None:
+        return dataclasses.replace(preset, model=dataclasses.replace(preset.model, pretrained=pretrained)), {}
+    if preset.proxy_clip is None:
+        return preset, {}
+    from .pretrain_clip import pretrain
+
+    path = preset.proxy_clip.cache_path()
+    if not path.is_file():
+        tqdm.write(f"pre-training the proxy CLIP ({preset.proxy_clip.steps} steps; cached as {path}) ...")
+    path, summary = pretrain(preset.proxy_clip, progress=progress)
+    return dataclasses.replace(preset, model=dataclasses.replace(preset.model, pretrained=str(path))), summary

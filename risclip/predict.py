@@ -1,0 +1,203 @@
+"""Segment what a sentence refers to in an image, with any trained RISCLIP variant.
+
+  python -m risclip.predict --checkpoint runs/<hash>/model.pt --image street.jpg \
+      --text "the man in the red shirt on the left" --out mask.png --overlay overlay.png
+  python -m risclip.predict --run <MLflow run id> --image img.png --text "the red square" --text "the blue circle" \
+      --out mask.png                       # two sentences: mask-1.png, mask-2.png from one image pass
+
+The checkpoint is the ``model.pt`` that every training run writes in its run folder (its model config
+and component weights; ``bench.ablate`` tags each MLflow run with its path). ``--run`` finds it in the
+local MLflow store (``--tracking-uri``, default ``sqlite:///mlflow.db``, read directly: this library
+never imports MLflow); for a remote tracking server, download the file and pass ``--checkpoint``.
+The frozen CLIP comes from the checkpoint's config (an open_clip tag or a local file); ``--pretrained``
+points it elsewhere, e.g. at the same weights on another machine.
+
+Masks are written at the image's original size (white = the referent) under protocol ``ours``
+(sigmoid > 0.5, or the zero-shot rule for rung 0); ``--threshold`` changes the cut. Several ``--text``
+give several masks from one batch; a variant without CFE runs its image tower once for all of them.
+Bad input (a missing or unreadable image, a checkpoint of another variant or backbone than asked for
+with ``--components`` / ``--clip-model``, a sentence longer than the model's context) is a one-line
+error with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sqlite3
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .backbone import BackboneError
+from .config import Components, ModelConfig
+from .data.transforms import ResizeNormalize
+
+
+class PredictError(ValueError):
+    """Bad input to prediction; its message is printed as one line."""
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def checkpoint_of_run(run_id: str, tracking_uri: str = "sqlite:///mlflow.db") -> Path:
+    """The ``checkpoint`` tag of an MLflow run in a local SQLite store (read with sqlite3, not MLflow)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        raise PredictError(f"--run reads a local sqlite:/// MLflow store, not {tracking_uri}; download the run's "
+                           f"checkpoint and pass --checkpoint")
+    db = Path(tracking_uri[len("sqlite:///"):])
+    if not db.is_file():
+        raise PredictError(f"{db}: no MLflow store here (run from the folder that holds it, or pass --tracking-uri)")
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        row = con.execute("SELECT value FROM tags WHERE run_uuid = ? AND key = 'checkpoint'", (run_id,)).fetchone()
+        known = con.execute("SELECT 1 FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+    if known is None:
+        raise PredictError(f"no MLflow run {run_id} in {db}")
+    if row is None or not row[0]:
+        raise PredictError(f"MLflow run {run_id} has no checkpoint tag (baselines and runs older than predict "
+                           f"have none); pass --checkpoint runs/<hash>/model.pt")
+    path = Path(row[0])
+    if not path.is_file():
+        raise PredictError(f"MLflow run {run_id}'s checkpoint {path} is gone (deleted, or another machine's)")
+    return path
+
+
+def read_image(path: str | Path) -> Image.Image:
+    p = Path(path)
+    if not p.is_file():
+        raise PredictError(f"{p}: image not found")
+    try:
+        with Image.open(p) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise PredictError(f"{p}: cannot read the image ({type(e).__name__})") from None
+
+
+def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
+    """open_clip's tokens; a sentence that would be cut short by the context is an error, not truncated."""
+    import open_clip
+    from open_clip.tokenizer import _tokenizer
+
+    for text in texts:
+        if not text.strip():
+            raise PredictError("--text is empty")
+        n = len(_tokenizer.encode(text)) + 2  # with the start and end tokens
+        if n > context_length:
+            raise PredictError(f"--text {text[:40]!r}...: {n} tokens, but this model reads at most {context_length}; "
+                               f"shorten it")
+    return open_clip.tokenize(texts, context_length=context_length)
+
+
+def load_model(checkpoint: str | Path, device: torch.device, pretrained: str | None = None,
+               components: str | None = None, clip_model: str | None = None):
+    """The checkpoint's variant, checked against the variant and backbone the user expects."""
+    from .engine import load_checkpoint
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise PredictError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, a pickle with code in it, truncated
+        raise PredictError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or "model_config" not in state or "model" not in state:
+        raise PredictError(f"{path}: not a RISCLIP model checkpoint (expected the model.pt of a training run)")
+    cfg = ModelConfig.from_dict(state["model_config"])
+    if components is not None:
+        want = Components.from_names(components)
+        if want != cfg.components:
+            raise PredictError(f"{path} holds variant {cfg.components}, not {want}")
+    if clip_model is not None and clip_model != cfg.clip_model:
+        raise PredictError(f"{path} was trained on backbone {cfg.clip_model}, not {clip_model}")
+    if pretrained is not None:
+        cfg = dataclasses.replace(cfg, pretrained=pretrained)
+    try:
+        return load_checkpoint(path, device, cfg)
+    except BackboneError as e:
+        raise PredictError(str(e)) from None
+    except ValueError as e:
+        raise PredictError(str(e).splitlines()[0]) from None
+
+
+# ------------------------------------------------------------------------------------------ predict
+@torch.no_grad()
+def predict(model, image: Image.Image, texts: list[str], threshold: float = 0.5) -> list[np.ndarray]:
+    """Boolean masks (H, W) at the image's original size, one per sentence, from one batched pass."""
+    cfg = model.cfg
+    tf = ResizeNormalize(cfg.image_size)
+    device = next(model.parameters()).device
+    x = tf.image(image)[None].to(device)
+    tokens = tokenize(texts, cfg.context_length).to(device)
+    out = model(x, tokens)  # one image, several sentences (the image tower runs once without CFE)
+    masks = model.binarise(out, [(image.height, image.width)] * len(texts), threshold=threshold)
+    return [m.cpu().numpy() for m in masks]
+
+
+def overlay(image: Image.Image, mask: np.ndarray, colour=(230, 40, 40), alpha: float = 0.5) -> Image.Image:
+    """The image with the mask tinted in and its outline drawn."""
+    base = np.asarray(image, dtype=np.float32)
+    tint = base.copy()
+    tint[mask] = (1 - alpha) * base[mask] + alpha * np.array(colour, dtype=np.float32)
+    edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
+    tint[edge] = colour
+    return Image.fromarray(tint.clip(0, 255).astype(np.uint8))
+
+
+def numbered(path: Path, i: int, n: int) -> Path:
+    """``mask.png`` for one sentence; ``mask-1.png``, ``mask-2.png``, ... for several."""
+    return path if n == 1 else path.with_name(f"{path.stem}-{i + 1}{path.suffix}")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m risclip.predict", description=__doc__.split("\n\n")[0],
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a run's model.pt (runs/<hash>/model.pt)")
+    src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="an MLflow run id of bench.ablate (local store)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store for --run (default %(default)s)")
+    p.add_argument("--image", required=True, help="the image (any format PIL reads)")
+    p.add_argument("--text", action="append", required=True, help="the referring expression; repeat for several")
+    p.add_argument("--out", required=True, help="mask PNG (several --text: numbered -1, -2, ...)")
+    p.add_argument("--overlay", default=None, help="also write the image with the mask drawn on it")
+    p.add_argument("--pretrained", default=None, help="CLIP weights to use instead of the checkpoint's own")
+    p.add_argument("--components", default=None, help="fail unless the checkpoint is this variant (e.g. adapters,cfe)")
+    p.add_argument("--clip-model", default=None, help="fail unless the checkpoint's backbone is this (e.g. ViT-B-16)")
+    p.add_argument("--threshold", type=float, default=0.5, help="sigmoid cut for foreground (default 0.5)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        if not 0 < a.threshold < 1:
+            raise PredictError(f"--threshold must lie strictly between 0 and 1 (got {a.threshold})")
+        image = read_image(a.image)
+        ckpt = Path(a.checkpoint) if a.checkpoint else checkpoint_of_run(a.run, a.tracking_uri)
+        model = load_model(ckpt, torch.device(a.device), a.pretrained, a.components, a.clip_model)
+        masks = predict(model, image, a.text, a.threshold)
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for i, (text, m) in enumerate(zip(a.text, masks)):
+            target = numbered(out, i, len(masks))
+            Image.fromarray(m.astype(np.uint8) * 255).save(target)
+            line = f"{target}: {text!r}, {100 * m.mean():.1f}% of the image"
+            if a.overlay:
+                ov = numbered(Path(a.overlay), i, len(masks))
+                ov.parent.mkdir(parents=True, exist_ok=True)
+                overlay(image, m).save(ov)
+                line += f", overlay {ov}"
+            print(line)
+    except (PredictError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""python -m risclip.predict on a trained tiny variant, and its one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from risclip import predict as P
+from risclip.config import DataConfig, ModelConfig, TrainConfig
+from risclip.engine import load_checkpoint, run_variant
+from risclip.model import RISCLIP
+
+
+@pytest.fixture(scope="module")
+def trained(synthref_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("predict")
+    data = DataConfig(data_root=str(synthref_root), max_train_samples=16, max_eval_samples=8)
+    train = TrainConfig(stage1_epochs=1, stage2_epochs=1, batch_size=8, eval_batch_size=8, progress=False)
+    result = run_variant(ModelConfig.tiny(components="adapters,decoder"), train, data, work / "run", evaluate_val=False)
+    image = next((synthref_root / "images").glob("*.png"))
+    return result.checkpoint, image, work
+
+
+def test_predict_writes_masks_at_the_original_size(trained, capsys):
+    ckpt, image, work = trained
+    h, w = Image.open(image).size[::-1]
+    out, ov = work / "mask.png", work / "overlay.png"
+    assert P.main(["--checkpoint", ckpt, "--image", str(image), "--text", "the red square", "--out", str(out),
+                   "--overlay", str(ov)]) == 0
+    mask = np.asarray(Image.open(out))
+    assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+    assert Image.open(ov).size == (w, h)
+    assert "mask.png" in capsys.readouterr().out
+
+
+def test_several_texts_give_the_masks_of_single_texts(trained):
+    ckpt, image, work = trained
+    texts = ["the red square", "the small blue circle on the left", "the triangle"]
+    assert P.main(["--checkpoint", ckpt, "--image", str(image), *sum((["--text", t] for t in texts), []),
+                   "--out", str(work / "many.png")]) == 0
+    for i, t in enumerate(texts):
+        assert P.main(["--checkpoint", ckpt, "--image", str(image), "--text", t, "--out", str(work / "one.png")]) == 0
+        many = np.asarray(Image.open(work / f"many-{i + 1}.png"))
+        assert np.array_equal(many, np.asarray(Image.open(work / "one.png")))
+
+
+@pytest.mark.parametrize("components", ["adapters", "adapters,cfe"])
+def test_one_image_pass_equals_a_repeated_batch(components):
+    torch.manual_seed(0)
+    model = RISCLIP.from_config(ModelConfig.tiny(components=components)).eval()
+    with torch.no_grad():  # move the components off their identity start, so that they matter
+        for name, p in model.named_parameters():
+            if not name.startswith("clip."):
+                p.add_(0.05 * torch.randn_like(p))
+    image = torch.randn(1, 3, 96, 96)
+    tokens = P.tokenize(["a red square", "the blue circle on the left"], 24)
+    with torch.no_grad():
+        shared = model(image, tokens)
+        repeated = model(image.expand(2, -1, -1, -1), tokens)
+    torch.testing.assert_close(shared.patch_logits, repeated.patch_logits)
+    torch.testing.assert_close(shared.mask_logits, repeated.mask_logits)
+
+
+def test_errors_are_one_line(trained, tmp_path, capsys):
+    ckpt, image, _ = trained
+    out = str(tmp_path / "m.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    cases = [
+        (["--image", str(tmp_path / "missing.png")], "image not found"),
+        (["--image", str(bad)], "cannot read the image"),
+        (["--image", str(image), "--components", "adapters,cfe"], "holds variant value+adapters+decoder"),
+        (["--image", str(image), "--clip-model", "ViT-B-16"], "trained on backbone RIS-Tiny"),
+        (["--image", str(image), "--text", "the red square " * 20], "at most 24"),
+    ]
+    for args, message in cases:
+        argv = ["--checkpoint", ckpt, "--out", out, *args]
+        if "--text" not in args:
+            argv += ["--text", "the red square"]
+        assert P.main(argv) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert P.main(["--checkpoint", str(tmp_path / "none.pt"), "--image", str(image), "--text", "x", "--out", out]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_run_id_is_found_in_the_local_store(trained, tmp_path, capsys):
+    ckpt, image, _ = trained
+    from bench.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "predict")
+    run_id = tracker.start("v", {"checkpoint": ckpt})
+    assert P.main(["--run", run_id, "--tracking-uri", uri, "--image", str(image), "--text", "the red square",
+                   "--out", str(tmp_path / "m.png")]) == 0
+    assert P.main(["--run", "nope", "--tracking-uri", uri, "--image", str(image), "--text", "x",
+                   "--out", str(tmp_path / "m.png")]) == 2
+    assert "no MLflow run nope" in capsys.readouterr().err
+    model = load_checkpoint(ckpt)
+    assert str(model.cfg.components) == "value+adapters+decoder"
