@@ -64,9 +64,9 @@ def make(out: str | Path, images: int = 60, seed: int = 11, clip: str | None = "
         with open(d / f"refs({split_by}).p", "wb") as f:
             pickle.dump(renamed, f, protocol=2)
     if clip:
-        from risclip.backbone import create_clip
-
         import torch
+
+        from risclip.backbone import create_clip
 
         torch.manual_seed(0)
         torch.save(create_clip(clip, None).state_dict(), out / f"{clip}-random.pt")
