@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,17 +35,24 @@ from tqdm import tqdm
 
 from risclip import distributed as dist
 from risclip.backbone import BackboneError
-from risclip.config import LADDER, PAPER_MIOU, Components
+from risclip.config import LADDER, Components
 from risclip.data.refer import ReferError
-from risclip.engine import NonFiniteLossError, build_dataset, run_variant
+from risclip.engine import NonFiniteLossError
 from risclip.metrics import METRIC_NAMES, PROTOCOLS
 
 from . import presets as P
 from .assets import UsageError, data_fingerprint, ensure_backbone, ensure_data
-from .tracking import DEFAULT_TRACKING_URI, NullTracker, Tracker, git_revision
-
-ROW_FIELDS = ("kind", "rung", "components", "seed", "mIoU", "oIoU", "P@50", "P@60", "P@70", "P@80", "P@90",
-              "select_mIoU", "train_seconds", "inference_ms_per_image", "peak_memory_mb", "config_hash", "mlflow_run_id", "reused")
+from .results import ROW_FIELDS, format_table, row_from_run, write_output
+from .tracking import DEFAULT_TRACKING_URI, NullTracker, Tracker, git_revision, metric_key
+from .variant import (
+    GridHook,
+    TrackingHook,
+    find_reusable,
+    log_variant,
+    run_identity,
+    score_variant,
+    variant_tags,
+)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -64,31 +70,6 @@ def rung_of(c: Components) -> int | None:
     return LADDER.index(c) if c in LADDER else None
 
 
-def run_identity(preset: P.Preset, components: Components, seed: int, fingerprint: str,
-                 protocols: tuple[str, ...] = ("ours",)) -> tuple[dict, str]:
-    """What a run trained: everything that changes its numbers, and nothing that does not (paths,
-    progress bars, worker counts). Its hash decides reuse. A variant that trains nothing (rung 0) does
-    not depend on the seed, so every seed shares one run."""
-    model = preset.model.with_components(components).to_dict()
-    if model.get("pretrained") and Path(str(model["pretrained"])).is_file():
-        model["pretrained"] = Path(str(model["pretrained"])).name  # the proxy's name carries its hashes
-    train = dataclasses.replace(preset.train, seed=seed if components.trains_anything else 0).to_dict()
-    for k in ("progress", "num_workers", "device"):
-        train.pop(k, None)
-    data = preset.data.to_dict()
-    for k in ("data_root", "image_root"):
-        data.pop(k, None)
-    ident = {"model": model, "train": train, "data": data, "data_fingerprint": fingerprint}
-    if tuple(protocols) != ("ours",):  # other protocols log more metrics; the default keeps older hashes
-        ident["protocols"] = list(protocols)
-    blob = json.dumps(ident, sort_keys=True, default=str)
-    return ident, hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _metric_key(name: str) -> str:
-    return name.replace("@", "_at_")
-
-
 # --------------------------------------------------------------------------------------------- runs
 @dataclasses.dataclass
 class Context:
@@ -103,6 +84,7 @@ class Context:
     device: str
     overrides: str = ""  # the invocation's --set assignments, ";"-joined
     protocols: tuple[str, ...] = ("ours",)
+    tuned: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # components -> --set, from --tuned
     finished: dict[str, str] = dataclasses.field(default_factory=dict)  # run hash -> run id, this invocation
 
     def stage1_cache(self) -> Path:
@@ -117,21 +99,10 @@ class Context:
         return str(resolve_device(self.device))
 
 
-def _row_from_run(run, kind: str, components: str, seed: int | None, rung: int | None, reused: bool) -> dict:
-    m = run.data.metrics
-    row = {"kind": kind, "rung": rung, "components": components, "seed": seed}
-    for name in METRIC_NAMES:
-        row[name] = m.get(f"test_{_metric_key(name)}", math.nan)
-    row["select_mIoU"] = m.get("test_select_mIoU", math.nan)
-    row.update(train_seconds=m.get("train_seconds", 0.0), inference_ms_per_image=m.get("inference_ms_per_image", math.nan),
-               peak_memory_mb=m.get("peak_memory_mb", math.nan), config_hash=run.data.tags.get("run_hash", ""),
-               mlflow_run_id=run.info.run_id, reused=reused)
-    return row
-
-
 def run_one(ctx: Context, components: Components, seed: int) -> dict:
     """Train and score one (variant, seed), or reuse the finished MLflow run with the same hash."""
-    preset = ctx.preset
+    own = ctx.tuned.get(str(components), [])
+    preset = P.override(ctx.preset, own) if own else ctx.preset
     ident, run_hash = run_identity(preset, components, seed, ctx.fingerprint, ctx.protocols)
     rung = rung_of(components)
     reuse = None  # process 0 decides (it alone reads the store); under torchrun every process follows
@@ -139,23 +110,19 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
         if run_hash in ctx.finished:  # e.g. rung 0 for a second seed: the seed changes nothing
             reuse = ctx.finished[run_hash]
         elif not ctx.force:
-            found = ctx.tracker.find_finished(run_hash)
-            if found is not None:
-                tqdm.write(f"{components} seed {seed}: reusing finished run {found.info.run_id[:8]} (hash {run_hash})")
-                reuse = found.info.run_id
+            reuse = find_reusable(ctx.tracker, run_hash)
+            if reuse is not None:
+                tqdm.write(f"{components} seed {seed}: reusing finished run {reuse[:8]} (hash {run_hash})")
     reuse = dist.broadcast_object(reuse)
     if reuse is not None:
         if not dist.is_main():
             return {"kind": "variant", "components": str(components), "seed": seed, "reused": True}
-        return _row_from_run(ctx.tracker.client.get_run(reuse), "variant", str(components), seed, rung, reused=True)
+        return row_from_run(ctx.tracker.get_run(reuse), "variant", str(components), seed, rung, reused=True)
     model_cfg = preset.model.with_components(components)
     train_cfg = dataclasses.replace(preset.train, seed=seed, device=ctx.device,
                                     progress=preset.train.progress if ctx.progress is None else ctx.progress)
-    tags = {"run_hash": run_hash, "config_hash": run_hash, "model_hash": model_cfg.config_hash(),
-            "train_hash": train_cfg.config_hash(), "data_fingerprint": ctx.fingerprint, "git_revision": ctx.git_rev,
-            "components": str(components), "seed": str(seed), "rung": "" if rung is None else str(rung),
-            "preset": preset.name, "kind": "variant", "paper_mIoU": str(PAPER_MIOU.get(str(components))),
-            "overrides": ctx.overrides}
+    tags = variant_tags(run_hash, components, seed, preset, model_cfg, train_cfg, ctx.fingerprint, ctx.git_rev, rung,
+                        overrides=";".join([*ctx.overrides.split(";"), *own]).strip(";"), tuned=";".join(own))
     run_id = ctx.tracker.start(f"{components} s{seed}", tags, parent_id=ctx.parent_id)
     workdir = ctx.workdir / run_hash
     if ctx.force and workdir.exists() and dist.is_main():
@@ -168,53 +135,17 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
         ctx.tracker.log_json(run_id, {**ident, "model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(),
                                       "data_config": preset.data.to_dict(), "git_revision": ctx.git_rev},
                              "config.json")
-
-        def on_epoch(stage: int, epoch: int, row: dict[str, float]) -> None:
-            ctx.tracker.log_metrics(run_id, {f"stage{stage}_loss": row["loss"], f"stage{stage}_epoch_seconds": row["seconds"],
-                                             f"stage{stage}_lr": row["lr"]}, step=epoch)
-
         grid_path = workdir / "val_predictions.png"
-
-        def on_model(model) -> None:
-            from .figures import prediction_grid
-
-            val = build_dataset(preset.data, model_cfg, preset.data.val_split, train=False)
-            prediction_grid(model, val, grid_path, title=f"{components}, seed {seed} (val)")
-
-        from .proposals import ProposalSelection
-
-        selection = ProposalSelection(build_dataset(preset.data, model_cfg, preset.data.test_split, train=False))
-        result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, on_epoch=on_epoch, on_model=on_model,
-                             stage1_cache=ctx.stage1_cache(), on_test_batch=selection, protocols=ctx.protocols)
-        select, select_by_kind = selection.compute()
+        hooks = (TrackingHook(ctx.tracker, run_id),
+                 GridHook(preset, model_cfg, grid_path, f"{components}, seed {seed} (val)"))
+        scores = score_variant(preset, model_cfg, train_cfg, workdir, ctx.stage1_cache(), hooks, ctx.protocols)
         if not dist.is_main():
             return {"kind": "variant", "components": str(components), "seed": seed, "reused": False}
-        ctx.tracker.set_tags(run_id, {"stage1_reused": str(result.stage1_reused)})
-        for row in result.history:  # stage-1 epochs taken from the cache: log them here too, for a full history
-            if row.get("reused"):
-                on_epoch(int(row["stage"]), int(row["epoch"]), row)
         from .profiling import profile_variant
 
-        cost = profile_variant(model_cfg.to_dict(), result.checkpoint, batch_size=1, device=ctx.device_for_profile())
-        final = {f"test_{_metric_key(k)}": v for k, v in result.metrics.items()}
-        for proto, ms in result.protocol_metrics.items():
-            final.update({f"test_{proto}_{_metric_key(k)}": v for k, v in ms.items()})
-        final.update({f"val_{_metric_key(k)}": v for k, v in result.val_metrics.items()})
-        for kind, ms in result.by_kind.items():
-            final.update({f"test_{kind}_{_metric_key(k)}": v for k, v in ms.items() if k in ("mIoU", "oIoU")})
-        final["test_select_mIoU"] = select["mIoU"]
-        final.update({f"test_{kind}_select_mIoU": ms["mIoU"] for kind, ms in select_by_kind.items()})
-        final.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
-                     eval_samples=result.eval_samples, **cost)
-        ctx.tracker.log_metrics(run_id, final)
-        ctx.tracker.set_tags(run_id, {"checkpoint": str(Path(result.checkpoint).resolve()) if result.checkpoint else ""})
-        ctx.tracker.log_json(run_id, {"test": result.metrics, "val": result.val_metrics, "by_kind": result.by_kind,
-                                      "test_other_protocols": result.protocol_metrics,
-                                      "select": select, "select_by_kind": select_by_kind,
-                                      "history": result.history, "cost": cost, "train_seconds": result.train_seconds},
-                             "metrics.json")
-        if grid_path.is_file():
-            ctx.tracker.log_file(run_id, grid_path)
+        cost = profile_variant(model_cfg.to_dict(), scores.result.checkpoint, batch_size=1,
+                               device=ctx.device_for_profile())
+        log_variant(ctx.tracker, run_id, scores, cost, grid_path)
         ctx.tracker.end(run_id, "FINISHED")
     except KeyboardInterrupt:
         ctx.tracker.end(run_id, "KILLED")
@@ -222,9 +153,8 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
     except BaseException:
         ctx.tracker.end(run_id, "FAILED")
         raise
-    run = ctx.tracker.client.get_run(run_id)
     ctx.finished[run_hash] = run_id
-    return _row_from_run(run, "variant", str(components), seed, rung, reused=False)
+    return row_from_run(ctx.tracker.get_run(run_id), "variant", str(components), seed, rung, reused=False)
 
 
 def run_baselines(ctx: Context) -> list[dict]:
@@ -244,76 +174,23 @@ def run_baselines(ctx: Context) -> list[dict]:
                                                  "data_fingerprint": ctx.fingerprint}, parent_id=ctx.parent_id)
         metrics = {}
         for name, (m, by_kind) in results.items():
-            metrics.update({f"{name}/test_{_metric_key(k)}": v for k, v in m.items()})
+            metrics.update({f"{name}/test_{metric_key(k)}": v for k, v in m.items()})
             for kind, km in by_kind.items():
                 metrics[f"{name}/test_{kind}_mIoU"] = km["mIoU"]
         ctx.tracker.log_metrics(run_id, metrics)
         ctx.tracker.log_json(run_id, {n: {"test": m, "by_kind": b} for n, (m, b) in results.items()}, "metrics.json")
         ctx.tracker.end(run_id)
-        found = ctx.tracker.client.get_run(run_id)
+        found = ctx.tracker.get_run(run_id)
     rows = []
     for name in BASELINES:
         m = found.data.metrics
         row = {"kind": "baseline", "rung": None, "components": name, "seed": None}
-        row.update({k: m.get(f"{name}/test_{_metric_key(k)}", math.nan) for k in METRIC_NAMES})
+        row.update({k: m.get(f"{name}/test_{metric_key(k)}", math.nan) for k in METRIC_NAMES})
         row["select_mIoU"] = row["mIoU"] if name in PROPOSAL_BASELINES else math.nan
         row.update(train_seconds=0.0, inference_ms_per_image=math.nan, peak_memory_mb=math.nan,
                    config_hash=run_hash, mlflow_run_id=found.info.run_id, reused=True)
         rows.append(row)
     return rows
-
-
-# -------------------------------------------------------------------------------------------- table
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def summarise(rows: list[dict]) -> list[dict]:
-    """One line per variant: mean and sd over seeds of every metric and cost."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["kind"], r["components"]), []).append(r)
-    out = []
-    for (kind, comp), rs in groups.items():
-        line = {"kind": kind, "rung": rs[0]["rung"], "components": comp, "seeds": len(rs)}
-        for k in (*METRIC_NAMES, "select_mIoU", "train_seconds", "inference_ms_per_image", "peak_memory_mb"):
-            line[k], line[f"{k}_sd"] = _mean_sd([float(r[k]) for r in rs])
-        line["paper_mIoU"] = PAPER_MIOU.get(comp) if kind == "variant" else None
-        out.append(line)
-    return out
-
-
-def format_table(rows: list[dict]) -> str:
-    lines = ["rung  components                          seeds  mIoU (mean ± sd)  oIoU (mean ± sd)  select mIoU  "
-             "paper mIoU  train s  ms/img  peak MB"]
-    for s in summarise(rows):
-        rung = "-" if s["rung"] is None else str(s["rung"])
-        paper = f"{s['paper_mIoU']:.2f}" if s["paper_mIoU"] is not None else "-"
-        name = s["components"] if s["kind"] == "variant" else f"baseline: {s['components']}"
-        ms = "-" if math.isnan(s["inference_ms_per_image"]) else f"{s['inference_ms_per_image']:.1f}"
-        mb = "-" if math.isnan(s["peak_memory_mb"]) else f"{s['peak_memory_mb']:.0f}"
-        select = "-" if math.isnan(s["select_mIoU"]) else f"{s['select_mIoU']:.2f}"
-        lines.append(f"{rung:<5} {name:<35} {s['seeds']:>5}  {s['mIoU']:6.2f} ± {s['mIoU_sd']:<6.2f}   "
-                     f"{s['oIoU']:6.2f} ± {s['oIoU_sd']:<6.2f}   {select:>11}  {paper:>10}  {s['train_seconds']:7.0f}  "
-                     f"{ms:>6}  {mb:>7}")
-    return "\n".join(lines)
-
-
-def write_output(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = [{k: r.get(k) for k in ROW_FIELDS} for r in rows]
-    if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(clean, indent=2))
-        return
-    import csv
-
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
-        w.writeheader()
-        w.writerows(clean)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -339,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--eval-split", default=None,
                      help="paper presets: the split to score (refcoco, refcoco+: val, testA, testB; refcocog: val, "
                           "test; refcocog-google: val). Selection is always on val")
+    how.add_argument("--tuned", nargs="?", const="", default=None, metavar="FILE",
+                     help="run each variant with the settings a ladder study chose for it on val (default file: "
+                          "studies/tuned/<preset>.json, written by python -m studies run ladder)")
     how.add_argument("--describe-preset", action="store_true",
                      help="print the preset's every field with its value and whether the paper states it, then exit")
     how.add_argument("--quick", action="store_true",
@@ -455,6 +335,9 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
         if a.output and Path(a.output).suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output must end in .csv or .json (got {a.output})")
         preset, proxy_summary = prepare(a, progress)
+        tuned = {}
+        if a.tuned is not None:
+            tuned = P.read_tuned(a.tuned or f"studies/tuned/{preset.name}.json")
         tracker = Tracker(a.tracking_uri, a.experiment or f"risclip-{preset.name}") if main_process else NullTracker()
     except (UsageError, ReferError, BackboneError, ValueError, OSError) as e:
         if main_process:
@@ -467,7 +350,7 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
                    "data_fingerprint": fingerprint, "command": " ".join(["python -m bench.ablate", *(argv or sys.argv[1:])]),
                    "variants": ";".join(str(v) for v in variants), "seeds": ",".join(map(str, seeds)),
                    "overrides": ";".join(a.overrides), "world_size": str(dist.world_size()),
-                   "protocols": ",".join(protocols)}
+                   "protocols": ",".join(protocols), "tuned": a.tuned if a.tuned is not None else ""}
     parent_id = tracker.start(f"{preset.name} x{len(variants)} variants x{len(seeds)} seeds", parent_tags)
     tracker.log_params(parent_id, {"preset": preset.name, "model": preset.model.to_dict(), "train": preset.train.to_dict(),
                                    "data": preset.data.to_dict()})
@@ -476,7 +359,7 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
                                         "proxy_clip_pretrain_seconds": proxy_summary.get("seconds", math.nan)})
         tracker.log_json(parent_id, proxy_summary, "proxy_clip.json")
     ctx = Context(preset, tracker, parent_id, Path(a.workdir), fingerprint, git_rev, a.force, progress, a.device,
-                  overrides=";".join(a.overrides), protocols=protocols)
+                  overrides=";".join(a.overrides), protocols=protocols, tuned=tuned)
     rows: list[dict] = []
     failures: list[str] = []
     t0 = time.perf_counter()

@@ -226,3 +226,17 @@ def override(p: Preset, assignments: list[str]) -> Preset:
         value = _coerce(section, name, getattr(cfg, name), text.strip())
         p = dataclasses.replace(p, **{section: dataclasses.replace(cfg, **{name: value})})
     return p
+
+
+def read_tuned(path: str) -> dict[str, list[str]]:
+    """``{components: [--set assignments]}`` from a ladder study's tuned file (``studies/tuned/<preset>.json``)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no tuned settings here; make them with python -m studies run ladder")
+    try:
+        data = json.loads(p.read_text())
+        return {k: [str(x) for x in v["overrides"]] for k, v in data["variants"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{p}: not a tuned-settings file ({type(e).__name__})") from None

@@ -27,11 +27,16 @@ from .baselines import InstanceMasks
 
 
 class ProposalSelection:
-    """Feed it evaluation batches and the model's outputs (``engine.evaluate``'s ``on_batch``)."""
+    """An evaluator (``risclip.engine.Evaluator``): ``reset``, ``process(batch, output)``, ``compute``."""
+
+    name = "select"
 
     def __init__(self, dataset: ReferDataset) -> None:
         self.instances = InstanceMasks(dataset.anns.values())
         self.meter = RISMetrics()
+
+    def reset(self) -> None:
+        self.meter.reset()
 
     @staticmethod
     def select(score_map: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
@@ -42,7 +47,7 @@ class ProposalSelection:
         means = (inst * score_map).flatten(1).sum(1) / inst.flatten(1).sum(1).clamp_min(1)
         return instances[int(means.argmax())]
 
-    def __call__(self, batch: dict, out: RISOutput) -> None:
+    def process(self, batch: dict, out: RISOutput) -> None:
         preds, targets, kinds = [], [], []
         for i, meta in enumerate(batch["meta"]):
             h, w = int(meta["orig_h"]), int(meta["orig_w"])
@@ -53,11 +58,12 @@ class ProposalSelection:
             kinds.append(meta["kind"])
         self.meter.update(preds, targets, kinds=kinds)
 
-    def compute(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """Over every sample seen; under torchrun, the sums of every process's shard."""
+    def compute(self) -> dict:
+        """``{"overall": metrics, "by_kind": {kind: metrics}}`` over every sample seen; under torchrun,
+        the sums of every process's shard."""
         if not dist.active():
-            return self.meter.compute(), self.meter.compute_by_kind()
+            return {"overall": self.meter.compute(), "by_kind": self.meter.compute_by_kind()}
         from risclip.engine import all_kinds
 
         reduce = dist.all_reduce_sum
-        return self.meter.compute(reduce), self.meter.compute_by_kind(reduce, all_kinds(self.meter))
+        return {"overall": self.meter.compute(reduce), "by_kind": self.meter.compute_by_kind(reduce, all_kinds(self.meter))}

@@ -26,8 +26,8 @@ import seaborn as sns  # noqa: E402
 
 from risclip.config import LADDER, PAPER_MIOU  # noqa: E402
 
-from .ablate import ROW_FIELDS, summarise  # noqa: E402
 from .baselines import PROPOSAL_BASELINES  # noqa: E402
+from .results import ROW_FIELDS, summarise  # noqa: E402
 from .tracking import DEFAULT_TRACKING_URI, Tracker  # noqa: E402
 
 KINDS = ("attribute", "position", "relation")
@@ -43,11 +43,8 @@ def is_plain_ladder(run) -> bool:
 def latest_invocation(tracker: Tracker, run_id: str | None):
     """The given parent run, or the latest finished invocation that ran the plain ladder."""
     if run_id:
-        return tracker.client.get_run(run_id)
-    runs = tracker.client.search_runs([tracker.experiment_id],
-                                      filter_string="tags.kind = 'invocation' and attributes.status = 'FINISHED'",
-                                      order_by=["attributes.start_time DESC"], max_results=200)
-    runs = [r for r in runs if is_plain_ladder(r)]
+        return tracker.get_run(run_id)
+    runs = [r for r in tracker.runs({"kind": "invocation"}, limit=200) if is_plain_ladder(r)]
     if not runs:
         raise LookupError(f"no finished bench.ablate ladder invocation (all five rungs, no --set) in experiment "
                           f"{tracker.experiment_id} of {tracker.uri}; run python -m bench.ablate first, or name "
@@ -64,7 +61,7 @@ def load_rows(tracker: Tracker, parent) -> pd.DataFrame:
         df[f"{kind}_mIoU"] = math.nan
         df[f"{kind}_select_mIoU"] = math.nan
     for i, r in df.iterrows():
-        m = tracker.client.get_run(r["mlflow_run_id"]).data.metrics
+        m = tracker.get_run(r["mlflow_run_id"]).data.metrics
         for kind in KINDS:
             if r["kind"] == "variant":
                 df.loc[i, f"{kind}_mIoU"] = m.get(f"test_{kind}_mIoU", math.nan)
@@ -78,14 +75,10 @@ def load_rows(tracker: Tracker, parent) -> pd.DataFrame:
 
 def tuning_runs(tracker: Tracker, limit: int = 40) -> pd.DataFrame:
     """Finished variant runs of invocations that used ``--set`` (tuning probes), newest first."""
-    parents = tracker.client.search_runs([tracker.experiment_id],
-                                         filter_string="tags.kind = 'invocation' and attributes.status = 'FINISHED'",
-                                         order_by=["attributes.start_time DESC"], max_results=500)
+    parents = tracker.runs({"kind": "invocation"}, limit=500)
     overrides = {p.info.run_id: p.data.tags["overrides"] for p in parents if p.data.tags.get("overrides")}
     rows = []
-    for r in tracker.client.search_runs([tracker.experiment_id],
-                                        filter_string="tags.kind = 'variant' and attributes.status = 'FINISHED'",
-                                        order_by=["attributes.start_time DESC"], max_results=5000):
+    for r in tracker.runs({"kind": "variant"}):
         parent = r.data.tags.get("mlflow.parentRunId")
         if parent not in overrides:
             continue

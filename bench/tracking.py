@@ -33,6 +33,33 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "risclip-ladder"
 
 
+def metric_key(name: str) -> str:
+    """MLflow's spelling of a metric name: ``P@50`` -> ``P_at_50`` (MLflow refuses ``@``). The one place
+    names are escaped; readers use it too."""
+    return name.replace("@", "_at_")
+
+
+def _quote(value: str) -> str:
+    if "'" in value:
+        raise ValueError(f"tag values with quotes cannot be searched: {value!r}")
+    return f"'{value}'"
+
+
+def _retry(fn, *args, attempts: int = 8, **kwargs):
+    """Call an MLflow client method, retrying while an SQLite store is locked by another process (several
+    workers logging to one mlflow.db at once); other errors pass through at once."""
+    delay = 0.05
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # MLflow wraps SQLAlchemy's OperationalError in its own exceptions
+            if "locked" not in str(e).lower() or i == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+    return None
+
+
 def git_revision(cwd: str | Path | None = None) -> str:
     """The current commit (with ``-dirty`` when the tree has changes), or ``unknown`` outside git."""
     cwd = cwd or Path(__file__).resolve().parent.parent
@@ -81,46 +108,59 @@ class Tracker:
         tags = dict(tags)
         if parent_id is not None:
             tags["mlflow.parentRunId"] = parent_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run = _retry(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
         return run.info.run_id
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        _retry(self.client.set_terminated, run_id, status=status)
+
+    # --------------------------------------------------------------------------------------- queries
+    def get_run(self, run_id: str) -> mlflow.entities.Run:
+        return _retry(self.client.get_run, run_id)
+
+    def runs(self, tags: dict[str, str] | None = None, status: str | None = "FINISHED", parent_id: str | None = None,
+             newest_first: bool = True, limit: int = 5000) -> list[mlflow.entities.Run]:
+        """Runs of this experiment whose tags equal ``tags``, in ``status`` (None: any), under ``parent_id``."""
+        clauses = [f"tags.{k} = {_quote(str(v))}" for k, v in (tags or {}).items()]
+        if status is not None:
+            clauses.append(f"attributes.status = {_quote(status)}")
+        if parent_id is not None:
+            clauses.append(f"tags.mlflow.parentRunId = {_quote(parent_id)}")
+        order = ["attributes.start_time DESC" if newest_first else "attributes.start_time ASC"]
+        return _retry(self.client.search_runs, [self.experiment_id], filter_string=" and ".join(clauses),
+                      order_by=order, max_results=limit)
 
     def find_finished(self, run_hash: str) -> mlflow.entities.Run | None:
-        runs = self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.run_hash = '{run_hash}' and attributes.status = 'FINISHED'",
-                                       order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0] if runs else None
+        """The newest FINISHED run with this run-identity hash, if any (what reuse looks for)."""
+        found = self.runs({"run_hash": run_hash}, limit=1)
+        return found[0] if found else None
 
     def finished_children(self, tag: str, value: str) -> list[mlflow.entities.Run]:
-        return self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.{tag} = '{value}' and attributes.status = 'FINISHED'",
-                                       order_by=["attributes.start_time DESC"], max_results=5000)
+        return self.runs({tag: value})
 
     # --------------------------------------------------------------------------------------- logging
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+            _retry(self.client.log_batch, run_id, params=items[i:i + 100])
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        _retry(self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
-        items = [Metric(k.replace("@", "_at_"), float(v), now, step) for k, v in metrics.items()]
+        items = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(items), 500):
-            self.client.log_batch(run_id, metrics=items[i:i + 500])
+            _retry(self.client.log_batch, run_id, metrics=items[i:i + 500])
 
     def log_json(self, run_id: str, obj: Any, name: str) -> None:
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / name
             p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-            self.client.log_artifact(run_id, str(p))
+            _retry(self.client.log_artifact, run_id, str(p))
 
     def log_file(self, run_id: str, path: str | Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+        _retry(self.client.log_artifact, run_id, str(path))
 
     def load_json(self, run_id: str, name: str) -> Any:
         with tempfile.TemporaryDirectory() as d:
@@ -133,6 +173,9 @@ class NullTracker:
     """What processes other than 0 use under torchrun: the same calls, nothing written (process 0 tracks)."""
 
     uri = ""
+
+    def runs(self, *args, **kwargs) -> list:
+        return []
 
     def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
         return ""

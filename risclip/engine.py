@@ -26,9 +26,10 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +44,49 @@ from .losses import dice_focal_loss
 from .metrics import EvalProtocol, RISMetrics, get_protocol
 from .model import RISCLIP, RISOutput
 
-EpochCallback = Callable[[int, int, dict[str, float]], None]  # (stage, epoch, {"loss": ...})
-BatchCallback = Callable[[dict, RISOutput], None]  # (evaluation batch, model output)
+
+class Hook:
+    """Something the harness runs at points of training (all no-ops here; override what you need).
+
+    ``epoch_end(model, stage, epoch, row)`` after every finished epoch, its checkpoint written (``row``:
+    stage, epoch, loss, seconds, lr); ``trained(model)`` once training is over, before evaluation.
+    A hook may raise to stop training (an Optuna pruner does); the last checkpoint stays. Under torchrun
+    hooks run on every process; one that writes files should do so only where
+    ``risclip.distributed.is_main()``."""
+
+    def epoch_end(self, model: RISCLIP, stage: int, epoch: int, row: dict[str, float]) -> None:
+        pass
+
+    def trained(self, model: RISCLIP) -> None:
+        pass
+
+
+class FunctionHook(Hook):
+    """A hook from plain functions: ``FunctionHook(epoch_end=lambda model, stage, epoch, row: ...)``."""
+
+    def __init__(self, epoch_end: Callable | None = None, trained: Callable | None = None) -> None:
+        self._epoch_end, self._trained = epoch_end, trained
+
+    def epoch_end(self, model, stage, epoch, row):
+        if self._epoch_end is not None:
+            self._epoch_end(model, stage, epoch, row)
+
+    def trained(self, model):
+        if self._trained is not None:
+            self._trained(model)
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Extra scoring over an evaluation pass, fed the model's output (no second forward pass), with the
+    shape :class:`~risclip.metrics.RISMetrics` has: ``reset()``, ``process(batch, output)`` per batch,
+    ``compute()`` at the end (under torchrun, reduced over processes)."""
+
+    def reset(self) -> None: ...
+
+    def process(self, batch: dict, output: RISOutput) -> None: ...
+
+    def compute(self) -> dict: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -132,7 +174,7 @@ def local_batch_size(cfg: TrainConfig) -> int:
 
 
 def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainConfig, workdir: Path | None,
-                device: torch.device, on_epoch: EpochCallback | None = None, run_key: str = "") -> list[dict]:
+                device: torch.device, hooks: Sequence[Hook] = (), run_key: str = "") -> list[dict]:
     """Train ``stage``'s parameters for its epochs; resume from ``workdir/stage{n}.pt`` if it is there."""
     epochs = cfg.stage1_epochs if stage == 1 else cfg.stage2_epochs
     params = model.stage_parameters(stage)
@@ -206,8 +248,9 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
                           "history_keys": keys, "stage": stage, "model_config": model.cfg.to_dict(),
                           "history": torch.tensor([[float(r[k]) for k in keys] for r in history])}, ckpt)
         dist.barrier()
-        if on_epoch is not None:
-            on_epoch(stage, epoch + 1, row)
+        for hook in hooks:
+            hook.epoch_end(model, stage, epoch + 1, row)
+            model.set_stage(stage)
     model.set_stage(None)
     return history
 
@@ -234,14 +277,14 @@ def binarise(model: RISCLIP, out: RISOutput, batch: dict, protocol: EvalProtocol
 
 @torch.no_grad()
 def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
-             desc: str = "eval", on_batch: BatchCallback | None = None,
+             desc: str = "eval", evaluators: Sequence[Evaluator] = (),
              protocols: tuple[str, ...] = ("ours",)) -> Evaluation:
     """mIoU, oIoU, P@X and the same per expression kind under the first of ``protocols`` (``ours``: at each
     image's original resolution), and the overall metrics under the others, from one forward pass.
     Under torchrun each process scores every N-th sample and the metric sums are reduced.
 
-    ``on_batch(batch, output)`` sees every batch with the model's output (extra scoring without a
-    second forward pass)."""
+    ``evaluators`` see every batch with the model's output (extra scoring without a second forward
+    pass); they are reset here and computed by the caller."""
     if not dataset.keep_original_mask:
         raise ValueError("evaluate needs a dataset built with keep_original_mask=True")
     chosen = [get_protocol(p) for p in protocols]
@@ -251,6 +294,8 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
     loader = DataLoader(shard, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=refer_collate,
                         num_workers=cfg.num_workers)
     disable = (None if cfg.progress is None else not cfg.progress) if dist.is_main() else True
+    for ev in evaluators:
+        ev.reset()
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=disable):
         with _autocast(device, cfg.amp):
             out = model(batch["image"].to(device), batch["tokens"].to(device))
@@ -258,8 +303,8 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
         for p in chosen:
             preds, targets = binarise(model, out, batch, p, device)
             meters[p.name].update(preds, targets, kinds=kinds)
-        if on_batch is not None:
-            on_batch(batch, out)
+        for ev in evaluators:
+            ev.process(batch, out)
     reduce = dist.all_reduce_sum if dist.active() else None
     first = meters[chosen[0].name]
     kinds = all_kinds(first)
@@ -298,18 +343,17 @@ def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCon
 
 
 def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, workdir: str | Path | None = None,
-                eval_split: str | None = None, on_epoch: EpochCallback | None = None,
-                evaluate_val: bool = True, on_model: Callable[[RISCLIP], None] | None = None,
-                stage1_cache: str | Path | None = None, on_test_batch: BatchCallback | None = None,
+                eval_split: str | None = None, hooks: Sequence[Hook] = (), evaluate_val: bool = True,
+                stage1_cache: str | Path | None = None, evaluators: Sequence[Evaluator] = (),
                 protocols: tuple[str, ...] = ("ours",)) -> RunResult:
     """Train (both stages, as the components require) and score one variant.
 
     ``workdir`` holds the checkpoints (and makes an interrupted run resumable); ``eval_split`` defaults
-    to the data config's test split; ``on_model`` is called with the trained model before evaluation
-    (the harness draws its prediction grid there). ``stage1_cache`` is a folder of finished stage-1
+    to the data config's test split; ``hooks`` run at every epoch end and once training is over
+    (:class:`Hook`: the harness logs epochs, draws its prediction grid, prunes trials). ``stage1_cache`` is a folder of finished stage-1
     weights keyed by :func:`stage1_key`: a variant whose stage 1 was already trained (e.g. rung 4 after
     rung 3 with the same seed) loads it instead of training it again (``RunResult.stage1_reused``).
-    ``on_test_batch`` is passed to :func:`evaluate` on the evaluation split; ``protocols`` name the
+    ``evaluators`` score the evaluation split beside the metrics (:class:`Evaluator`); ``protocols`` name the
     evaluation protocols to score the test split under (the first gives ``metrics``, the others
     ``protocol_metrics``; val is scored under the first). With a ``workdir``, the trained variant is
     also written as ``workdir/model.pt`` (its model config and component weights), which
@@ -336,7 +380,7 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
             history += [dict(zip(state["history_keys"], row), reused=1.0) for row in state["history"].tolist()]
             stage1_reused = True
         else:
-            h1 = train_stage(model, train_set, 1, train_cfg, wd, device, on_epoch, run_key)
+            h1 = train_stage(model, train_set, 1, train_cfg, wd, device, hooks, run_key)
             history += h1
             if cached is not None and h1 and dist.is_main():
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -344,7 +388,7 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
                 _save_atomic({"model": model.stage_state_dict(1), "history_keys": keys,
                               "history": torch.tensor([[float(r[k]) for k in keys] for r in h1])}, cached)
             dist.barrier()
-        history += train_stage(model, train_set, 2, train_cfg, wd, device, on_epoch, run_key)
+        history += train_stage(model, train_set, 2, train_cfg, wd, device, hooks, run_key)
     train_seconds = time.perf_counter() - t0
     final = None
     if wd is not None:
@@ -352,8 +396,8 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         if dist.is_main():
             save_checkpoint(model, final, run_key)
         dist.barrier()
-    if on_model is not None and dist.is_main():
-        on_model(model)
+    for hook in hooks:  # on every process (under torchrun): hooks that write check dist.is_main() themselves
+        hook.trained(model)
         model.set_stage(None)
     t1 = time.perf_counter()
     val_metrics: dict[str, float] = {}
@@ -361,7 +405,7 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         val_metrics = evaluate(model, build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False),
                                train_cfg, device, desc="val", protocols=protocols[:1]).metrics
     test_set = build_dataset(data_cfg, model_cfg, eval_split or data_cfg.test_split, train=False)
-    test = evaluate(model, test_set, train_cfg, device, desc="test", on_batch=on_test_batch, protocols=protocols)
+    test = evaluate(model, test_set, train_cfg, device, desc="test", evaluators=evaluators, protocols=protocols)
     return RunResult(
         components=str(model_cfg.components), model_hash=model_cfg.config_hash(), train_hash=train_cfg.config_hash(),
         metrics=test.metrics, by_kind=test.by_kind, val_metrics=val_metrics, history=history,

@@ -3,7 +3,14 @@ import torch
 
 from risclip import engine
 from risclip.config import DataConfig, ModelConfig, TrainConfig
-from risclip.engine import NonFiniteLossError, checkpoint_path, patch_target, run_variant, warmup_cosine
+from risclip.engine import (
+    FunctionHook,
+    NonFiniteLossError,
+    checkpoint_path,
+    patch_target,
+    run_variant,
+    warmup_cosine,
+)
 from risclip.losses import dice_focal_loss, dice_loss, focal_loss
 
 FAST = dict(stage1_epochs=2, stage2_epochs=1, batch_size=8, eval_batch_size=16, progress=False, lr=3e-3)
@@ -75,15 +82,16 @@ def test_interrupted_training_resumes_to_the_same_result(data, tmp_path):
     class Interrupt(Exception):
         pass
 
-    def stop_after_first(stage, epoch, row):
+    def stop_after_first(model, stage, epoch, row):
         if epoch == 1:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_variant(model_cfg, cfg, data, tmp_path / "resumed", on_epoch=stop_after_first)
+        run_variant(model_cfg, cfg, data, tmp_path / "resumed", hooks=[FunctionHook(epoch_end=stop_after_first)])
     assert torch.load(checkpoint_path(tmp_path / "resumed", 1), weights_only=True)["epoch"] == 0
     seen = []
-    resumed = run_variant(model_cfg, cfg, data, tmp_path / "resumed", on_epoch=lambda s, e, r: seen.append(e))
+    resumed = run_variant(model_cfg, cfg, data, tmp_path / "resumed",
+                          hooks=[FunctionHook(epoch_end=lambda m, s, e, r: seen.append(e))])
     assert seen == [2, 3]  # epoch 1 was not trained again
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history])
     assert resumed.metrics == pytest.approx(straight.metrics)
@@ -94,11 +102,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, mo
     cfg = TrainConfig(**{**FAST, "stage1_epochs": 3})
     real = engine.dice_focal_loss
 
-    def poison_after_epoch_one(stage, epoch, row):
+    def poison_after_epoch_one(model, stage, epoch, row):
         monkeypatch.setattr(engine, "dice_focal_loss", lambda *a, **k: real(*a, **k) * float("nan"))
 
     with pytest.raises(NonFiniteLossError, match=r"stage 1, epoch 2.*last good checkpoint.*stage1\.pt"):
-        run_variant(model_cfg, cfg, data, tmp_path, on_epoch=poison_after_epoch_one)
+        run_variant(model_cfg, cfg, data, tmp_path, hooks=[FunctionHook(epoch_end=poison_after_epoch_one)])
     state = torch.load(checkpoint_path(tmp_path, 1), weights_only=True)
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -117,14 +125,14 @@ def test_stage1_cache_gives_the_same_weights_as_training(data, tmp_path):
     grabbed = {}
 
     def grab(name):
-        def hook(model: RISCLIP):
+        def trained(model: RISCLIP):
             grabbed[name] = {k: v.clone() for k, v in model.stage_state_dict(1).items()}
-        return hook
+        return [FunctionHook(trained=trained)]
 
     cache = tmp_path / "s1"
-    r1 = run_variant(without, train, data, on_model=grab("a"), stage1_cache=cache, evaluate_val=False)
-    r2 = run_variant(with_dec, train, data, on_model=grab("b"), stage1_cache=cache, evaluate_val=False)
-    r3 = run_variant(with_dec, train, data, on_model=grab("c"), evaluate_val=False)  # trains its own stage 1
+    r1 = run_variant(without, train, data, hooks=grab("a"), stage1_cache=cache, evaluate_val=False)
+    r2 = run_variant(with_dec, train, data, hooks=grab("b"), stage1_cache=cache, evaluate_val=False)
+    r3 = run_variant(with_dec, train, data, hooks=grab("c"), evaluate_val=False)  # trains its own stage 1
     assert not r1.stage1_reused and r2.stage1_reused and not r3.stage1_reused
     assert grabbed["a"].keys() == grabbed["c"].keys()
     for k in grabbed["a"]:

@@ -1,0 +1,84 @@
+"""Result rows, their summaries over seeds, and the tables and files made of them (shared by
+``bench.ablate``, ``bench.report`` and the studies; no CLI here)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from risclip.config import PAPER_MIOU
+from risclip.metrics import METRIC_NAMES
+
+from .tracking import metric_key
+
+ROW_FIELDS = ("kind", "rung", "components", "seed", "mIoU", "oIoU", "P@50", "P@60", "P@70", "P@80", "P@90",
+              "select_mIoU", "train_seconds", "inference_ms_per_image", "peak_memory_mb", "config_hash", "mlflow_run_id",
+              "reused")
+
+
+def row_from_run(run, kind: str, components: str, seed: int | None, rung: int | None, reused: bool) -> dict:
+    m = run.data.metrics
+    row = {"kind": kind, "rung": rung, "components": components, "seed": seed}
+    for name in METRIC_NAMES:
+        row[name] = m.get(f"test_{metric_key(name)}", math.nan)
+    row["select_mIoU"] = m.get("test_select_mIoU", math.nan)
+    row.update(train_seconds=m.get("train_seconds", 0.0), inference_ms_per_image=m.get("inference_ms_per_image", math.nan),
+               peak_memory_mb=m.get("peak_memory_mb", math.nan), config_hash=run.data.tags.get("run_hash", ""),
+               mlflow_run_id=run.info.run_id, reused=reused)
+    return row
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One line per variant: mean and sd over seeds of every metric and cost."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["kind"], r["components"]), []).append(r)
+    out = []
+    for (kind, comp), rs in groups.items():
+        line = {"kind": kind, "rung": rs[0]["rung"], "components": comp, "seeds": len(rs)}
+        for k in (*METRIC_NAMES, "select_mIoU", "train_seconds", "inference_ms_per_image", "peak_memory_mb"):
+            line[k], line[f"{k}_sd"] = _mean_sd([float(r[k]) for r in rs])
+        line["paper_mIoU"] = PAPER_MIOU.get(comp) if kind == "variant" else None
+        out.append(line)
+    return out
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["rung  components                          seeds  mIoU (mean ± sd)  oIoU (mean ± sd)  select mIoU  "
+             "paper mIoU  train s  ms/img  peak MB"]
+    for s in summarise(rows):
+        rung = "-" if s["rung"] is None else str(s["rung"])
+        paper = f"{s['paper_mIoU']:.2f}" if s["paper_mIoU"] is not None else "-"
+        name = s["components"] if s["kind"] == "variant" else f"baseline: {s['components']}"
+        ms = "-" if math.isnan(s["inference_ms_per_image"]) else f"{s['inference_ms_per_image']:.1f}"
+        mb = "-" if math.isnan(s["peak_memory_mb"]) else f"{s['peak_memory_mb']:.0f}"
+        select = "-" if math.isnan(s["select_mIoU"]) else f"{s['select_mIoU']:.2f}"
+        lines.append(f"{rung:<5} {name:<35} {s['seeds']:>5}  {s['mIoU']:6.2f} ± {s['mIoU_sd']:<6.2f}   "
+                     f"{s['oIoU']:6.2f} ± {s['oIoU_sd']:<6.2f}   {select:>11}  {paper:>10}  {s['train_seconds']:7.0f}  "
+                     f"{ms:>6}  {mb:>7}")
+    return "\n".join(lines)
+
+
+def write_output(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = [{k: r.get(k) for k in ROW_FIELDS} for r in rows]
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(clean, indent=2))
+        return
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        w.writeheader()
+        w.writerows(clean)
+
+

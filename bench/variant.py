@@ -1,0 +1,170 @@
+"""One variant, in small pieces that ``bench.ablate`` and the Optuna studies share (one spine:
+everything trains through ``risclip.engine.run_variant``):
+
+* :func:`run_identity` - what a run trained, and its hash (the one identity reuse keys on);
+* :func:`find_reusable` - a finished tracked run with that hash, if any;
+* :func:`score_variant` - train and score, with the harness's evaluators (select mIoU, per-expression IoU);
+* :func:`final_metrics` - a pure function from results to the metric names that get logged;
+* :func:`log_variant` - the run's tags, params, metrics and artifacts;
+* :class:`TrackingHook`, :class:`GridHook` - per-epoch logging and the prediction grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from risclip.config import PAPER_MIOU, Components, ModelConfig, TrainConfig
+from risclip.engine import Hook, RunResult, build_dataset, run_variant
+
+from . import presets as P
+from .evaluators import PerSampleIoU
+from .proposals import ProposalSelection
+from .tracking import metric_key
+
+VARIANT_KIND = "variant"
+
+
+def run_identity(preset: P.Preset, components: Components, seed: int, fingerprint: str,
+                 protocols: tuple[str, ...] = ("ours",)) -> tuple[dict, str]:
+    """What a run trained: everything that changes its numbers, and nothing that does not (paths,
+    progress bars, worker counts). Its hash decides reuse. A variant that trains nothing (rung 0) does
+    not depend on the seed, so every seed shares one run."""
+    model = preset.model.with_components(components).to_dict()
+    if model.get("pretrained") and Path(str(model["pretrained"])).is_file():
+        model["pretrained"] = Path(str(model["pretrained"])).name  # the proxy's name carries its hashes
+    train = dataclasses.replace(preset.train, seed=seed if components.trains_anything else 0).to_dict()
+    for k in ("progress", "num_workers", "device"):
+        train.pop(k, None)
+    data = preset.data.to_dict()
+    for k in ("data_root", "image_root"):
+        data.pop(k, None)
+    ident = {"model": model, "train": train, "data": data, "data_fingerprint": fingerprint}
+    if tuple(protocols) != ("ours",):  # other protocols log more metrics; the default keeps older hashes
+        ident["protocols"] = list(protocols)
+    blob = json.dumps(ident, sort_keys=True, default=str)
+    return ident, hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def find_reusable(tracker, run_hash: str) -> str | None:
+    """The id of the newest FINISHED run with this identity hash, or None."""
+    found = tracker.find_finished(run_hash)
+    return found.info.run_id if found is not None else None
+
+
+def variant_tags(run_hash: str, components: Components, seed: int, preset: P.Preset, model_cfg: ModelConfig,
+                 train_cfg: TrainConfig, fingerprint: str, git_rev: str, rung: int | None, **extra: str) -> dict:
+    return {"run_hash": run_hash, "config_hash": run_hash, "model_hash": model_cfg.config_hash(),
+            "train_hash": train_cfg.config_hash(), "data_fingerprint": fingerprint, "git_revision": git_rev,
+            "components": str(components), "seed": str(seed), "rung": "" if rung is None else str(rung),
+            "preset": preset.name, "kind": VARIANT_KIND, "paper_mIoU": str(PAPER_MIOU.get(str(components))), **extra}
+
+
+@dataclass
+class Scores:
+    """What :func:`score_variant` measured."""
+
+    result: RunResult
+    select: dict = field(default_factory=dict)  # {"overall": metrics, "by_kind": {kind: metrics}}
+    per_sample: list[dict] = field(default_factory=list)  # {"sent_id", "kind", "iou"} per test expression
+
+
+class _ModelRef:
+    """The per-sample evaluator needs the model for binarising; run_variant builds it, so bind late."""
+
+    def __init__(self) -> None:
+        self.model = None
+
+    def binarise(self, out, sizes):
+        return self.model.binarise(out, sizes)
+
+
+class _BindModel(Hook):
+    def __init__(self, ref: _ModelRef) -> None:
+        self.ref = ref
+
+    def trained(self, model) -> None:
+        self.ref.model = model
+
+
+def score_variant(preset: P.Preset, model_cfg: ModelConfig, train_cfg: TrainConfig, workdir: Path,
+                  stage1_cache: Path | None = None, hooks: tuple[Hook, ...] = (),
+                  protocols: tuple[str, ...] = ("ours",), evaluate_val: bool = True) -> Scores:
+    """Train and score one variant through ``run_variant``, with the harness's evaluators on test."""
+    selection = ProposalSelection(build_dataset(preset.data, model_cfg, preset.data.test_split, train=False))
+    ref = _ModelRef()
+    per_sample = PerSampleIoU(ref)
+    result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, hooks=(_BindModel(ref), *hooks),
+                         stage1_cache=stage1_cache, evaluators=(selection, per_sample), protocols=protocols,
+                         evaluate_val=evaluate_val)
+    return Scores(result, selection.compute(), per_sample.compute()["rows"])
+
+
+def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> dict[str, float]:
+    """The metrics a variant run logs, named once here: ``test_*`` (protocol ours), ``test_<protocol>_*``,
+    ``val_*``, ``test_<kind>_mIoU`` / ``_oIoU``, select mIoU overall and per kind, times and cost."""
+    final = {f"test_{metric_key(k)}": v for k, v in result.metrics.items()}
+    for proto, ms in result.protocol_metrics.items():
+        final.update({f"test_{proto}_{metric_key(k)}": v for k, v in ms.items()})
+    final.update({f"val_{metric_key(k)}": v for k, v in result.val_metrics.items()})
+    for kind, ms in result.by_kind.items():
+        final.update({f"test_{kind}_{metric_key(k)}": v for k, v in ms.items() if k in ("mIoU", "oIoU")})
+    if select:
+        final["test_select_mIoU"] = select["overall"]["mIoU"]
+        final.update({f"test_{kind}_select_mIoU": ms["mIoU"] for kind, ms in select["by_kind"].items()})
+    final.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
+                 eval_samples=result.eval_samples, **cost)
+    return final
+
+
+def log_variant(tracker, run_id: str, scores: Scores, cost: dict[str, float], grid_path: Path | None = None) -> None:
+    """Log a finished variant: stage-1 epochs reused from the cache, final metrics, checkpoint path,
+    ``metrics.json`` (with the per-expression IoUs) and the prediction grid."""
+    result = scores.result
+    tracker.set_tags(run_id, {"stage1_reused": str(result.stage1_reused),
+                              "checkpoint": str(Path(result.checkpoint).resolve()) if result.checkpoint else ""})
+    for row in result.history:  # stage-1 epochs taken from the cache: log them here too, for a full history
+        if row.get("reused"):
+            TrackingHook(tracker, run_id).log(int(row["stage"]), int(row["epoch"]), row)
+    tracker.log_metrics(run_id, final_metrics(result, scores.select, cost))
+    tracker.log_json(run_id, {"test": result.metrics, "val": result.val_metrics, "by_kind": result.by_kind,
+                              "test_other_protocols": result.protocol_metrics,
+                              "select": scores.select.get("overall", {}), "select_by_kind": scores.select.get("by_kind", {}),
+                              "history": result.history, "cost": cost, "train_seconds": result.train_seconds,
+                              "per_sample": scores.per_sample}, "metrics.json")
+    if grid_path is not None and grid_path.is_file():
+        tracker.log_file(run_id, grid_path)
+
+
+class TrackingHook(Hook):
+    """Loss, epoch time and learning rate of every epoch, one ``log_batch`` per epoch."""
+
+    def __init__(self, tracker, run_id: str) -> None:
+        self.tracker, self.run_id = tracker, run_id
+
+    def log(self, stage: int, epoch: int, row: dict) -> None:
+        self.tracker.log_metrics(self.run_id, {f"stage{stage}_loss": row["loss"], f"stage{stage}_epoch_seconds": row["seconds"],
+                                               f"stage{stage}_lr": row["lr"]}, step=epoch)
+
+    def epoch_end(self, model, stage: int, epoch: int, row: dict) -> None:
+        self.log(stage, epoch, row)
+
+
+class GridHook(Hook):
+    """The prediction grid of fixed val samples, drawn once training is over."""
+
+    def __init__(self, preset: P.Preset, model_cfg: ModelConfig, path: Path, title: str) -> None:
+        self.preset, self.model_cfg, self.path, self.title = preset, model_cfg, path, title
+
+    def trained(self, model) -> None:
+        from risclip import distributed as dist
+
+        if not dist.is_main():
+            return
+        from .figures import prediction_grid
+
+        val = build_dataset(self.preset.data, self.model_cfg, self.preset.data.val_split, train=False)
+        prediction_grid(model, val, self.path, title=self.title)

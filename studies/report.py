@@ -1,0 +1,251 @@
+"""``reports/studies/<name>.md`` from a stored study (Optuna storage) and its trials' MLflow runs.
+
+Plots use Optuna's matplotlib backend (history, importances, Pareto front) and seaborn (the factorial's
+interaction heatmap). Every table says which split each number is on: selection is on val, scores are
+on test, and nothing is chosen on test.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from bench.tracking import Tracker  # noqa: E402
+
+from . import get_study  # noqa: E402
+from .runner import RunConfig, build_preset, make_storage  # noqa: E402
+
+
+def _save(ax_or_fig, path: Path) -> str:
+    fig = ax_or_fig.figure if hasattr(ax_or_fig, "figure") and not isinstance(ax_or_fig, plt.Figure) else ax_or_fig
+    if isinstance(fig, np.ndarray):
+        fig = fig.flat[0].figure
+    fig.set_size_inches(7, 4.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _trials_table(study: optuna.Study, objectives: tuple[str, ...]) -> list[str]:
+    lines = ["| trial | state | " + " | ".join(f"{o} ({'val' if o == 'val_mIoU' else 'cost'})" for o in objectives)
+             + " | variant | settings (--set) | note |", "|" + "---|" * (len(objectives) + 5)]
+    for t in study.get_trials(deepcopy=False):
+        vals = t.values if t.values is not None else [math.nan] * len(objectives)
+        note = t.user_attrs.get("stopped", "") or ("surplus" if t.user_attrs.get("surplus") else "")
+        if t.user_attrs.get("reused"):
+            note = (note + " reused run").strip()
+        if t.state == TrialState.FAIL and not note:
+            note = "failed (worker died or diverged); retried"
+        lines.append(f"| {t.number} | {t.state.name} | " + " | ".join(f"{v:.2f}" for v in vals) +
+                     f" | {t.user_attrs.get('components', '')} | {' '.join(t.user_attrs.get('overrides', '').split(';'))} |"
+                     f" {note} |")
+    return lines
+
+
+def _header(cfg: RunConfig, study: optuna.Study, command: str, tracker: Tracker) -> list[str]:
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    wall = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else math.nan
+    parents = tracker.runs({"kind": "study", "study": cfg.study_name}, status=None, limit=20)
+    run_cmd = parents[0].data.tags.get("command", "?") if parents else "?"
+    return [f"- Study `{study.study_name}` in `{cfg.storage}`; made by `{run_cmd}`; this report: `{command}`.",
+            f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's); "
+            f"{len(done)} COMPLETE or PRUNED trials of {len(trials)} started; time cap {cfg.time_cap_s:.0f} s per "
+            f"trial; {'seeds ' + ', '.join(map(str, cfg.seeds)) if cfg.study == 'factorial' else 'seed 0'}; "
+            f"wall time {wall:.1f} min on this machine (first trial start to last trial end).",
+            "- Selection on val; scores on test; nothing is chosen on test.", ""]
+
+
+def write_report(cfg: RunConfig, out_dir: str | Path, command: str) -> Path:
+    spec = get_study(cfg.study)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = make_storage(cfg.storage, cfg.heartbeat_interval)
+    preset = build_preset(cfg)
+    tracker = Tracker(cfg.tracking_uri, f"risclip-{preset.name}")
+    stem = cfg.study
+    lines = [f"# Study `{cfg.study}`: {spec.description}", ""]
+    if cfg.study == "ladder":
+        lines += _ladder(cfg, storage, tracker, command, out, stem)
+    else:
+        try:
+            study = optuna.load_study(study_name=cfg.study_name, storage=storage)
+        except KeyError:
+            raise ValueError(f"no study {cfg.study_name} in {cfg.storage}; run python -m studies run {cfg.study}") from None
+        lines += _header(cfg, study, command, tracker)
+        if cfg.study == "factorial":
+            lines += _factorial(study, tracker, out, stem)
+        elif cfg.study == "pareto":
+            lines += _pareto(study, out, stem)
+        else:
+            lines += _single(study, spec, out, stem, cfg.quick)
+        lines += ["## Every trial", "", *_trials_table(study, spec.objectives)]
+    path = out / f"{stem}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _single(study: optuna.Study, spec, out: Path, stem: str, quick: bool = False) -> list[str]:
+    lines = []
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        lines += ["## Best trial (val mIoU)", "", f"Trial {best.number}: val mIoU **{best.value:.2f}**, variant "
+                  f"{best.user_attrs.get('components')}; rerun it with", "",
+                  f"    python -m bench.ablate{' --quick' if quick else ''} --components "
+                  f"{best.user_attrs.get('components', '').replace('value+', '')}"
+                  + "".join(f" --set {o}" for o in best.user_attrs.get("overrides", "").split(";") if o), ""]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from optuna.visualization import matplotlib as ovm
+
+        lines += ["![history](" + _save(ovm.plot_optimization_history(study), out / f"{stem}-history.png") + ")", ""]
+        if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 2:
+            try:
+                name = _save(ovm.plot_param_importances(study), out / f"{stem}-importances.png")
+                lines += [f"![importances]({name})", ""]
+            except (ValueError, RuntimeError) as e:
+                lines += [f"(importances not computed: {e})", ""]
+    return lines
+
+
+def _pareto(study: optuna.Study, out: Path, stem: str) -> list[str]:
+    from optuna.visualization import matplotlib as ovm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        name = _save(ovm.plot_pareto_front(study, target_names=["val mIoU", "ms / image (batch 1)"]),
+                     out / f"{stem}-front.png")
+    front = sorted(study.best_trials, key=lambda t: t.values[1])
+    lines = [f"![Pareto front]({name})", "", "## The Pareto front (val mIoU up, latency down)", "",
+             "| trial | val mIoU | ms / image | variant | settings |", "|---|---|---|---|---|"]
+    for t in front:
+        lines.append(f"| {t.number} | {t.values[0]:.2f} | {t.values[1]:.2f} | {t.user_attrs.get('components')} | "
+                     f"{' '.join(t.user_attrs.get('overrides', '').split(';'))} |")
+    return lines + [""]
+
+
+def factorial_table(study: optuna.Study, tracker: Tracker) -> pd.DataFrame:
+    """One row per (variant, seed, test expression) with the factor levels, from each trial's metrics.json."""
+    from .factorial import FACTORS
+
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        comp = t.user_attrs.get("components", "")
+        if not run_id or not comp.startswith("value"):
+            continue  # rung 0 without value grounding is outside the 2^4 design
+        parts = set(comp.split("+"))
+        per = tracker.load_json(run_id, "metrics.json").get("per_sample", [])
+        levels = {f: int(f in parts) for f in FACTORS}
+        rows += [{**levels, "seed": int(t.user_attrs.get("seed", 0)), "expr": r["sent_id"], "kind": r["kind"],
+                  "iou": 100.0 * r["iou"]} for r in per]
+    return pd.DataFrame(rows)
+
+
+def _factorial(study: optuna.Study, tracker: Tracker, out: Path, stem: str) -> list[str]:
+    from .analysis import effects_frame, factorial_effects
+    from .factorial import FACTORS
+
+    df = factorial_table(study, tracker)
+    if df.empty:
+        return ["No complete trials yet.", ""]
+    means = df.groupby([*FACTORS, "seed"])["iou"].mean().groupby(list(FACTORS)).agg(["mean", "std", "count"])
+    lines = ["## Test mIoU of every combination (mean ± sd over seeds)", "",
+             "| adapters | cfe | ske | decoder | test mIoU | seeds |", "|---|---|---|---|---|---|"]
+    for levels, r in means.iterrows():
+        lines.append("| " + " | ".join("on" if x else "-" for x in levels) +
+                     f" | {r['mean']:.2f} ± {0 if math.isnan(r['std']) else r['std']:.2f} | {int(r['count'])} |")
+    try:
+        eff = effects_frame(factorial_effects(df, list(FACTORS), n_boot=2000))
+    except ValueError as e:
+        return lines + ["", f"Effects not computed: {e}", ""]
+    lines += ["", "## Main effects and pairwise interactions (test mIoU points, 95% bootstrap CI)", "",
+              "Main effect: mean with the component on minus off, averaged over the others. Interaction A x B: how "
+              "much A's effect changes when B is on. CIs resample test expressions and seeds (`studies/analysis.py`).",
+              "", "| term | all | " + " | ".join(k for k in sorted(set(eff["kind"])) if k != "all") + " |",
+              "|" + "---|" * (1 + len(set(eff["kind"])))]
+    kinds = ["all", *sorted(k for k in set(eff["kind"]) if k != "all")]
+    for term in eff[eff["kind"] == "all"]["term"]:
+        cells = []
+        for k in kinds:
+            r = eff[(eff["kind"] == k) & (eff["term"] == term)]
+            if r.empty:
+                cells.append("-")
+                continue
+            r = r.iloc[0]
+            mark = "**" if r["excludes_zero"] else ""
+            cells.append(f"{mark}{r['estimate']:+.2f}{mark} [{r['low']:+.2f}, {r['high']:+.2f}]")
+        lines.append(f"| {term} | " + " | ".join(cells) + " |")
+    lines += ["", "Bold: the 95% CI excludes zero.", ""]
+    inter = eff[(eff["kind"] == "all") & eff["term"].str.contains(" x ")]
+    mat = pd.DataFrame(0.0, index=list(FACTORS), columns=list(FACTORS))
+    for _, r in inter.iterrows():
+        a, b = r["term"].split(" x ")
+        mat.loc[a, b] = mat.loc[b, a] = r["estimate"]
+    for f in FACTORS:
+        mat.loc[f, f] = float(eff[(eff["kind"] == "all") & (eff["term"] == f)]["estimate"].iloc[0])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    sns.heatmap(mat, annot=True, fmt="+.2f", cmap="RdBu_r", center=0, ax=ax)
+    ax.set_title("main effects (diagonal) and interactions, test mIoU")
+    name = _save(fig, out / f"{stem}-interactions.png")
+    return lines + [f"![interactions]({name})", ""]
+
+
+def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, stem: str) -> list[str]:
+    from risclip.config import LADDER
+
+    from .ladder import rung_study_name, tuned_path
+
+    lines = []
+    rows = []
+    for rung, comp in enumerate(LADDER):
+        try:
+            study = optuna.load_study(study_name=rung_study_name(cfg.study_name, rung), storage=storage)
+        except KeyError:
+            raise ValueError(f"no study {rung_study_name(cfg.study_name, rung)} in {cfg.storage}; run python -m "
+                             f"studies run ladder") from None
+        if rung == 0:
+            lines += _header(cfg, study, command, tracker)
+        best = study.best_trial
+        rows.append({"rung": rung, "components": str(comp), "trials": len(study.trials), "best_val": best.value,
+                     "settings": " ".join(o for o in best.user_attrs.get("overrides", "").split(";") if o)})
+    preset_name = cfg.preset + ("-quick" if cfg.quick else "")
+    tuned = tracker.runs({"kind": "variant"}, limit=5000)
+    tuned_test = {}
+    plain_test = {}
+    for r in tuned:
+        comp = r.data.tags.get("components")
+        if r.data.tags.get("preset") != preset_name or "test_mIoU" not in r.data.metrics:
+            continue
+        target = tuned_test if r.data.tags.get("tuned") else (plain_test if not r.data.tags.get("overrides") else None)
+        if target is not None:
+            target.setdefault(comp, {})[r.data.tags.get("seed")] = r.data.metrics["test_mIoU"]
+    lines += [f"Chosen settings: `{tuned_path(preset_name)}` (with their study, trial and git revision).", "",
+              "| rung | variant | trials | best val mIoU (tuned) | test mIoU, preset (mean ± sd, n) | "
+              "test mIoU, tuned (mean ± sd, n) | chosen settings |", "|---|---|---|---|---|---|---|"]
+
+    def fmt(d):
+        v = list(d.values()) if d else []
+        if not v:
+            return "-"
+        return f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f} ({len(v)})"
+
+    for r in rows:
+        lines.append(f"| {r['rung']} | {r['components']} | {r['trials']} | {r['best_val']:.2f} | "
+                     f"{fmt(plain_test.get(r['components']))} | {fmt(tuned_test.get(r['components']))} | {r['settings']} |")
+    return lines + ["", "Val numbers chose the settings; test numbers only score them.", ""]

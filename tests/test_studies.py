@@ -1,0 +1,207 @@
+"""Optuna studies with real processes: 2 workers end with exactly N trials (and every trial's MLflow run),
+a worker killed with SIGKILL mid-trial loses nothing finished and its trial is retried, pruning stops a
+clearly worse trial, --quick runs each study end to end, and 2 workers on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bench.assets import ensure_backbone, ensure_data
+from bench.presets import get_preset, quick, with_data_root
+from bench.tracking import Tracker
+from studies import get_study
+from studies.__main__ import main as studies_main
+from studies.runner import RunConfig, create, make_storage, spawn_workers, worker
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("studies") / "data"
+    preset = with_data_root(quick(get_preset("synth-cpu")), str(root))
+    ensure_data(preset, False)
+    ensure_backbone(preset, False, None)
+    return root
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+
+def _args(root: Path, work: Path, storage: str, *extra: str) -> list[str]:
+    return ["--quick", "--data-root", str(root), "--storage", storage, "--tracking-uri",
+            f"sqlite:///{work / 'mlflow.db'}", *extra]
+
+
+def _states(storage: str, name: str) -> dict[str, int]:
+    study = optuna.load_study(study_name=name, storage=make_storage(storage))
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def _run(argv: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "studies", *argv], cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=timeout)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return r
+
+
+def test_two_workers_end_with_exactly_n_trials_and_every_run_logged(quick_root, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    _run(["run", "tune", *_args(quick_root, tmp_path, storage, "--trials", "4", "--workers", "2", "--workdir",
+                                str(tmp_path / "runs"))])
+    states = _states(storage, "tune-synth-cpu-quick")
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 4
+    study = optuna.load_study(study_name="tune-synth-cpu-quick", storage=make_storage(storage))
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "risclip-synth-cpu-quick")
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run = tracker.get_run(t.user_attrs["mlflow_run_id"])  # both workers logged to one SQLite store at once
+        assert run.info.status == "FINISHED" and "val_mIoU" in run.data.metrics and "test_mIoU" in run.data.metrics
+        if not t.user_attrs.get("reused"):
+            assert run.data.tags["study"] == "tune-synth-cpu-quick" and run.data.tags["trial"] == str(t.number)
+            assert abs(run.data.metrics["val_mIoU"] - t.value) < 1e-9
+    # the report renders from the stored study
+    _run(["report", "tune", *_args(quick_root, tmp_path, storage, "--out-dir", str(tmp_path / "rep"))])
+    md = (tmp_path / "rep" / "tune.md").read_text()
+    assert "tune-synth-cpu-quick" in md and storage in md and (tmp_path / "rep" / "tune-history.png").is_file()
+
+
+def test_sigkill_of_a_worker_mid_trial_is_retried_and_loses_nothing(quick_root, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    n = 4
+    cfg = RunConfig(study="tune", study_name="killed", storage=storage, trials=n, quick=True,
+                    data_root=str(quick_root), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                    workdir=str(tmp_path / "runs"), heartbeat_interval=1)
+    create(get_study("tune"), cfg)
+    procs = spawn_workers(cfg, 2, _env())
+    victim = None
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and victim is None:
+            study = optuna.load_study(study_name="killed", storage=make_storage(storage, 1))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                pid = t.user_attrs.get("worker_pid")
+                if pid in {p.pid for p in procs} and t.number >= 1:  # after a first trial finished or ran
+                    victim = (pid, t.number)
+                    break
+            time.sleep(0.05)
+        assert victim is not None, "no running trial seen"
+        os.kill(victim[0], signal.SIGKILL)
+        for p in procs:
+            p.wait(timeout=600)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    study = optuna.load_study(study_name="killed", storage=make_storage(storage, 1))
+    killed = study.trials[victim[1]]
+    assert killed.state == TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retried, "the killed trial's parameters were not retried"
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == n
+    # re-running the command resumes: it finds N done and adds nothing
+    before = len(study.trials)
+    worker(get_study("tune"), cfg)
+    assert len(optuna.load_study(study_name="killed", storage=make_storage(storage)).trials) == before
+
+
+def test_pruning_stops_a_clearly_worse_trial(quick_root, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    cfg = RunConfig(study="tune", study_name="pruning", storage=storage, trials=3, quick=True,
+                    data_root=str(quick_root), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                    workdir=str(tmp_path / "runs"))
+    study = create(get_study("tune"), cfg)
+    good = {"lr": 0.01, "stage1_epochs": 3, "dice_weight": 1.0, "focal_alpha": -1.0, "adapter_dim": 32}
+    study.enqueue_trial(good)
+    study.enqueue_trial({**good, "lr": 0.012})
+    study.enqueue_trial({**good, "lr": 0.0001, "focal_alpha": 0.75, "dice_weight": 0.25})  # barely moves
+    worker(get_study("tune"), cfg)
+    trials = optuna.load_study(study_name="pruning", storage=make_storage(storage)).trials
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[2].state == TrialState.PRUNED
+    assert "pruned after stage 1 epoch" in trials[2].user_attrs["stopped"]
+    assert len(trials[2].intermediate_values) < 3  # stopped before its last epoch
+
+
+@pytest.mark.parametrize("name", ["pareto", "factorial", "ladder"])
+def test_quick_runs_each_study_end_to_end(quick_root, tmp_path, name):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    extra = ["--seeds", "0"] if name == "factorial" else []
+    if name == "ladder":
+        extra = ["--trials", "1", "--final-seeds", "0", "--tuned-out", str(tmp_path / "tuned.json")]
+    _run(["run", name, *_args(quick_root, tmp_path, storage, "--workdir", str(tmp_path / "runs"), *extra)], timeout=1500)
+    _run(["report", name, *_args(quick_root, tmp_path, storage, "--out-dir", str(tmp_path / "rep"),
+                                 *(["--seeds", "0"] if name == "factorial" else []))])
+    md = (tmp_path / "rep" / f"{name}.md").read_text()
+    assert storage in md
+    if name == "factorial":
+        assert "Main effects" in md and (tmp_path / "rep" / "factorial-interactions.png").is_file()
+    if name == "pareto":
+        assert "Pareto front" in md
+    if name == "ladder":
+        assert "test mIoU, tuned" in md and (tmp_path / "tuned.json").is_file()
+
+
+def test_bad_input_is_a_one_line_error(capsys):
+    assert studies_main(["run", "nope"]) == 2
+    assert "valid: tune, ladder, factorial, pareto" in capsys.readouterr().err
+    assert studies_main(["run", "tune", "--storage", "redis-ish"]) == 2
+    assert "Optuna RDB URL" in capsys.readouterr().err
+    assert studies_main(["run", "tune", "--preset", "paper-x"]) == 2
+    assert "valid: synth-cpu" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    assert found, f"PostgreSQL's {name} is missing: .ci/run installs Debian's postgresql package"
+    return str(found)
+
+
+def test_two_workers_on_a_real_postgresql_server(quick_root, tmp_path):
+    # PostgreSQL refuses to run as root: the cluster belongs to the postgres user, in a folder it can reach
+    pg = Path(tempfile.mkdtemp(prefix="risclip-pg-", dir="/tmp"))
+    os.chmod(pg, 0o777)
+    port = _free_port()
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def pg_run(*cmd: str) -> None:
+        r = subprocess.run([*as_pg, *cmd], cwd=pg, capture_output=True, text=True)
+        assert r.returncode == 0, f"{cmd[0]}: {r.stderr[-1000:]}"
+
+    pg_run(_pg_bin("initdb"), "-D", str(pg / "data"), "--auth=trust", "-U", "postgres")
+    pg_run(_pg_bin("pg_ctl"), "-D", str(pg / "data"), "-l", str(pg / "log"), "-w", "-o",
+           f"-p {port} -k {pg} -c listen_addresses=127.0.0.1", "start")
+    try:
+        pg_run(_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "studies")
+        storage = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/studies"
+        _run(["run", "tune", *_args(quick_root, tmp_path, storage, "--trials", "3", "--workers", "2", "--workdir",
+                                    str(tmp_path / "runs"))])
+        states = _states(storage, "tune-synth-cpu-quick")
+        assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 3
+    finally:
+        subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(pg / "data"), "-m", "immediate", "stop"],
+                       cwd=pg, capture_output=True)
+        shutil.rmtree(pg, ignore_errors=True)
