@@ -18,16 +18,18 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import mlflow
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-import mlflow  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+# MLflow itself is imported where a Tracker is made, so that the names here (metric_key, NullTracker) work
+# on machines without MLflow (a lent GPU machine running a study with --tracking-uri none)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "risclip-ladder"
@@ -90,6 +92,8 @@ class Tracker:
     """A thin layer over ``MlflowClient`` with the calls the harness needs."""
 
     def __init__(self, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str = DEFAULT_EXPERIMENT) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         exp = self.client.get_experiment_by_name(experiment)
@@ -140,14 +144,20 @@ class Tracker:
 
     # --------------------------------------------------------------------------------------- logging
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(items), 100):
             _retry(self.client.log_batch, run_id, params=items[i:i + 100])
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
         _retry(self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         items = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(items), 500):
@@ -163,6 +173,8 @@ class Tracker:
         _retry(self.client.log_artifact, run_id, str(path))
 
     def load_json(self, run_id: str, name: str) -> Any:
+        import mlflow
+
         with tempfile.TemporaryDirectory() as d:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=d,
                                                         tracking_uri=self.uri)
@@ -177,6 +189,9 @@ class NullTracker:
     def runs(self, *args, **kwargs) -> list:
         return []
 
+    def get_run(self, run_id: str):
+        raise LookupError("no tracking store (--tracking-uri none): runs are not kept")
+
     def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
         return ""
 
@@ -185,6 +200,9 @@ class NullTracker:
 
     def find_finished(self, run_hash: str) -> None:
         return None
+
+    def load_json(self, run_id: str, name: str):
+        raise LookupError("no tracking store (--tracking-uri none)")
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         pass

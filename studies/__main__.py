@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna RDB URL (default %(default)s)")
         q.add_argument("--study-name", default=None, help="default: NAME-PRESET[-COMPONENTS]")
         q.add_argument("--components", default=None, help="tune: the variant to tune (default adapters)")
-        q.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store or server")
+        q.add_argument("--tracking-uri", default="sqlite:///mlflow.db",
+                       help="MLflow store or server; 'none' keeps no runs (a machine without MLflow: the trials, and "
+                            "the factorial's per-expression IoUs, live in the Optuna storage alone)")
         q.add_argument("--data-root", default=None)
         q.add_argument("--pretrained", default=None, help="CLIP weights, a tag or a local file (default: the preset's)")
 
@@ -145,7 +147,9 @@ def cmd_list() -> int:
 
 
 def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
-    from bench.tracking import Tracker, git_revision
+    from bench.tracking import git_revision
+
+    from .runner import make_tracker
 
     cfg = config_from(a, a.trials)
     make_storage(cfg.storage, cfg.heartbeat_interval)  # a bad URL fails here, in one line
@@ -154,8 +158,9 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     from .runner import build_preset
 
     preset = build_preset(cfg)
-    tracker = Tracker(cfg.tracking_uri, f"risclip-{preset.name}")
+    tracker = make_tracker(cfg.tracking_uri, preset.name)
     command = " ".join(["python -m studies", *argv])
+    cfg.command = command
     parent = tracker.start(f"study {cfg.study_name}", {"kind": "study", "study": cfg.study_name, "storage": cfg.storage,
                                                       "command": command, "git_revision": git_revision()})
     cfg.parent_run_id = parent

@@ -41,6 +41,9 @@ class StudySpec:
     prune: bool = True  # per-epoch val mIoU to a median pruner (single objective only)
     sampler: Callable[[int, StudyContext], optuna.samplers.BaseSampler] = field(
         default=lambda seed, ctx: optuna.samplers.TPESampler(seed=seed))
+    # a grid study lists its trials' parameters up front: they are enqueued when the study is created, and
+    # workers pop them one by one (atomic in the storage), so K workers never run a cell twice
+    grid: Callable[[StudyContext], list[dict]] | None = None
     budget_note: str = ""
     reports: str = ""  # what its report shows
 

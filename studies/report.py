@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from bench.tracking import Tracker  # noqa: E402
+from bench.tracking import NullTracker, Tracker  # noqa: E402
 
 from . import get_study  # noqa: E402
 from .runner import RunConfig, build_preset, make_storage  # noqa: E402
@@ -61,12 +61,13 @@ def _header(cfg: RunConfig, study: optuna.Study, command: str, tracker: Tracker)
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else math.nan
     parents = tracker.runs({"kind": "study", "study": cfg.study_name}, status=None, limit=20)
-    run_cmd = parents[0].data.tags.get("command", "?") if parents else "?"
+    run_cmd = parents[0].data.tags.get("command", "?") if parents else study.user_attrs.get("command", "?")
     return [f"- Study `{study.study_name}` in `{cfg.storage}`; made by `{run_cmd}`; this report: `{command}`.",
             f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's); "
             f"{len(done)} COMPLETE or PRUNED trials of {len(trials)} started; time cap {cfg.time_cap_s:.0f} s per "
             f"trial; {'seeds ' + ', '.join(map(str, cfg.seeds)) if cfg.study == 'factorial' else 'seed 0'}; "
-            f"wall time {wall:.1f} min on this machine (first trial start to last trial end).",
+            f"wall time {wall:.1f} min (first trial start to last trial end) on "
+            f"{study.user_attrs.get('machine', 'this machine')}.",
             "- Selection on val; scores on test; nothing is chosen on test.", ""]
 
 
@@ -76,7 +77,7 @@ def write_report(cfg: RunConfig, out_dir: str | Path, command: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     storage = make_storage(cfg.storage, cfg.heartbeat_interval)
     preset = build_preset(cfg)
-    tracker = Tracker(cfg.tracking_uri, f"risclip-{preset.name}")
+    tracker = NullTracker() if cfg.tracking_uri.lower() == "none" else Tracker(cfg.tracking_uri, f"risclip-{preset.name}")
     stem = cfg.study
     lines = [f"# Study `{cfg.study}`: {spec.description}", ""]
     if cfg.study == "ladder":
@@ -147,10 +148,15 @@ def factorial_table(study: optuna.Study, tracker: Tracker) -> pd.DataFrame:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         run_id = t.user_attrs.get("mlflow_run_id")
         comp = t.user_attrs.get("components", "")
-        if not run_id or not comp.startswith("value"):
+        if not comp.startswith("value"):
             continue  # rung 0 without value grounding is outside the 2^4 design
         parts = set(comp.split("+"))
-        per = tracker.load_json(run_id, "metrics.json").get("per_sample", [])
+        if "per_sample" in t.user_attrs:  # stored with the trial (also where no MLflow store was kept)
+            per = [{"sent_id": a, "kind": b, "iou": c} for a, b, c in t.user_attrs["per_sample"]]
+        elif run_id:
+            per = tracker.load_json(run_id, "metrics.json").get("per_sample", [])
+        else:
+            continue
         levels = {f: int(f in parts) for f in FACTORS}
         rows += [{**levels, "seed": int(t.user_attrs.get("seed", 0)), "expr": r["sent_id"], "kind": r["kind"],
                   "iou": 100.0 * r["iou"]} for r in per]

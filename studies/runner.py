@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 
 from bench import presets as P
 from bench.assets import data_fingerprint, ensure_backbone, ensure_data
-from bench.tracking import DEFAULT_TRACKING_URI, Tracker, git_revision
+from bench.tracking import DEFAULT_TRACKING_URI, NullTracker, Tracker, git_revision
 from bench.variant import (
     GridHook,
     TrackingHook,
@@ -46,7 +46,7 @@ from bench.variant import (
     variant_tags,
 )
 from risclip.config import Components
-from risclip.engine import Hook, NonFiniteLossError, build_dataset, evaluate
+from risclip.engine import Hook, NonFiniteLossError, build_dataset, evaluate, resolve_device
 
 from .base import StudyContext, StudySpec, TrialPlan
 
@@ -82,6 +82,14 @@ def make_storage(url: str, heartbeat_interval: int = 10, grace_period: int | Non
                          f"valid: sqlite:///file.db, postgresql://..., mysql://...") from None
 
 
+def make_tracker(uri: str, preset_name: str):
+    """The MLflow tracker, or, with ``--tracking-uri none``, one that keeps nothing (for a machine without
+    MLflow, e.g. a lent GPU machine; the trials then live in the Optuna storage alone)."""
+    if uri.lower() == "none":
+        return NullTracker()
+    return Tracker(uri, f"risclip-{preset_name}")
+
+
 # ------------------------------------------------------------------------------------------ context
 @dataclass
 class RunConfig:
@@ -105,6 +113,7 @@ class RunConfig:
     data_root: str | None = None
     pretrained: str | None = None  # CLIP weights (a tag or a local file) instead of the preset's
     worker_index: int = 0  # seeds each worker's sampler differently: sampler_seed + worker_index
+    command: str = ""  # the invocation, kept with the study (not passed to workers)
 
     def argv(self) -> list[str]:
         out = ["worker", self.study, "--study-name", self.study_name, "--storage", self.storage, "--trials",
@@ -188,7 +197,7 @@ class Objective:
         self.ctx = study_context(spec, cfg, self.preset)
         self.fingerprint = data_fingerprint(self.preset)
         self.git_rev = git_revision()
-        self.tracker = Tracker(cfg.tracking_uri, f"risclip-{self.preset.name}")
+        self.tracker = make_tracker(cfg.tracking_uri, self.preset.name)
         self.wanted = trials_wanted(spec, cfg)
 
     def _guard(self, trial: optuna.Trial) -> None:
@@ -211,6 +220,12 @@ class Objective:
         trial.set_user_attr("run_hash", run_hash)
         trial.set_user_attr("seed", seed)
         reuse = find_reusable(self.tracker, run_hash)
+        if reuse is not None and self.spec.name == "factorial":
+            try:  # the per-expression IoUs the factorial report resamples travel with the trial
+                per = self.tracker.load_json(reuse, "metrics.json").get("per_sample", [])
+                trial.set_user_attr("per_sample", [[r["sent_id"], r["kind"], round(r["iou"], 6)] for r in per])
+            except (LookupError, OSError):
+                pass
         if reuse is not None:
             trial.set_user_attr("mlflow_run_id", reuse)
             trial.set_user_attr("reused", True)
@@ -221,7 +236,7 @@ class Objective:
                 )
 
                 cost = profile_variant(preset.model.with_components(comp).to_dict(), run.data.tags.get("checkpoint") or None,
-                                       batch_size=1, device="cpu")
+                                       batch_size=1, device=str(resolve_device(self.cfg.device)))
                 self.tracker.log_metrics(reuse, cost)
                 run = self.tracker.get_run(reuse)
             return self._values(run.data.metrics)
@@ -242,13 +257,16 @@ class Objective:
             hooks = (TrackingHook(self.tracker, run_id), prune,
                      GridHook(preset, model_cfg, grid, f"{comp}, trial {trial.number} (val)"))
             scores = score_variant(preset, model_cfg, train_cfg, workdir, Path(self.cfg.workdir) / "stage1", hooks)
-            from bench.profiling import (
-                profile_variant,  # every trial, as in ablate (pareto's second objective)
-            )
+            cost = {}
+            if "latency_ms" in self.spec.objectives:  # a fresh process per measurement: only where it is an objective
+                from bench.profiling import profile_variant
 
-            cost = profile_variant(model_cfg.to_dict(), scores.result.checkpoint, batch_size=1, device="cpu")
+                cost = profile_variant(model_cfg.to_dict(), scores.result.checkpoint, batch_size=1,
+                                       device=str(resolve_device(self.cfg.device)))
             log_variant(self.tracker, run_id, scores, cost, grid)
             self.tracker.end(run_id, "FINISHED")
+            if self.spec.name == "factorial":  # the per-expression IoUs the report resamples, beside the trial
+                trial.set_user_attr("per_sample", [[r["sent_id"], r["kind"], round(r["iou"], 6)] for r in scores.per_sample])
         except optuna.TrialPruned:
             self.tracker.set_tags(run_id, {"pruned": trial.user_attrs.get("stopped", "pruned")})
             self.tracker.end(run_id, "KILLED")
@@ -256,6 +274,10 @@ class Objective:
         except BaseException:
             self.tracker.end(run_id, "FAILED")
             raise
+        if isinstance(self.tracker, NullTracker):  # no store to read back: the metrics as logged would be
+            from bench.variant import final_metrics
+
+            return self._values(final_metrics(scores.result, scores.select, cost))
         return self._values(self.tracker.get_run(run_id).data.metrics)
 
     def _values(self, metrics: dict[str, float]):
@@ -287,6 +309,19 @@ def create(spec: StudySpec, cfg: RunConfig) -> optuna.Study:
     study.set_user_attr("spec", spec.name)
     study.set_user_attr("trials_wanted", trials_wanted(spec, cfg))
     study.set_user_attr("preset", cfg.preset + ("-quick" if cfg.quick else ""))
+    if cfg.command:
+        study.set_user_attr("command", cfg.command)
+    import platform
+
+    import torch
+
+    dev = resolve_device(cfg.device)
+    study.set_user_attr("machine", (torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU") +
+                        f", {os.cpu_count()} CPUs, {platform.node() or '?'}")
+    if spec.grid is not None:
+        ctx = StudyContext(seeds=cfg.seeds)
+        for params in spec.grid(ctx):
+            study.enqueue_trial(params, skip_if_exists=True)
     return study
 
 
@@ -314,9 +349,18 @@ def worker(spec: StudySpec, cfg: RunConfig, poll_s: float = 2.0) -> int:
         ran += 1
 
 
+def prepare(cfg: RunConfig) -> None:
+    """What every worker needs, made once before any starts: SynthRef and the proxy CLIP (two workers
+    generating them at once would race), and the tracking store with its experiment (MLflow creating the
+    tables of a new SQLite store from two processes at once races too)."""
+    preset = build_preset(cfg)
+    ensure_data(preset, False)
+    ensure_backbone(preset, False, cfg.pretrained)
+    make_tracker(cfg.tracking_uri, preset.name)
+
+
 def spawn_workers(cfg: RunConfig, k: int, env: dict | None = None) -> list[subprocess.Popen]:
-    """K worker processes. The tracking store and its experiment are made first: MLflow creating the tables
-    of a new SQLite store from two processes at once races."""
-    Tracker(cfg.tracking_uri, f"risclip-{build_preset(cfg).name}")
+    """K worker processes, after :func:`prepare`."""
+    prepare(cfg)
     return [subprocess.Popen([sys.executable, "-m", "studies", *dataclasses.replace(cfg, worker_index=i).argv()],
                              env=env or dict(os.environ)) for i in range(k)]

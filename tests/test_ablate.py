@@ -56,16 +56,18 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
               str(tmp_path / "runs"), "--no-progress", "--output", str(tmp_path / "rows.json")]
 
     # 1. interrupt the run of rung 2: rungs 0 and 1 must survive
-    real = ablate.run_variant
+    from bench import variant
+
+    real = variant.run_variant
 
     def interrupting(model_cfg, *args, **kwargs):
         if model_cfg.components == LADDER[2]:
             raise KeyboardInterrupt
         return real(model_cfg, *args, **kwargs)
 
-    monkeypatch.setattr(ablate, "run_variant", interrupting)
+    monkeypatch.setattr(variant, "run_variant", interrupting)
     assert ablate.main(common) == 130
-    monkeypatch.setattr(ablate, "run_variant", real)
+    monkeypatch.setattr(variant, "run_variant", real)
 
     # 2. the same command continues: rungs 0-1 reused, 2-4 trained
     assert ablate.main(common) == 0
@@ -89,7 +91,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     from bench.tracking import Tracker
 
     tracker = Tracker(uri, "risclip-synth-cpu-quick")
-    runs = tracker.client.search_runs([tracker.experiment_id], "tags.kind = 'variant'", max_results=100)
+    runs = tracker.runs({"kind": "variant"}, status=None)
     statuses = sorted(r.info.status for r in runs)
     assert statuses.count("KILLED") == 1 and statuses.count("FINISHED") == 5
     done = next(r for r in runs if r.info.status == "FINISHED" and r.data.tags["rung"] == "4")
