@@ -37,7 +37,7 @@ from risclip import distributed as dist
 from risclip.backbone import BackboneError
 from risclip.config import LADDER, Components
 from risclip.data.refer import ReferError
-from risclip.engine import NonFiniteLossError
+from risclip.engine import NonFiniteLossError, build_dataset
 from risclip.metrics import METRIC_NAMES, PROTOCOLS
 
 from . import presets as P
@@ -291,6 +291,8 @@ def prepare(a: argparse.Namespace, progress: bool | None) -> tuple[P.Preset, dic
     if dist.is_main():
         try:
             ensure_data(preset, progress)
+            # read the annotations and check the image folder once, so that bad data is one line here
+            build_dataset(preset.data, preset.model, preset.data.test_split, train=False)
             ensure_backbone(preset, progress, a.pretrained)
         except (UsageError, ReferError, BackboneError, ValueError, OSError) as e:
             error = str(e)
@@ -366,7 +368,11 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
     jobs = [(v, s) for v in variants for s in seeds]
     try:
         if not a.no_baselines and main_process:
-            rows += run_baselines(ctx)
+            try:
+                rows += run_baselines(ctx)
+            except (ReferError, OSError, ValueError) as e:
+                failures.append(f"baselines: {e}")
+                tqdm.write(f"FAILED baselines: {e}")
         bar = tqdm(jobs, desc="variants", unit="run", disable=None if progress is None else not progress)
         for components, seed in bar:
             bar.set_postfix_str(f"{components} s{seed}")

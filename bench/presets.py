@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from risclip.config import DataConfig, ModelConfig, TrainConfig
 from risclip.data.synthref import SynthRefConfig
@@ -162,7 +163,14 @@ def quick(p: Preset) -> Preset:
 
 
 def with_data_root(p: Preset, data_root: str) -> Preset:
-    data = dataclasses.replace(p.data, data_root=data_root)
+    """Move the data folder; an image folder inside the old one moves with it (paper presets keep COCO's
+    images in ``<data_root>/images/train2014``), one elsewhere stays."""
+    image_root = p.data.image_root
+    if image_root:
+        old, img = Path(p.data.data_root), Path(image_root)
+        if img.is_relative_to(old):
+            image_root = str(Path(data_root) / img.relative_to(old))
+    data = dataclasses.replace(p.data, data_root=data_root, image_root=image_root)
     proxy = dataclasses.replace(p.proxy_clip, data_root=data_root) if p.proxy_clip else None
     return dataclasses.replace(p, data=data, proxy_clip=proxy)
 
@@ -230,8 +238,6 @@ def override(p: Preset, assignments: list[str]) -> Preset:
 
 def read_tuned(path: str) -> dict[str, list[str]]:
     """``{components: [--set assignments]}`` from a ladder study's tuned file (``studies/tuned/<preset>.json``)."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{p}: no tuned settings here; make them with python -m studies run ladder")
