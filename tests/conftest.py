@@ -67,3 +67,16 @@ def write_refcoco_like(root: Path, dataset: str = "refcoco", split_by: str = "un
 @pytest.fixture()
 def refcoco_root(tmp_path) -> tuple[Path, Path]:
     return tmp_path, write_refcoco_like(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def quick_root(tmp_path_factory) -> Path:
+    """The --quick preset's SynthRef and proxy CLIP, made once per test session (real-process tests)."""
+    from bench.assets import ensure_backbone, ensure_data
+    from bench.presets import get_preset, quick, with_data_root
+
+    root = tmp_path_factory.mktemp("quick") / "data"
+    preset = with_data_root(quick(get_preset("synth-cpu")), str(root))
+    ensure_data(preset, False)
+    ensure_backbone(preset, False, None)
+    return root

@@ -15,21 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.assets import ensure_backbone, ensure_data
 from bench.presets import get_preset, quick, with_data_root
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def quick_root(tmp_path_factory) -> Path:
-    """The --quick preset's SynthRef and proxy CLIP, made once for this module."""
-    root = tmp_path_factory.mktemp("quick") / "data"
-    preset = with_data_root(quick(get_preset("synth-cpu")), str(root))
-    ensure_data(preset, False)
-    ensure_backbone(preset, False, None)
-    return root
 
 
 def _ablate_args(root: Path, work: Path, *extra: str, components: str = "adapters") -> list[str]:

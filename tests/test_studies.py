@@ -18,8 +18,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bench.assets import ensure_backbone, ensure_data
-from bench.presets import get_preset, quick, with_data_root
 from bench.tracking import Tracker
 from studies import get_study
 from studies.__main__ import main as studies_main
@@ -29,13 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def quick_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("studies") / "data"
-    preset = with_data_root(quick(get_preset("synth-cpu")), str(root))
-    ensure_data(preset, False)
-    ensure_backbone(preset, False, None)
-    return root
 
 
 def _env() -> dict:
