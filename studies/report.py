@@ -62,7 +62,11 @@ def _header(cfg: RunConfig, study: optuna.Study, command: str, tracker: Tracker)
     wall = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else math.nan
     parents = tracker.runs({"kind": "study", "study": cfg.study_name}, status=None, limit=20)
     run_cmd = parents[0].data.tags.get("command", "?") if parents else study.user_attrs.get("command", "?")
-    return [f"- Study `{study.study_name}` in `{cfg.storage}`; made by `{run_cmd}`; this report: `{command}`.",
+    wanted = int(study.user_attrs.get("trials_wanted", len(done)))
+    partial = ([f"**Partial: {len(done)} of the {wanted} trials asked for have finished. The same command resumes the "
+                f"study from its storage (a trial left RUNNING is failed by heartbeat and retried); numbers below "
+                f"cover the finished trials only.**", ""] if len(done) < wanted else [])
+    return [*partial, f"- Study `{study.study_name}` in `{cfg.storage}`; made by `{run_cmd}`; this report: `{command}`.",
             f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's); "
             f"{len(done)} COMPLETE or PRUNED trials of {len(trials)} started; time cap {cfg.time_cap_s:.0f} s per "
             f"trial; {'seeds ' + ', '.join(map(str, cfg.seeds)) if cfg.study == 'factorial' else 'seed 0'}; "
@@ -132,7 +136,11 @@ def _pareto(study: optuna.Study, out: Path, stem: str) -> list[str]:
         name = _save(ovm.plot_pareto_front(study, target_names=["val mIoU", "ms / image (batch 1)"]),
                      out / f"{stem}-front.png")
     front = sorted(study.best_trials, key=lambda t: t.values[1])
-    lines = [f"![Pareto front]({name})", "", "## The Pareto front (val mIoU up, latency down)", "",
+    lines = [f"![Pareto front]({name})", "",
+             "Latency: batch-1 inference ms per image of each trained trial, measured in a fresh process on the machine "
+             "named above (`bench/profiling.py`, the benchmark suite's code). On a 2-core CPU two runs of the same "
+             "code differ by up to 30% (reports/benchmark.md), so latency gaps smaller than that are noise.", "",
+             "## The Pareto front (val mIoU up, latency down)", "",
              "| trial | val mIoU | ms / image | variant | settings |", "|---|---|---|---|---|"]
     for t in front:
         lines.append(f"| {t.number} | {t.values[0]:.2f} | {t.values[1]:.2f} | {t.user_attrs.get('components')} | "
