@@ -3,7 +3,7 @@ everything trains through ``risclip.engine.run_variant``):
 
 * :func:`run_identity` - what a run trained, and its hash (the one identity reuse keys on);
 * :func:`find_reusable` - a finished tracked run with that hash, if any;
-* :func:`score_variant` - train and score, with the harness's evaluators (select mIoU, per-expression IoU);
+* :func:`score_variant` - train and score, with select mIoU and every expression's IoU;
 * :func:`final_metrics` - a pure function from results to the metric names that get logged;
 * :func:`log_variant` - the run's tags, params, metrics and artifacts;
 * :class:`TrackingHook`, :class:`GridHook` - per-epoch logging and the prediction grid.
@@ -21,7 +21,6 @@ from risclip.config import PAPER_MIOU, Components, ModelConfig, TrainConfig
 from risclip.engine import Hook, RunResult, build_dataset, run_variant
 
 from . import presets as P
-from .evaluators import PerSampleIoU
 from .proposals import ProposalSelection
 from .tracking import metric_key
 
@@ -69,38 +68,22 @@ class Scores:
 
     result: RunResult
     select: dict = field(default_factory=dict)  # {"overall": metrics, "by_kind": {kind: metrics}}
-    per_sample: list[dict] = field(default_factory=list)  # {"sent_id", "kind", "iou"} per test expression
 
-
-class _ModelRef:
-    """The per-sample evaluator needs the model for binarising; run_variant builds it, so bind late."""
-
-    def __init__(self) -> None:
-        self.model = None
-
-    def binarise(self, out, sizes):
-        return self.model.binarise(out, sizes)
-
-
-class _BindModel(Hook):
-    def __init__(self, ref: _ModelRef) -> None:
-        self.ref = ref
-
-    def trained(self, model) -> None:
-        self.ref.model = model
+    @property
+    def per_sample(self) -> list[dict]:
+        """{"sent_id", "kind", "iou"} per test expression."""
+        return self.result.per_sample
 
 
 def score_variant(preset: P.Preset, model_cfg: ModelConfig, train_cfg: TrainConfig, workdir: Path,
                   stage1_cache: Path | None = None, hooks: tuple[Hook, ...] = (),
                   protocols: tuple[str, ...] = ("ours",), evaluate_val: bool = True) -> Scores:
-    """Train and score one variant through ``run_variant``, with the harness's evaluators on test."""
+    """Train and score one variant through ``run_variant``, with select mIoU on test; the per-expression
+    IoUs come from the evaluation itself (``RunResult.per_sample``)."""
     selection = ProposalSelection(build_dataset(preset.data, model_cfg, preset.data.test_split, train=False))
-    ref = _ModelRef()
-    per_sample = PerSampleIoU(ref)
-    result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, hooks=(_BindModel(ref), *hooks),
-                         stage1_cache=stage1_cache, evaluators=(selection, per_sample), protocols=protocols,
-                         evaluate_val=evaluate_val)
-    return Scores(result, selection.compute(), per_sample.compute()["rows"])
+    result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, hooks=hooks, stage1_cache=stage1_cache,
+                         evaluators=(selection,), protocols=protocols, evaluate_val=evaluate_val)
+    return Scores(result, selection.compute())
 
 
 def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> dict[str, float]:

@@ -38,7 +38,7 @@ def init(device: str = "auto") -> torch.device | None:
     use when running distributed (``cuda:LOCAL_RANK`` or cpu), or None when not under torchrun."""
     if env_world_size() <= 1:
         return None
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local)

@@ -109,6 +109,7 @@ class RunResult:
     eval_samples: int = 0
     stage1_reused: bool = False  # stage-1 weights came from ``stage1_cache`` (train_seconds excludes them)
     protocol_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # other protocols, test split
+    per_sample: list[dict] = field(default_factory=list)  # every test expression's IoU (sent_id, kind, iou)
     checkpoint: str | None = None  # the last checkpoint written (self-describing: see ``load_checkpoint``)
 
 
@@ -260,6 +261,7 @@ class Evaluation:
     metrics: dict[str, float]  # under the first protocol asked for
     by_kind: dict[str, dict[str, float]]
     protocols: dict[str, dict[str, float]] = field(default_factory=dict)  # the other protocols
+    per_sample: list[dict] = field(default_factory=list)  # {"sent_id", "kind", "iou"} under the first protocol
 
 
 def binarise(model: RISCLIP, out: RISOutput, batch: dict, protocol: EvalProtocol,
@@ -296,10 +298,12 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
     disable = (None if cfg.progress is None else not cfg.progress) if dist.is_main() else True
     for ev in evaluators:
         ev.reset()
+    sent_ids: list[int] = []
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=disable):
         with _autocast(device, cfg.amp):
             out = model(batch["image"].to(device), batch["tokens"].to(device))
         kinds = [m["kind"] for m in batch["meta"]]
+        sent_ids += [m["sent_id"] for m in batch["meta"]]
         for p in chosen:
             preds, targets = binarise(model, out, batch, p, device)
             meters[p.name].update(preds, targets, kinds=kinds)
@@ -309,7 +313,16 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
     first = meters[chosen[0].name]
     kinds = all_kinds(first)
     others = {p.name: meters[p.name].compute(reduce) for p in chosen[1:]}
-    return Evaluation(first.compute(reduce), first.compute_by_kind(reduce, kinds), others)
+    rows = [{"sent_id": int(i), "kind": k, "iou": float(v)}
+            for i, k, v in zip(sent_ids, first.kinds_in_order(), first.per_sample_iou().tolist())]
+    if dist.active():
+        import torch.distributed as tdist
+
+        parts: list[list[dict]] = [[] for _ in range(dist.world_size())]
+        tdist.all_gather_object(parts, rows)
+        rows = [r for part in parts for r in part]
+    rows.sort(key=lambda r: r["sent_id"])
+    return Evaluation(first.compute(reduce), first.compute_by_kind(reduce, kinds), others, rows)
 
 
 def all_kinds(meter: RISMetrics) -> list[str]:
@@ -411,6 +424,7 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         metrics=test.metrics, by_kind=test.by_kind, val_metrics=val_metrics, history=history,
         train_seconds=train_seconds, eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set),
         stage1_reused=stage1_reused, protocol_metrics=test.protocols, checkpoint=str(final) if final else None,
+        per_sample=test.per_sample,
     )
 
 

@@ -194,5 +194,9 @@ class RISMetrics:
             out[kind] = summary
         return out
 
+    def kinds_in_order(self) -> list[str | None]:
+        """Each sample's kind, in update order (beside :meth:`per_sample_iou`)."""
+        return list(self._kinds)
+
     def kinds(self) -> list[str]:
         return sorted({"none" if k is None else str(k) for k in self._kinds})
