@@ -6,7 +6,7 @@ SynthRef are ours, not the paper's; the table prints the paper's RefCOCOg-UMD mI
 as the shape to compare against.
 
 Examples:
-  python -m bench.ablate                                  # the ladder, 3 seeds, preset synth-cpu
+  python -m bench.ablate                                  # the ladder, 3 seeds, preset synth-refcoco
   python -m bench.ablate --components adapters,cfe        # value grounding + adapters + CFE
   python -m bench.ablate --components none --components all --seeds 0
   python -m bench.ablate --all --seeds 0                  # all 32 flag combinations
@@ -208,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--no-baselines", action="store_true",
                       help="skip the text-blind baselines (whole image, centre blob, largest / random object)")
     how = p.add_argument_group("how")
-    how.add_argument("--preset", default="synth-cpu", choices=sorted(P.PRESETS),
-                     help="synth-cpu: SynthRef on a CPU (default); paper-b / paper-l: RefCOCOg-UMD with CLIP "
-                          "ViT-B/16 or ViT-L/14-336 (needs the real data and weights)")
+    how.add_argument("--preset", default=P.DEFAULT_PRESET, choices=sorted(P.PRESETS),
+                     help="synth-refcoco (default): SynthRef's RefCOCO-like profile on a CPU; synth-cpu: the "
+                          "first, dense SynthRef ladder; paper-b / paper-l: RefCOCOg-UMD with CLIP ViT-B/16 or "
+                          "ViT-L/14-336 (needs the real data and weights)")
     how.add_argument("--dataset", default=None, choices=sorted(P.REFER_DATASETS),
                      help="paper presets: which refer dataset (default refcocog, UMD partition)")
     how.add_argument("--eval-split", default=None,
@@ -225,10 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a few-minute smoke run of the whole pipeline (tiny data, one epoch per stage); "
                           "its numbers mean nothing")
     how.add_argument("--data-root", default=None,
-                     help="data folder (synth-cpu default data/synthref, made if absent; --quick: data/synthref-quick)")
+                     help="data folder (default: the preset's, e.g. data/synthref-refcoco, made if absent; --quick: the "
+                          "same with -quick)")
     how.add_argument("--pretrained", default=None,
                      help="CLIP weights: an open_clip tag or a local checkpoint (default: the preset's; "
-                          "synth-cpu pre-trains a proxy CLIP on SynthRef captions)")
+                          "the SynthRef presets pre-train a proxy CLIP on demand)")
     how.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE",
                      help="override one preset field, repeatable: e.g. --set train.stage1_epochs=8 --set "
                           "model.cfe_dim=128 (sections: model, train, data; values parse as JSON, else text). "

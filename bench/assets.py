@@ -32,9 +32,13 @@ def data_fingerprint(preset: P.Preset) -> str:
 
 
 def ensure_data(preset: P.Preset, progress: bool | None) -> None:
-    """Generate SynthRef where the preset wants it and it is absent."""
+    """Generate SynthRef where the preset wants it and it is absent. SynthRef found there must have been
+    generated with the preset's settings (``info.config`` of instances.json): another profile, size or
+    seed in the folder is a one-line error, not a silent mix-up."""
     d = preset.data
     if (Path(d.data_root) / d.dataset / f"refs({d.split_by}).p").is_file():
+        if preset.synthref is not None:
+            check_synthref(Path(d.data_root), preset)
         return
     if preset.synthref is None:
         raise UsageError(f"{d.data_root}: no {d.dataset} ({d.split_by}) data found; preset {preset.name} needs "
@@ -43,6 +47,24 @@ def ensure_data(preset: P.Preset, progress: bool | None) -> None:
 
     tqdm.write(f"generating SynthRef ({preset.synthref.images} images) in {d.data_root} ...")
     generate(d.data_root, preset.synthref, progress=progress)
+
+
+def check_synthref(root: Path, preset: P.Preset) -> None:
+    import json
+
+    from risclip.data.synthref import config_record
+
+    path = root / "synthref" / "instances.json"
+    try:
+        found = json.loads(path.read_text()).get("info", {}).get("config")
+    except (OSError, ValueError):
+        return  # unreadable: the loader reports it with its own message
+    want = config_record(preset.synthref)
+    if found is not None and found != want:
+        diff = ", ".join(f"{k}: {found.get(k, 'dense' if k == 'profile' else None)} here, {v} wanted"
+                         for k, v in want.items() if found.get(k) != v)
+        raise UsageError(f"{root} holds SynthRef made with other settings than preset {preset.name} wants ({diff}); "
+                         f"give another --data-root or remove the folder")
 
 
 def ensure_backbone(preset: P.Preset, progress: bool | None, pretrained: str | None) -> tuple[P.Preset, dict]:

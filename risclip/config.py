@@ -132,6 +132,10 @@ class _Hashable:
         return cls(**kwargs)
 
 
+# value path forms by name: (keep the last block's residual, keep its MLP)
+VALUE_PATHS: dict[str, tuple[bool, bool]] = {"maskclip": (True, True), "clearclip": (False, False)}
+
+
 @dataclass(frozen=True)
 class ModelConfig(_Hashable):
     """The RISCLIP model: backbone, components and every component's sizes.
@@ -146,9 +150,10 @@ class ModelConfig(_Hashable):
     pretrained: str | None = None
     image_size: int = 416  # paper-scale input; tiny() uses 96
     context_length: int = 77
-    # value-token grounding (MaskCLIP): drop the last block's residual and MLP on the value path
-    value_residual: bool = False
-    value_mlp: bool = False
+    # value-token grounding: the form of the last vision block's value path (VALUE_PATHS): "maskclip"
+    # keeps the block's residual and MLP after out_proj(v_proj(.)), as MaskCLIP does (the paper cites
+    # MaskCLIP); "clearclip" drops both, as ClearCLIP and similar training-free methods do
+    value_path: str = "maskclip"
     # zero-shot binarisation of the min-max-normalised map (paper silent; choose tau on val only)
     tau: float = 0.5
     # learned affine on the cosine patch map, m = scale * cos + bias (paper silent)
@@ -169,6 +174,33 @@ class ModelConfig(_Hashable):
     # decoder
     decoder_dims: tuple[int, int, int, int] = (256, 128, 64, 32)  # widths of D_4, D_3, D_2, D_1
     decoder_layers: tuple[int, int, int, int] | None = None  # vision blocks giving v_1..v_4 (None: evenly spaced)
+
+    def __post_init__(self) -> None:
+        if self.value_path not in VALUE_PATHS:
+            raise ValueError(f"unknown value_path '{self.value_path}'; valid: {', '.join(VALUE_PATHS)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """As :meth:`_Hashable.from_dict`; a config written before ``value_path`` existed (two flags,
+        ``value_residual`` and ``value_mlp``) is read as the form those flags name."""
+        d = dict(d)
+        if "value_residual" in d or "value_mlp" in d:
+            flags = (bool(d.pop("value_residual", False)), bool(d.pop("value_mlp", False)))
+            names = {v: k for k, v in VALUE_PATHS.items()}
+            if flags not in names:
+                raise ValueError(f"value_residual={flags[0]}, value_mlp={flags[1]} is no named value path")
+            d["value_path"] = names[flags]
+        return super().from_dict(d)
+
+    @property
+    def value_residual(self) -> bool:
+        """The value path keeps the last block's residual connection."""
+        return VALUE_PATHS[self.value_path][0]
+
+    @property
+    def value_mlp(self) -> bool:
+        """The value path keeps the last block's MLP (with its residual)."""
+        return VALUE_PATHS[self.value_path][1]
 
     @classmethod
     def tiny(cls, **overrides: Any) -> ModelConfig:

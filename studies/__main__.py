@@ -22,6 +22,8 @@ import argparse
 import sys
 import time
 
+from bench.presets import DEFAULT_PRESET
+
 from . import STUDIES, get_study
 from .runner import (
     DEFAULT_STORAGE,
@@ -44,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("name", help=f"the study: {', '.join(STUDIES)}")
-        q.add_argument("--preset", default="synth-cpu", help="bench.ablate preset (default %(default)s)")
+        q.add_argument("--preset", default=DEFAULT_PRESET, help="bench.ablate preset (default %(default)s)")
         q.add_argument("--quick", action="store_true", help="the quick preset and few trials: minutes end to end")
         q.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna RDB URL (default %(default)s)")
         q.add_argument("--study-name", default=None, help="default: NAME-PRESET[-COMPONENTS]")

@@ -99,7 +99,7 @@ class RunConfig:
     study_name: str
     storage: str
     trials: int
-    preset: str = "synth-cpu"
+    preset: str = P.DEFAULT_PRESET
     quick: bool = False
     components: str | None = None
     seeds: tuple[int, ...] = (0, 1)

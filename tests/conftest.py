@@ -12,14 +12,23 @@ from PIL import Image
 
 from risclip.data.synthref import SynthRefConfig, generate
 
-TINY_SYNTHREF = SynthRefConfig(images=40, seed=3, size=64)
+TINY_SYNTHREF = SynthRefConfig(images=40, seed=3, size=64)  # the default (refcoco) profile
+TINY_DENSE = SynthRefConfig(images=40, seed=3, size=64, profile="dense")
 
 
 @pytest.fixture(scope="session")
 def synthref_root(tmp_path_factory) -> Path:
-    """A 40-image, 64 px SynthRef written once per test session."""
+    """A 40-image, 64 px SynthRef (refcoco profile) written once per test session."""
     root = tmp_path_factory.mktemp("synthref")
     generate(root, TINY_SYNTHREF, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def dense_root(tmp_path_factory) -> Path:
+    """The same with the dense profile."""
+    root = tmp_path_factory.mktemp("dense")
+    generate(root, TINY_DENSE, progress=False)
     return root
 
 
@@ -73,10 +82,10 @@ def refcoco_root(tmp_path) -> tuple[Path, Path]:
 def quick_root(tmp_path_factory) -> Path:
     """The --quick preset's SynthRef and proxy CLIP, made once per test session (real-process tests)."""
     from bench.assets import ensure_backbone, ensure_data
-    from bench.presets import get_preset, quick, with_data_root
+    from bench.presets import DEFAULT_PRESET, get_preset, quick, with_data_root
 
     root = tmp_path_factory.mktemp("quick") / "data"
-    preset = with_data_root(quick(get_preset("synth-cpu")), str(root))
+    preset = with_data_root(quick(get_preset(DEFAULT_PRESET)), str(root))
     ensure_data(preset, False)
     ensure_backbone(preset, False, None)
     return root

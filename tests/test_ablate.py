@@ -8,7 +8,7 @@ import pytest
 
 from bench import ablate
 from bench.ablate import choose_variants, parse_seeds, run_identity
-from bench.presets import get_preset, quick
+from bench.presets import DEFAULT_PRESET, get_preset, quick
 from risclip.config import LADDER, Components
 
 
@@ -37,7 +37,7 @@ def test_help_and_bad_input_are_one_line_errors(capsys):
 
 
 def test_run_identity_ignores_paths_but_not_seed_or_data(tmp_path):
-    p = quick(get_preset("synth-cpu"))
+    p = quick(get_preset(DEFAULT_PRESET))
     c = Components(adapters=True)
     _, h0 = run_identity(p, c, 0, "fp")
     moved = ablate.P.with_data_root(p, str(tmp_path / "elsewhere"))
@@ -90,7 +90,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     # the tracked runs: one killed run for rung 2, finished children with params, tags and artifacts
     from bench.tracking import Tracker
 
-    tracker = Tracker(uri, "risclip-synth-cpu-quick")
+    tracker = Tracker(uri, "risclip-synth-refcoco-quick")
     runs = tracker.runs({"kind": "variant"}, status=None)
     statuses = sorted(r.info.status for r in runs)
     assert statuses.count("KILLED") == 1 and statuses.count("FINISHED") == 5
@@ -106,7 +106,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
 
     assert ablate.main(common + ["--components", "adapters", "--set", "train.lr=0.01", "--no-baselines"]) == 0
 
-    assert report.main(["--tracking-uri", uri, "--experiment", "risclip-synth-cpu-quick",
+    assert report.main(["--tracking-uri", uri, "--experiment", "risclip-synth-refcoco-quick",
                         "--out-dir", str(tmp_path / "reports")]) == 0
     md = (tmp_path / "reports" / "synthref-ladder.md").read_text()
     assert "python -m bench.report" in md and "paper" in md and "| 4 | " + str(LADDER[4]) in md
@@ -133,3 +133,11 @@ def test_set_overrides_fields_with_types_and_clear_errors(capsys):
             override(p, [bad])
     assert ablate.main(["--set", "train.stage1_epochs=x", "--no-progress"]) == 2
     assert "integer" in capsys.readouterr().err
+
+
+def test_synthref_of_another_profile_in_the_data_folder_is_a_clear_error(dense_root):
+    from bench.assets import UsageError, ensure_data
+    from bench.presets import with_data_root
+
+    with pytest.raises(UsageError, match="profile: dense here, refcoco wanted"):
+        ensure_data(with_data_root(get_preset("synth-refcoco"), str(dense_root)), False)

@@ -42,3 +42,17 @@ def test_config_hash_is_stable_and_sensitive():
     code = "from risclip.config import ModelConfig; print(ModelConfig.tiny(components='adapters').config_hash())"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert other == a.config_hash()
+
+
+def test_value_path_by_name_and_configs_written_before_it():
+    from risclip.config import ModelConfig
+
+    assert (ModelConfig().value_residual, ModelConfig().value_mlp) == (True, True)  # MaskCLIP's, the default
+    clear = ModelConfig(value_path="clearclip")
+    assert (clear.value_residual, clear.value_mlp) == (False, False)
+    with pytest.raises(ValueError, match="valid: maskclip, clearclip"):
+        ModelConfig(value_path="maskclip2")
+    old = {k: v for k, v in clear.to_dict().items() if k != "value_path"}
+    assert ModelConfig.from_dict({**old, "value_residual": False, "value_mlp": False}) == clear
+    with pytest.raises(ValueError, match="no named value path"):
+        ModelConfig.from_dict({**old, "value_residual": True, "value_mlp": False})

@@ -65,11 +65,13 @@ def test_untrained_adapters_cfe_ske_equal_rung0(clip, inputs):
         torch.testing.assert_close(out, base, rtol=1e-5, atol=1e-5, msg=names)
 
 
-def test_value_path_matches_open_clip_attention_with_identity_weights(clip, inputs):
+@pytest.mark.parametrize("value_path", ["clearclip", "maskclip"])
+def test_value_path_matches_open_clip_attention_with_identity_weights(clip, inputs, value_path):
     """Independent check: open_clip's own blocks up to the last, then the last block's own
-    MultiheadAttention with a mask that lets each token attend only to itself (= value tokens)."""
+    MultiheadAttention with a mask that lets each token attend only to itself (= value tokens);
+    MaskCLIP's form then adds the block's residual and its MLP, ClearCLIP's keeps neither."""
     images, tokens = inputs
-    model = RISCLIP(ModelConfig.tiny(components="none"), clip)
+    model = RISCLIP(ModelConfig.tiny(components="none", value_path=value_path), clip)
     with torch.no_grad():
         visual = clip.visual
         x = visual._embeds(images)
@@ -80,6 +82,9 @@ def test_value_path_matches_open_clip_attention_with_identity_weights(clip, inpu
         only_self = torch.full((n, n), float("-inf"))
         only_self.fill_diagonal_(0.0)
         dense = last.attn(last.ln_1(x), last.ln_1(x), last.ln_1(x), attn_mask=only_self, need_weights=False)[0]
+        if value_path == "maskclip":
+            dense = x + dense
+            dense = dense + last.mlp(last.ln_2(dense))
         ref_patch = visual.ln_post(dense[:, 1:]) @ visual.proj
         ref_sent = clip.encode_text(tokens)
         ref = torch.nn.functional.cosine_similarity(ref_patch, ref_sent[:, None], dim=-1).view(2, 12, 12)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.presets import get_preset, quick, with_data_root
+from bench.presets import DEFAULT_PRESET, get_preset, quick, with_data_root
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def test_torchrun_two_gloo_processes_train_and_evaluate_like_one(quick_root, tmp
     from risclip.config import TrainConfig
     from risclip.engine import build_dataset, evaluate, load_checkpoint
 
-    preset = with_data_root(quick(get_preset("synth-cpu")), str(quick_root))
+    preset = with_data_root(quick(get_preset(DEFAULT_PRESET)), str(quick_root))
     model = load_checkpoint(model_pt)
     test_set = build_dataset(preset.data, model.cfg, preset.data.test_split, train=False)
     one = evaluate(model, test_set, TrainConfig(progress=False), torch.device("cpu"), protocols=("ours", "lavt"))
@@ -99,7 +99,7 @@ def test_torchrun_two_gloo_processes_train_and_evaluate_like_one(quick_root, tmp
 
     from bench.tracking import Tracker
 
-    tracker = Tracker(f"sqlite:///{work / 'mlflow.db'}", "risclip-synth-cpu-quick")
+    tracker = Tracker(f"sqlite:///{work / 'mlflow.db'}", "risclip-synth-refcoco-quick")
     run = tracker.client.get_run(row["mlflow_run_id"])
     assert run.data.metrics["test_lavt_mIoU"] == pytest.approx(one.protocols["lavt"]["mIoU"], abs=1e-9)
     kinds = json.loads(Path(tracker.client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path))).read_text())

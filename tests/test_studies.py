@@ -57,20 +57,20 @@ def test_two_workers_end_with_exactly_n_trials_and_every_run_logged(quick_root, 
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     _run(["run", "tune", *_args(quick_root, tmp_path, storage, "--trials", "4", "--workers", "2", "--workdir",
                                 str(tmp_path / "runs"))])
-    states = _states(storage, "tune-synth-cpu-quick")
+    states = _states(storage, "tune-synth-refcoco-quick")
     assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 4
-    study = optuna.load_study(study_name="tune-synth-cpu-quick", storage=make_storage(storage))
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "risclip-synth-cpu-quick")
+    study = optuna.load_study(study_name="tune-synth-refcoco-quick", storage=make_storage(storage))
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "risclip-synth-refcoco-quick")
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         run = tracker.get_run(t.user_attrs["mlflow_run_id"])  # both workers logged to one SQLite store at once
         assert run.info.status == "FINISHED" and "val_mIoU" in run.data.metrics and "test_mIoU" in run.data.metrics
         if not t.user_attrs.get("reused"):
-            assert run.data.tags["study"] == "tune-synth-cpu-quick" and run.data.tags["trial"] == str(t.number)
+            assert run.data.tags["study"] == "tune-synth-refcoco-quick" and run.data.tags["trial"] == str(t.number)
             assert abs(run.data.metrics["val_mIoU"] - t.value) < 1e-9
     # the report renders from the stored study
     _run(["report", "tune", *_args(quick_root, tmp_path, storage, "--out-dir", str(tmp_path / "rep"))])
     md = (tmp_path / "rep" / "tune.md").read_text()
-    assert "tune-synth-cpu-quick" in md and storage in md and (tmp_path / "rep" / "tune-history.png").is_file()
+    assert "tune-synth-refcoco-quick" in md and storage in md and (tmp_path / "rep" / "tune-history.png").is_file()
 
 
 def test_sigkill_of_a_worker_mid_trial_is_retried_and_loses_nothing(quick_root, tmp_path):
@@ -156,7 +156,7 @@ def test_bad_input_is_a_one_line_error(capsys):
     assert studies_main(["run", "tune", "--storage", "redis-ish"]) == 2
     assert "Optuna RDB URL" in capsys.readouterr().err
     assert studies_main(["run", "tune", "--preset", "paper-x"]) == 2
-    assert "valid: synth-cpu" in capsys.readouterr().err
+    assert "valid: synth-refcoco" in capsys.readouterr().err
 
 
 def _free_port() -> int:
@@ -190,7 +190,7 @@ def test_two_workers_on_a_real_postgresql_server(quick_root, tmp_path):
         storage = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/studies"
         _run(["run", "tune", *_args(quick_root, tmp_path, storage, "--trials", "3", "--workers", "2", "--workdir",
                                     str(tmp_path / "runs"))])
-        states = _states(storage, "tune-synth-cpu-quick")
+        states = _states(storage, "tune-synth-refcoco-quick")
         assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 3
     finally:
         subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(pg / "data"), "-m", "immediate", "stop"],

@@ -10,9 +10,13 @@ import pytest
 from PIL import Image
 
 from risclip.data.refer import ReferDataset, annotation_mask
-from risclip.data.synthref import COLOURS, KINDS, POSITIONS, RELATIONS, SynthRefConfig, generate, main
+from risclip.data.synthref import (
+    COLOURS, KINDS, POSITION_PHRASES, POSITIONS, RELATION_PHRASES, RELATIONS, SynthRefConfig, generate, main,
+)
 
 from .conftest import TINY_SYNTHREF
+
+BOTH = pytest.mark.parametrize("root", ["synthref_root", "dense_root"])
 
 
 def _load(root):
@@ -21,8 +25,10 @@ def _load(root):
     return inst, refs
 
 
-def test_drawn_objects_equal_decoded_masks(synthref_root):
+@BOTH
+def test_drawn_objects_equal_decoded_masks(root, request):
     """Each annotation's decoded polygon covers exactly the pixels painted in the object's colour."""
+    synthref_root = request.getfixturevalue(root)
     inst, _ = _load(synthref_root)
     images = {i["id"]: i for i in inst["images"]}
     for ann in inst["annotations"]:
@@ -31,7 +37,9 @@ def test_drawn_objects_equal_decoded_masks(synthref_root):
         mask = annotation_mask(ann["segmentation"], info["height"], info["width"])
         assert mask.sum() == pytest.approx(ann["area"])
         colour = np.array(COLOURS[ann["attributes"]["colour"]], np.float32)
-        dist = np.minimum(np.linalg.norm(pixels - colour, axis=2), np.linalg.norm(pixels - 0.72 * colour, axis=2))
+        dist = np.linalg.norm(pixels - colour, axis=2)
+        if ann["attributes"]["striped"]:  # stripes are painted at 72% of the colour
+            dist = np.minimum(dist, np.linalg.norm(pixels - 0.72 * colour, axis=2))
         assert (dist[mask] < 45).mean() > 0.97, ann["id"]
         # the one-pixel ring around the object is background, not the object's colour
         ring = np.zeros_like(mask)
@@ -42,8 +50,20 @@ def test_drawn_objects_equal_decoded_masks(synthref_root):
         assert (dist[ring] < 45).mean() < 0.2, ann["id"]
 
 
+def _canonical(text):
+    """The refcoco profile's other phrasings rewritten to the dense profile's one ("the leftmost X")."""
+    for pos, forms in POSITION_PHRASES.items():
+        for form in forms:
+            m = re.fullmatch(form.replace("{d}", "(?P<d>.+)"), text)
+            if m:
+                return f"the {pos} {m['d']}"
+    for rel, short in RELATION_PHRASES.items():
+        text = re.sub(rf"(?<!to the )\b{short} the ", f"{rel} the ", text)
+    return text
+
+
 def _parse(text):
-    words = text.split()
+    words = _canonical(text).split()
     assert words[0] == "the"
     words = words[1:]
     pos = words.pop(0) if words[0] in POSITIONS else None
@@ -60,9 +80,10 @@ def _matches(desc, attrs):
     return all(w in (attrs["shape"], attrs["colour"], attrs["size"]) for w in desc)
 
 
-def test_every_expression_picks_exactly_its_referent(synthref_root):
+@BOTH
+def test_every_expression_picks_exactly_its_referent(root, request):
     """An independent reader of the sentences resolves each one to its ref's object, and only that one."""
-    inst, refs = _load(synthref_root)
+    inst, refs = _load(request.getfixturevalue(root))
     margin = TINY_SYNTHREF.margin_fraction * TINY_SYNTHREF.size
     by_image = {}
     for a in inst["annotations"]:
@@ -126,11 +147,12 @@ def test_loader_reads_synthref_with_kinds_and_splits(synthref_root):
     assert total == sum(len(r["sentences"]) for r in refs)
 
 
-def test_captions_in_coco_format(synthref_root):
-    caps = json.loads((synthref_root / "synthref" / "captions.json").read_text())
+@BOTH
+def test_captions_in_coco_format(root, request):
+    caps = json.loads((request.getfixturevalue(root) / "synthref" / "captions.json").read_text())
     ids = {i["id"] for i in caps["images"]}
     assert len(caps["annotations"]) >= len(ids) == TINY_SYNTHREF.images
-    assert all(a["image_id"] in ids and a["caption"].startswith("a ") for a in caps["annotations"])
+    assert all(a["image_id"] in ids and a["caption"] for a in caps["annotations"])
 
 
 def test_cli_writes_and_rejects_bad_arguments(tmp_path, capsys):
@@ -140,3 +162,99 @@ def test_cli_writes_and_rejects_bad_arguments(tmp_path, capsys):
     r = subprocess.run([sys.executable, "-m", "risclip.data.synthref", "--out", str(tmp_path / "e"), "--images", "0"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--images must be at least 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def _pixels_and_files(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(np.asarray(Image.open(p)).tobytes() if p.suffix == ".png" else p.read_bytes())
+    return h.hexdigest()
+
+
+def test_dense_profile_is_byte_identical_to_the_first_generator(tmp_path):
+    """Golden digest of the first generator's output (commit 5a67804) for these arguments: pixels, both
+    JSON files and the refs pickle. The refcoco profile must never change what --profile dense writes."""
+    generate(tmp_path, SynthRefConfig(images=12, seed=5, size=96, profile="dense"), progress=False)
+    assert _pixels_and_files(tmp_path) == "bb7fb7dff237fea05241fee1e7644cd30eabe1dda142674e8861170f55dcebf8"
+
+
+@pytest.fixture(scope="module")
+def refcoco_128(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rc128")
+    generate(root, SynthRefConfig(images=160, seed=1, size=128), progress=False)
+    return root
+
+
+def test_refcoco_profile_has_refcoco_traits_and_a_high_oracle_cap(refcoco_128):
+    from risclip.data.stats import GridSpec, dataset_stats
+
+    st = dataset_stats(refcoco_128, split="train", spec=GridSpec(128, 8))
+    area = st["referent_area_pct"]
+    assert area["median"] >= 7.0 and area["under_3pct_share"] < 10.0
+    assert st["same_category_per_ref"]["share_2_to_4"] > 70.0  # most referents share their shape with 1-3 others
+    assert st["objects_per_image"]["mean"] <= 5.0
+    assert all(15.0 < v < 50.0 for v in st["kinds_pct"].values()) and set(st["kinds_pct"]) == set(KINDS)
+    assert st["oracle"]["area_mIoU"] >= 85.0
+    # the dense profile's grid caps stage 1 far lower: the stats tell the two apart
+    coarse = dataset_stats(refcoco_128, split="train", spec=GridSpec(128, 32))
+    assert coarse["oracle"]["area_mIoU"] < st["oracle"]["area_mIoU"] - 10
+
+
+def test_oracle_loses_only_corners_of_a_mask_made_of_whole_patches():
+    """Bilinear upsampling of a perfect patch map keeps whole-patch edges exactly and rounds off each
+    corner (there a pixel mixes four patches); one patch more in each direction loses more."""
+    import torch
+
+    from risclip.data.stats import GridSpec, oracle_masks
+
+    mask = np.zeros((64, 64), bool)
+    mask[16:40, 8:32] = True  # whole 8-px patches
+    gt = torch.from_numpy(mask)
+    for pred in oracle_masks(mask, GridSpec(64, 8)).values():
+        lost = gt & ~pred
+        assert not (pred & ~gt).any() and 0 < lost.sum() <= 4 * 6
+        assert not lost[20:36, :].any() and not lost[:, 12:28].any()  # only near the four corners
+    small = np.zeros((64, 64), bool)
+    small[20:28, 20:28] = True  # one patch: the oracle keeps less of it
+    assert oracle_masks(small, GridSpec(64, 8))["area"].sum() < small.sum() - 4
+
+
+def test_stats_cli_prints_the_statistics_and_rejects_bad_input(refcoco_128, tmp_path, capsys):
+    assert main(["stats", str(refcoco_128), "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "referent area" in out and "stage-1 oracle cap, 16x16" in out
+    assert main(["stats", str(refcoco_128), "--json", "--split", "train"]) == 0
+    assert json.loads(capsys.readouterr().out)["oracle"]["grid"].startswith("16x16")
+    assert main(["stats", str(tmp_path / "none")]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+    with pytest.raises(SystemExit):
+        main(["stats", str(refcoco_128), "--image-size", "100", "--patch", "8"])
+
+
+def test_caption_corpus_is_its_own_and_names_places_and_relations(refcoco_128, tmp_path):
+    from risclip.data.alttext import MAX_WORDS
+
+    assert main(["captions", "--out", str(tmp_path), "--images", "120", "--no-progress"]) == 0
+    caps = json.loads((tmp_path / "caption_corpus" / "captions.json").read_text())
+    texts = [a["caption"] for a in caps["annotations"]]
+    assert len(texts) == 240 and len(caps["objects"]) == 120
+    assert all(len(t.split()) <= MAX_WORDS for t in texts)
+    joined = " ".join(texts)
+    for word in ("on the left", "at the top", "above it", "to the right of it", "the left one", "in the middle"):
+        assert word in joined, word
+    # weakly grounded: most captions say nothing about where things are
+    spatial = [t for t in texts if re.search(r"left|right|top|bottom|above|below|middle", t)]
+    assert 0.15 < len(spatial) / len(texts) < 0.6
+    # no corpus image is an image of the RIS splits
+    ris = {np.asarray(Image.open(p)).tobytes() for p in (refcoco_128 / "images").glob("*.png")}
+    corpus = {np.asarray(Image.open(p)).tobytes() for p in (tmp_path / "caption_corpus" / "images").glob("*.png")}
+    assert len(corpus) == 120 and not ris & corpus
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="valid: refcoco, dense"):
+        generate(tmp_path, SynthRefConfig(images=1, profile="coco"), progress=False)
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--profile", "coco"])

@@ -28,6 +28,7 @@ Image ``i`` depends only on ``(seed, i)``, so the same arguments give byte-ident
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import pickle
@@ -65,15 +66,43 @@ RELATIONS = {  # word -> (axis, sign): object's coordinate minus anchor's has th
     "above": (1, -1),
     "below": (1, 1),
 }
+# the refcoco profile's other phrasings (styles 1 and 2) of the same programs
+POSITION_PHRASES = {
+    "leftmost": ("the {d} on the left", "the left {d}"),
+    "rightmost": ("the {d} on the right", "the right {d}"),
+    "topmost": ("the {d} at the top", "the top {d}"),
+    "bottommost": ("the {d} at the bottom", "the bottom {d}"),
+}
+RELATION_PHRASES = {"to the left of": "left of", "to the right of": "right of", "above": "over", "below": "under"}
+
+
+PROFILES: tuple[str, ...] = ("refcoco", "dense")
+# refcoco profile: the share of each kind among the sentences it asks for (our choice: RefCOCOg, the
+# ladder's benchmark, mixes appearance, location and relations to other objects; no published split of
+# its expressions into these three kinds exists). Where a referent has no expression of the drawn kind,
+# another of its kinds is used, so ``stats`` reports the shares actually written.
+REFCOCO_KIND_WEIGHTS: dict[str, float] = {"attribute": 0.35, "position": 0.30, "relation": 0.35}
 
 
 @dataclass(frozen=True)
 class SynthRefConfig:
-    """Generator settings. Sizes scale with the image size (defaults tuned at 128 px)."""
+    """Generator settings. Sizes scale with the image size (defaults tuned at 128 px).
+
+    ``profile`` picks the scene statistics (:data:`PROFILES`):
+
+    * ``refcoco`` (default): few, large objects as in the RefCOCO family (COCO objects, mostly people
+      and sizeable things): 2-4 objects share the scene's main shape (category), 0-2 others join them,
+      referents are drawn from the main shape first, objects are packed by their masks (not boxes), and
+      expressions are mixed by :data:`REFCOCO_KIND_WEIGHTS` with more than one phrasing of each spatial
+      word ("the square on the left", "the left square"). ``min_objects`` / ``max_objects`` do not apply.
+    * ``dense``: the first generator (3-6 small objects packed by bounding box, one phrasing): kept
+      byte-identical for the same seed so that earlier results stay comparable.
+    """
 
     images: int = 2000
     seed: int = 0
     size: int = 128
+    profile: str = "refcoco"
     min_objects: int = 3
     max_objects: int = 6
     max_refs_per_image: int = 3
@@ -126,13 +155,17 @@ class Expression:
     position: str | None = None
     relation: str | None = None
     anchor: Description | None = None
+    style: int = 0  # phrasing: 0 as in the dense profile, 1-2 the refcoco profile's other forms
 
     def text(self) -> str:
         if self.kind == "attribute":
             return f"the {self.target.text()}"
         if self.kind == "position":
-            return f"the {self.position} {self.target.text()}"
-        return f"the {self.target.text()} {self.relation} the {self.anchor.text()}"
+            if self.style == 0:
+                return f"the {self.position} {self.target.text()}"
+            return POSITION_PHRASES[self.position][self.style - 1].format(d=self.target.text())
+        relation = self.relation if self.style == 0 else RELATION_PHRASES[self.relation]
+        return f"the {self.target.text()} {relation} the {self.anchor.text()}"
 
     def resolve(self, objs: Sequence[SceneObject], margin: float) -> list[int]:
         """Indices of the objects this expression picks out (unambiguous expressions give one)."""
@@ -216,6 +249,67 @@ def make_scene(rng: np.random.Generator, cfg: SynthRefConfig) -> list[SceneObjec
         o.polygon = _polygon(o.shape, o.cx, o.cy, o.radius)
         o.mask = polygon_mask(o.polygon, s, s)
     return objs
+
+
+# refcoco profile: object radii as shares of the image side, by size word. A circle of radius 0.15 s
+# covers 7% of the image; triangles (the smallest shape for a radius) cover about half a circle.
+REFCOCO_RADII = {"small": (0.13, 0.17), "large": (0.20, 0.26)}
+
+
+def _grow(mask: np.ndarray, g: int) -> np.ndarray:
+    """Binary dilation by a (2g+1)-square: every pixel within g pixels (chessboard distance) of the mask."""
+    padded = np.pad(mask, g)
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    for dy in range(2 * g + 1):
+        for dx in range(2 * g + 1):
+            out |= padded[dy:dy + h, dx:dx + w]
+    return out
+
+
+def make_scene_refcoco(rng: np.random.Generator, cfg: SynthRefConfig) -> list[SceneObject]:
+    """A RefCOCO-like scene: 2-4 objects of one main shape (the category the referents mostly come
+    from) and 0-2 of other shapes, large, placed at random with their masks at least ``gap`` pixels
+    apart (2.5% of the side, at least 2 px, so every object keeps a background outline). Large objects
+    are placed first; one that finds no room in 60 tries is drawn again 10% smaller, up to three times,
+    then left out, so a scene may hold fewer objects than drawn (never fewer than 1)."""
+    s = cfg.size
+    main = str(rng.choice(SHAPES))
+    n_main = int(rng.choice([2, 3, 4], p=[0.4, 0.4, 0.2]))
+    n_other = int(rng.choice([0, 1, 2], p=[0.3, 0.45, 0.25]))
+    others = [str(x) for x in rng.choice([x for x in SHAPES if x != main], size=n_other)]
+    colours = list(rng.choice(list(COLOURS), size=int(rng.integers(2, 4)), replace=False))
+    drawn = [(shape, SIZES[int(rng.integers(0, 2))]) for shape in [main] * n_main + others]
+    drawn.sort(key=lambda d: d[1] != "large")  # large first: they are the hard ones to fit
+    occupied = np.zeros((s, s), dtype=bool)  # placed masks grown by the gap
+    gap = max(2, round(0.025 * s))
+    objs: list[SceneObject] = []
+    for shape, size in drawn:
+        lo, hi = REFCOCO_RADII[size]
+        r = float(rng.uniform(lo, hi) * s)
+        placed = False
+        for _shrink in range(4):
+            for _try in range(60):
+                cx = float(rng.uniform(r + 1, s - r - 1))
+                cy = float(rng.uniform(r + 1, s - r - 1))
+                footprint = polygon_mask(_polygon(shape, cx, cy, r), s, s)
+                if not (footprint & occupied).any():
+                    placed = True
+                    break
+            if placed:
+                break
+            r *= 0.9
+        if not placed:
+            continue
+        o = SceneObject(shape=shape, colour=str(colours[int(rng.integers(0, len(colours)))]), size=size,
+                        cx=round(cx, 2), cy=round(cy, 2), radius=round(r, 2),
+                        striped=bool(rng.random() < cfg.striped_fraction))
+        o.polygon = _polygon(o.shape, o.cx, o.cy, o.radius)
+        o.mask = polygon_mask(o.polygon, s, s)
+        occupied |= _grow(o.mask, gap)
+        objs.append(o)
+    order = rng.permutation(len(objs))  # placement order (large first) must not leak into object order
+    return [objs[i] for i in order]
 
 
 def render(objs: Sequence[SceneObject], rng: np.random.Generator, cfg: SynthRefConfig) -> np.ndarray:
@@ -302,10 +396,29 @@ class GeneratedImage:
 
 
 def generate_image(index: int, cfg: SynthRefConfig) -> GeneratedImage:
+    if cfg.profile not in PROFILES:
+        raise ValueError(f"unknown SynthRef profile '{cfg.profile}'; valid: {', '.join(PROFILES)}")
     rng = np.random.default_rng([cfg.seed, index])
-    objs = make_scene(rng, cfg)
+    dense = cfg.profile == "dense"
+    objs = make_scene(rng, cfg) if dense else make_scene_refcoco(rng, cfg)
     pixels = render(objs, rng, cfg)
     margin = cfg.margin_fraction * cfg.size
+    refs = _dense_refs(objs, rng, cfg, margin) if dense else _refcoco_refs(objs, rng, cfg, margin)
+    u = rng.random()  # the split is drawn before the captions (the dense profile's order of draws)
+    f_train, f_val, _ = cfg.split_fractions
+    split = "train" if u < f_train else ("val" if u < f_train + f_val else "test")
+    if dense:
+        captions = captions_for(objs, rng)
+    else:
+        from .alttext import alt_text
+
+        captions = [alt_text(objs, rng, cfg.size) for _ in range(2)]
+    return GeneratedImage(pixels, objs, refs, captions, split)
+
+
+def _dense_refs(objs: Sequence[SceneObject], rng: np.random.Generator, cfg: SynthRefConfig,
+                margin: float) -> list[tuple[int, list[Expression]]]:
+    """The dense profile's referents and sentences (each referent's kinds in a random order, cycled)."""
     refs: list[tuple[int, list[Expression]]] = []
     for ref in rng.permutation(len(objs))[: cfg.max_refs_per_image]:
         pool = candidate_expressions(objs, int(ref), margin)
@@ -320,10 +433,36 @@ def generate_image(index: int, cfg: SynthRefConfig) -> GeneratedImage:
             if options:
                 sentences.append(options[int(rng.integers(0, len(options)))])
         refs.append((int(ref), sentences))
-    u = rng.random()
-    f_train, f_val, _ = cfg.split_fractions
-    split = "train" if u < f_train else ("val" if u < f_train + f_val else "test")
-    return GeneratedImage(pixels, objs, refs, captions_for(objs, rng), split)
+    return refs
+
+
+def _refcoco_refs(objs: Sequence[SceneObject], rng: np.random.Generator, cfg: SynthRefConfig,
+                  margin: float) -> list[tuple[int, list[Expression]]]:
+    """The refcoco profile's referents (objects of the scene's most common shape first, as RefCOCO refers
+    to objects among others of their category) and sentences, each of a kind drawn by
+    :data:`REFCOCO_KIND_WEIGHTS` among the kinds the referent has, in one of its phrasings."""
+    counts = {sh: sum(o.shape == sh for o in objs) for sh in SHAPES}
+    order = sorted(rng.permutation(len(objs)).tolist(), key=lambda i: -counts[objs[i].shape])
+    refs: list[tuple[int, list[Expression]]] = []
+    for ref in order[: cfg.max_refs_per_image]:
+        pool = candidate_expressions(objs, int(ref), margin)
+        n_sent = int(rng.integers(1, cfg.max_sentences_per_ref + 1))
+        chosen: list[Expression] = []  # programs already used for this referent (any phrasing)
+        sentences: list[Expression] = []
+        for _ in range(n_sent):
+            kinds = [k for k in KINDS if any(e not in chosen for e in pool[k])]
+            if not kinds:
+                break
+            w = np.array([REFCOCO_KIND_WEIGHTS[k] for k in kinds])
+            kind = kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
+            options = [e for e in pool[kind] if e not in chosen]
+            e = options[int(rng.integers(0, len(options)))]
+            chosen.append(e)
+            styles = {"attribute": 1, "position": 3, "relation": 2}[kind]
+            sentences.append(dataclasses.replace(e, style=int(rng.integers(0, styles))))
+        if sentences:
+            refs.append((int(ref), sentences))
+    return refs
 
 
 def generate(out: str | Path, cfg: SynthRefConfig, progress: bool | None = None) -> dict:
@@ -374,7 +513,7 @@ def generate(out: str | Path, cfg: SynthRefConfig, progress: bool | None = None)
             captions.append({"id": cap_id, "image_id": image_id, "caption": c})
     categories = [{"id": k + 1, "name": s, "supercategory": "shape"} for k, s in enumerate(SHAPES)]
     info = {"description": "SynthRef, a synthetic referring segmentation benchmark (risclip-bench)",
-            "config": {**cfg.__dict__, "split_fractions": list(cfg.split_fractions)}}
+            "config": config_record(cfg)}
     _write_json(ds_dir / "instances.json",
                 {"info": info, "images": images, "annotations": annotations, "categories": categories})
     _write_json(ds_dir / "captions.json", {"info": info, "images": images, "annotations": captions})
@@ -384,24 +523,47 @@ def generate(out: str | Path, cfg: SynthRefConfig, progress: bool | None = None)
             "captions": len(captions), "by_split_kind": dict(sorted(counts.items()))}
 
 
+def config_record(cfg: SynthRefConfig) -> dict:
+    """The generator settings as instances.json records them (``info.config``). The dense profile
+    writes exactly the fields it always wrote, so its files stay byte-identical."""
+    rec = {**cfg.__dict__, "split_fractions": list(cfg.split_fractions)}
+    if cfg.profile == "dense":
+        rec.pop("profile")
+    return rec
+
+
 def _write_json(path: Path, data: dict) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, separators=(",", ":"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["stats"]:
+        return stats_main(argv[1:])
+    if argv[:1] == ["captions"]:
+        return captions_main(argv[1:])
+    return generate_main(argv)
+
+
+def generate_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m risclip.data.synthref",
         description="Generate SynthRef, a synthetic referring-segmentation benchmark in the RefCOCO (refer) "
                     "layout: DIR/images/*.png, DIR/synthref/instances.json, DIR/synthref/refs(synth).p "
-                    "and DIR/synthref/captions.json. Same arguments give byte-identical files.",
+                    "and DIR/synthref/captions.json. Same arguments give byte-identical files. Two more "
+                    "commands: 'stats DIR' (how RefCOCO-like a split is, and the stage-1 oracle cap) and "
+                    "'captions --out DIR' (the caption corpus a proxy CLIP is pre-trained on).",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder (created; files in it are replaced)")
+    parser.add_argument("--profile", choices=PROFILES, default=SynthRefConfig.profile,
+                        help="scene statistics: refcoco (few large objects, RefCOCO-like; default) or dense "
+                             "(the first generator, byte-identical to it)")
     parser.add_argument("--images", type=int, default=SynthRefConfig.images, help="number of images (default %(default)s)")
     parser.add_argument("--seed", type=int, default=SynthRefConfig.seed, help="random seed (default %(default)s)")
     parser.add_argument("--size", type=int, default=SynthRefConfig.size, help="image side in pixels (default %(default)s)")
-    parser.add_argument("--min-objects", type=int, default=SynthRefConfig.min_objects)
-    parser.add_argument("--max-objects", type=int, default=SynthRefConfig.max_objects)
+    parser.add_argument("--min-objects", type=int, default=SynthRefConfig.min_objects, help="dense profile only")
+    parser.add_argument("--max-objects", type=int, default=SynthRefConfig.max_objects, help="dense profile only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.images < 1:
@@ -410,17 +572,69 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--size must be at least 48 pixels (objects would not fit)")
     if not 2 <= args.min_objects <= args.max_objects <= 12:
         parser.error("need 2 <= --min-objects <= --max-objects <= 12")
-    cfg = SynthRefConfig(images=args.images, seed=args.seed, size=args.size,
+    cfg = SynthRefConfig(images=args.images, seed=args.seed, size=args.size, profile=args.profile,
                          min_objects=args.min_objects, max_objects=args.max_objects)
     try:
         summary = generate(args.out, cfg, progress=False if args.no_progress else None)
     except OSError as e:
         print(f"error: cannot write to {args.out}: {e}", file=sys.stderr)
         return 1
-    print(f"SynthRef written to {args.out}: {summary['images']} images, {summary['refs']} refs, "
-          f"{summary['sentences']} sentences")
+    print(f"SynthRef ({cfg.profile} profile) written to {args.out}: {summary['images']} images, "
+          f"{summary['refs']} refs, {summary['sentences']} sentences")
     for key, n in summary["by_split_kind"].items():
         print(f"  {key:<20} {n}")
+    return 0
+
+
+def stats_main(argv: Sequence[str]) -> int:
+    from .refer import ReferError
+    from .stats import GridSpec, dataset_stats, format_stats
+
+    parser = argparse.ArgumentParser(
+        prog="python -m risclip.data.synthref stats",
+        description="How RefCOCO-like a split of a refer-layout dataset is (referent areas, objects and "
+                    "same-category objects per image, expression kinds and lengths) and the stage-1 "
+                    "oracle cap: the mIoU of a perfect patch map on the given grid, scored like a stage-1 rung.")
+    parser.add_argument("dir", type=Path, help="the data folder (SynthRef's --out, or the real data's root)")
+    parser.add_argument("--split", default="test", help="default %(default)s")
+    parser.add_argument("--dataset", default=DATASET, help="default %(default)s (refcoco, refcoco+, refcocog for the real ones)")
+    parser.add_argument("--split-by", default=SPLIT_BY, help="default %(default)s (unc, umd, google for the real ones)")
+    parser.add_argument("--image-size", type=int, default=128, help="model input side in pixels (default %(default)s)")
+    parser.add_argument("--patch", type=int, default=8, help="patch size in pixels (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    a = parser.parse_args(argv)
+    if a.patch < 1 or a.image_size % a.patch:
+        parser.error("--image-size must be a multiple of --patch")
+    try:
+        st = dataset_stats(a.dir, a.dataset, a.split_by, a.split, GridSpec(a.image_size, a.patch))
+    except (ReferError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(st, indent=2) if a.json else format_stats(st))
+    return 0
+
+
+def captions_main(argv: Sequence[str]) -> int:
+    from .alttext import CorpusConfig, generate_corpus
+
+    parser = argparse.ArgumentParser(
+        prog="python -m risclip.data.synthref captions",
+        description="Write the caption corpus a proxy CLIP is pre-trained on: refcoco-profile scenes of "
+                    "its own (no RIS image among them) with alt-text captions, under DIR/caption_corpus.")
+    parser.add_argument("--out", required=True, type=Path, help="the SynthRef folder to put it in")
+    parser.add_argument("--images", type=int, default=CorpusConfig.images, help="default %(default)s")
+    parser.add_argument("--seed", type=int, default=CorpusConfig.seed, help="default %(default)s")
+    parser.add_argument("--size", type=int, default=CorpusConfig.size, help="default %(default)s")
+    parser.add_argument("--no-progress", action="store_true")
+    a = parser.parse_args(argv)
+    if a.images < 1 or a.size < 48:
+        parser.error("need --images >= 1 and --size >= 48")
+    try:
+        path = generate_corpus(a.out, CorpusConfig(a.images, a.seed, a.size), progress=False if a.no_progress else None)
+    except OSError as e:
+        print(f"error: cannot write to {a.out}: {e}", file=sys.stderr)
+        return 1
+    print(f"caption corpus written: {path} ({a.images} images, 2 captions each)")
     return 0
 
 
