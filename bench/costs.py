@@ -14,8 +14,8 @@ from torch.utils import flop_counter as _fc
 from torch.utils.flop_counter import FlopCounterMode
 
 from risclip.backbone import create_clip
-from risclip.config import LADDER, ModelConfig
-from risclip.engine import patch_target
+from risclip.config import LADDER, ModelConfig, TrainConfig
+from risclip.engine import stage_rule
 from risclip.losses import dice_focal_loss
 from risclip.model import RISCLIP
 
@@ -135,12 +135,12 @@ def train_step_fn(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, 
     opt = torch.optim.AdamW(params, lr=1e-4)
     mask = torch.zeros(images.shape[0], *images.shape[-2:], device=images.device)
     mask[:, images.shape[-2] // 4: images.shape[-2] // 2, images.shape[-1] // 4: images.shape[-1] // 2] = 1
-    target = patch_target(mask, model.grid, "area")
+    rule = stage_rule(stage, TrainConfig())
+    target = rule.target(mask, model.grid, "area")
 
     def step() -> float:
         model.set_stage(stage)
-        out = model(images, tokens)
-        loss = dice_focal_loss(out.patch_logits, target) if stage == 1 else dice_focal_loss(out.mask_logits, mask)
+        loss = dice_focal_loss(rule.logits(model(images, tokens)), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -75,7 +75,7 @@ def _synth_cpu() -> Preset:
 
 # v2 proxy CLIP: optimiser steps at batch 128 and 64 px, sized to the 15-minute pre-training budget on
 # 2 cores (corpus generation included)
-PROXY_V2_STEPS = 400
+PROXY_V2_STEPS = 600
 
 
 def _synth_refcoco() -> Preset:

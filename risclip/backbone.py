@@ -141,6 +141,14 @@ def sentence_embedding(clip: open_clip.CLIP, text_tokens: torch.Tensor, tokens: 
     return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 
+def to_text_space(clip: open_clip.CLIP, text_tokens: torch.Tensor) -> torch.Tensor:
+    """Every text token through ln_final and text_projection into the shared space: (B, T, E). The EOS
+    token's row equals :func:`sentence_embedding`."""
+    x = clip.ln_final(text_tokens)
+    proj = clip.text_projection
+    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+
 def to_shared_space(clip: open_clip.CLIP, vision_tokens: torch.Tensor) -> torch.Tensor:
     """Vision tokens through CLIP's frozen ln_post and proj into the shared space: (..., E)."""
     x = clip.visual.ln_post(vision_tokens)

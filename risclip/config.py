@@ -132,6 +132,7 @@ class _Hashable:
         return cls(**kwargs)
 
 
+SKE_FORMS: tuple[str, ...] = ("maps", "joint")
 # value path forms by name: (keep the last block's residual, keep its MLP)
 VALUE_PATHS: dict[str, tuple[bool, bool]] = {"maskclip": (True, True), "clearclip": (False, False)}
 
@@ -168,9 +169,12 @@ class ModelConfig(_Hashable):
     cfe_layers: tuple[int, ...] | None = None  # fusion points (None: all)
     cfe_norm: bool = True  # LayerNorm before the projections into the shared width (not in eqs. 1-3)
     cfe_gate: bool = False  # tanh-gated output (zero-init scalar) instead of zero-initialised W_s2v / W_s2t
-    # SKE
-    ske_layers: tuple[int, ...] | None = None  # vision blocks whose shared-space maps are used (None: last 3)
-    ske_dim: int = 64
+    # SKE (two reconstructions, risclip/ske.py): "maps" (multi-layer shared-space maps fused by convs) or
+    # "joint" (transformer blocks over patch and text tokens in the joint space)
+    ske_form: str = "maps"
+    ske_layers: tuple[int, ...] | None = None  # maps: vision blocks whose shared-space maps are used (None: last 3)
+    ske_dim: int = 64  # maps: width of the fusing convs
+    ske_blocks: int = 2  # joint: transformer blocks
     # decoder
     decoder_dims: tuple[int, int, int, int] = (256, 128, 64, 32)  # widths of D_4, D_3, D_2, D_1
     decoder_layers: tuple[int, int, int, int] | None = None  # vision blocks giving v_1..v_4 (None: evenly spaced)
@@ -178,6 +182,8 @@ class ModelConfig(_Hashable):
     def __post_init__(self) -> None:
         if self.value_path not in VALUE_PATHS:
             raise ValueError(f"unknown value_path '{self.value_path}'; valid: {', '.join(VALUE_PATHS)}")
+        if self.ske_form not in SKE_FORMS:
+            raise ValueError(f"unknown ske_form '{self.ske_form}'; valid: {', '.join(SKE_FORMS)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

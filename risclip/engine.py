@@ -42,7 +42,7 @@ from .config import DataConfig, ModelConfig, TrainConfig
 from .data.refer import ReferDataset, refer_collate
 from .losses import dice_focal_loss
 from .metrics import EvalProtocol, RISMetrics, get_protocol
-from .model import RISCLIP, RISOutput
+from .model import PATCH_STAGE, PIXEL_STAGE, RISCLIP, PatchLevel, RISOutput
 
 
 class Hook:
@@ -174,86 +174,191 @@ def local_batch_size(cfg: TrainConfig) -> int:
     return cfg.batch_size // world
 
 
+@dataclass(frozen=True)
+class StageRule:
+    """What differs between the two stages, said once: epochs, base learning rate, and what the loss
+    compares (stage 1: patch logits against the mask pooled to the grid; stage 2: pixel logits against
+    the mask). Which parameters each stage trains is :data:`risclip.model.STAGE_GROUPS`."""
+
+    stage: int
+    epochs: int
+    lr: float
+    pixel_level: bool
+
+    def logits(self, out: RISOutput) -> torch.Tensor:
+        return out.mask_logits if self.pixel_level else out.patch_logits
+
+    def target(self, mask: torch.Tensor, grid: tuple[int, int], mode: str) -> torch.Tensor:
+        return mask if self.pixel_level else patch_target(mask, grid, mode)
+
+    def loss(self, out: RISOutput, mask: torch.Tensor, grid: tuple[int, int], cfg: TrainConfig) -> torch.Tensor:
+        return dice_focal_loss(self.logits(out), self.target(mask, grid, cfg.patch_target), cfg.dice_weight,
+                               cfg.focal_weight, cfg.focal_alpha, cfg.focal_gamma)
+
+
+def stage_rule(stage: int, cfg: TrainConfig) -> StageRule:
+    if stage == PATCH_STAGE:
+        return StageRule(stage, cfg.stage1_epochs, cfg.lr, pixel_level=False)
+    if stage == PIXEL_STAGE:
+        return StageRule(stage, cfg.stage2_epochs, cfg.decoder_lr, pixel_level=True)
+    raise ValueError(f"stage must be {PATCH_STAGE} or {PIXEL_STAGE}, not {stage!r}")
+
+
+def make_optimizer(model: RISCLIP, rule: StageRule, cfg: TrainConfig, steps_per_epoch: int):
+    """AdamW over the stage's parameter groups (CFE and SKE at their rate scales), and a linear warm-up
+    then cosine decay over the stage's steps."""
+    scales = {"cfe": cfg.cfe_lr_scale, "ske": cfg.ske_lr_scale}
+    groups = [{"params": ps, "lr": rule.lr * scales.get(name, 1.0), "name": name}
+              for name, ps in model.stage_parameter_groups(rule.stage).items()]
+    optimizer = torch.optim.AdamW(groups, lr=rule.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(rule.epochs * steps_per_epoch, cfg.warmup_fraction))
+    return optimizer, scheduler
+
+
+def resume(ckpt: Path | None, run_key: str, model: RISCLIP, optimizer, scheduler,
+           device: torch.device) -> tuple[int, list[dict]]:
+    """The epoch to start from and the history so far: after the last finished epoch of a checkpoint of
+    this very run (same ``run_key``), else from the start."""
+    if ckpt is None or not ckpt.is_file():
+        return 0, []
+    state = torch.load(ckpt, map_location=device, weights_only=True)
+    if state.get("run_key") != run_key:
+        return 0, []
+    model.load_component_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"]) + 1, [dict(zip(state["history_keys"], row)) for row in state["history"].tolist()]
+
+
+def save_epoch(ckpt: Path, run_key: str, epoch: int, model: RISCLIP, optimizer, scheduler, stage: int,
+               history: list[dict]) -> None:
+    keys = list(history[-1])
+    _save_atomic({"run_key": run_key, "epoch": epoch, "model": model.component_state_dict(),
+                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                  "history_keys": keys, "stage": stage, "model_config": model.cfg.to_dict(),
+                  "history": torch.tensor([[float(r[k]) for k in keys] for r in history])}, ckpt)
+
+
+# Stage 2 trains only the decoder on stage-1 outputs that do not change: they are computed once per
+# sample and kept in memory when they fit this budget (else recomputed every step, as under torchrun).
+STAGE2_CACHE_BYTES = 4 * 2**30
+
+
+class PatchLevelCache:
+    """Every training sample's :meth:`RISCLIP.patch_level` result and mask, computed once (in the order
+    of the dataset, ``eval_batch_size`` at a time), for stage 2's epochs."""
+
+    def __init__(self, model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device) -> None:
+        model.set_stage(PIXEL_STAGE)  # stage-1 modules in eval mode, as when stage 2 computes them itself
+        loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=refer_collate,
+                            num_workers=cfg.num_workers)
+        logits, cosine, masks, feats = [], [], [], []
+        disable = None if cfg.progress is None else not cfg.progress
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="stage 2: stage-1 outputs", unit="batch", leave=False, disable=disable):
+                with _autocast(device, cfg.amp):
+                    p = model.patch_level(batch["image"].to(device), batch["tokens"].to(device))
+                logits.append(p.logits)
+                cosine.append(p.cosine)
+                masks.append(batch["mask"].to(device) > 0.5)
+                feats.append(p.features)
+        self.logits, self.cosine, self.masks = torch.cat(logits), torch.cat(cosine), torch.cat(masks)
+        self.features = [torch.cat([f[i] for f in feats]) for i in range(len(feats[0]))] if feats[0] else None
+        self.out_size = tuple(self.masks.shape[-2:])
+
+    @staticmethod
+    def fits(model: RISCLIP, dataset: ReferDataset) -> bool:
+        h, w = model.grid
+        size = model.cfg.image_size
+        per_sample = 4 * (2 * h * w + len(model.decoder_layers) * model.vision_width * h * w) + size * size
+        return not dist.active() and len(dataset) * per_sample <= STAGE2_CACHE_BYTES
+
+    def batch(self, index: list[int]) -> tuple[PatchLevel, torch.Tensor]:
+        i = torch.tensor(index, device=self.logits.device)
+        feats = [f[i] for f in self.features] if self.features is not None else None
+        return PatchLevel(self.logits[i], self.cosine[i], feats), self.masks[i].float()
+
+
 def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainConfig, workdir: Path | None,
                 device: torch.device, hooks: Sequence[Hook] = (), run_key: str = "") -> list[dict]:
-    """Train ``stage``'s parameters for its epochs; resume from ``workdir/stage{n}.pt`` if it is there."""
-    epochs = cfg.stage1_epochs if stage == 1 else cfg.stage2_epochs
+    """Train ``stage``'s parameters for its epochs; resume from ``workdir/stage{n}.pt`` if it is there.
+    Stage 2 reads the stage-1 outputs from a :class:`PatchLevelCache` where it fits."""
+    rule = stage_rule(stage, cfg)
     params = model.stage_parameters(stage)
-    if not params or epochs <= 0:
+    if not params or rule.epochs <= 0:
         return []
     model.set_stage(stage)
     batch_size, world = local_batch_size(cfg), dist.world_size()
     # DDP over the whole model: only the stage's parameters require gradients, so only they are synchronised
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.active() else model
-    lr = cfg.lr if stage == 1 else cfg.decoder_lr
-    scales = {"cfe": cfg.cfe_lr_scale, "ske": cfg.ske_lr_scale}
-    groups = [{"params": ps, "lr": lr * scales.get(name, 1.0), "name": name}
-              for name, ps in model.stage_parameter_groups(stage).items()]
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(math.ceil(len(dataset) / world) / batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs * steps_per_epoch, cfg.warmup_fraction))
+    optimizer, scheduler = make_optimizer(model, rule, cfg, steps_per_epoch)
     ckpt = checkpoint_path(workdir, stage) if workdir is not None else None
-    start_epoch, history = 0, []
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        if state.get("run_key") == run_key:
-            model.load_component_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_epoch = int(state["epoch"]) + 1
-            history = [dict(zip(state["history_keys"], row)) for row in state["history"].tolist()]
-    grid = model.grid
-    for epoch in range(start_epoch, epochs):
+    start_epoch, history = resume(ckpt, run_key, model, optimizer, scheduler, device)
+    cache = None
+    if rule.pixel_level and start_epoch < rule.epochs and PatchLevelCache.fits(model, dataset):
+        cache = PatchLevelCache(model, dataset, cfg, device)
+    for epoch in range(start_epoch, rule.epochs):
         model.set_stage(stage)
         order = dist.ShardedOrder(epoch_order(len(dataset), cfg, stage, epoch), dist.rank(), world)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=refer_collate,
-                            num_workers=cfg.num_workers, drop_last=False)
-        total, count, t0 = 0.0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"stage {stage} epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-                   disable=(None if cfg.progress is None else not cfg.progress) if dist.is_main() else True)
-        for step, batch in enumerate(bar):
-            images = batch["image"].to(device, non_blocking=True)
-            tokens = batch["tokens"].to(device, non_blocking=True)
-            mask = batch["mask"].to(device, non_blocking=True)
-            with _autocast(device, cfg.amp):
-                out = net(images, tokens)
-            if stage == 1:
-                loss = dice_focal_loss(out.patch_logits, patch_target(mask, grid, cfg.patch_target), cfg.dice_weight,
-                                       cfg.focal_weight, cfg.focal_alpha, cfg.focal_gamma)
-            else:
-                loss = dice_focal_loss(out.mask_logits, mask, cfg.dice_weight, cfg.focal_weight, cfg.focal_alpha,
-                                       cfg.focal_gamma)
-            if not torch.isfinite(loss):
-                kept = f"; the last good checkpoint is {ckpt}" if ckpt is not None and ckpt.is_file() else ""
-                raise NonFiniteLossError(f"non-finite loss ({loss.item()}) in stage {stage}, epoch {epoch + 1}, "
-                                         f"step {step + 1}: training stopped{kept}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * images.shape[0]
-            count += images.shape[0]
-            bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.1f}")
+        t0 = time.perf_counter()
+        if cache is not None:
+            idx = list(order)
+            batches = (cache.batch(idx[i:i + batch_size]) for i in range(0, len(idx), batch_size))
+        else:
+            batches = DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=refer_collate,
+                                 num_workers=cfg.num_workers, drop_last=False)
+        total, count = train_epoch(net, model, batches, rule, cfg, device, optimizer, scheduler, params,
+                                   f"stage {stage} epoch {epoch + 1}/{rule.epochs}", ckpt, cache)
         dist.broadcast_state(model)  # BatchNorm statistics: process 0's everywhere, before saving and evaluating
         sums = dist.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
         row = {"stage": stage, "epoch": epoch + 1, "loss": float(sums[0] / sums[1].clamp_min(1)),
                "seconds": time.perf_counter() - t0, "lr": scheduler.get_last_lr()[0]}
         history.append(row)
         if ckpt is not None and dist.is_main():
-            keys = list(row)
-            _save_atomic({"run_key": run_key, "epoch": epoch, "model": model.component_state_dict(),
-                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "history_keys": keys, "stage": stage, "model_config": model.cfg.to_dict(),
-                          "history": torch.tensor([[float(r[k]) for k in keys] for r in history])}, ckpt)
+            save_epoch(ckpt, run_key, epoch, model, optimizer, scheduler, stage, history)
         dist.barrier()
         for hook in hooks:
             hook.epoch_end(model, stage, epoch + 1, row)
             model.set_stage(stage)
     model.set_stage(None)
     return history
+
+
+def train_epoch(net, model: RISCLIP, batches, rule: StageRule, cfg: TrainConfig, device: torch.device, optimizer,
+                scheduler, params: list, desc: str, ckpt: Path | None,
+                cache: PatchLevelCache | None) -> tuple[float, int]:
+    """One pass over ``batches`` (refer batches, or (PatchLevel, mask) pairs from the cache); returns the
+    summed loss and the sample count. A non-finite loss raises :class:`NonFiniteLossError`."""
+    total, count, t0 = 0.0, 0, time.perf_counter()
+    bar = tqdm(batches, desc=desc, unit="batch", leave=False,
+               disable=(None if cfg.progress is None else not cfg.progress) if dist.is_main() else True)
+    for step, batch in enumerate(bar):
+        if cache is not None:
+            patch, mask = batch
+            with _autocast(device, cfg.amp):
+                out = model.pixel_level(patch, cache.out_size)
+        else:
+            mask = batch["mask"].to(device, non_blocking=True)
+            with _autocast(device, cfg.amp):
+                out = net(batch["image"].to(device, non_blocking=True), batch["tokens"].to(device, non_blocking=True))
+        loss = rule.loss(out, mask, model.grid, cfg)
+        if not torch.isfinite(loss):
+            kept = f"; the last good checkpoint is {ckpt}" if ckpt is not None and ckpt.is_file() else ""
+            raise NonFiniteLossError(f"non-finite loss ({loss.item()}) in stage {rule.stage}, {desc.split(' ', 2)[-1]}, "
+                                     f"step {step + 1}: training stopped{kept}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * mask.shape[0]
+        count += mask.shape[0]
+        bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.1f}")
+    return total, count
 
 
 @dataclass
@@ -275,6 +380,19 @@ def binarise(model: RISCLIP, out: RISOutput, batch: dict, protocol: EvalProtocol
         targets = [F.interpolate(t[None, None].float().to(device), size=sizes[0], mode="nearest")[0, 0] > 0.5
                    for t in batch["orig_mask"]]
     return model.binarise(out, sizes, threshold=protocol.threshold), targets
+
+
+def distinct_images(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's distinct images (by image id, first appearance first) and each sentence's index into
+    them: the model then runs an image tower that does not read the text once per image."""
+    slot: dict[int, int] = {}  # image id -> its row among the distinct images
+    rows, index = [], []
+    for i, m in enumerate(batch["meta"]):
+        if m["image_id"] not in slot:
+            slot[m["image_id"]] = len(rows)
+            rows.append(i)
+        index.append(slot[m["image_id"]])
+    return batch["image"][rows], torch.tensor(index)
 
 
 @torch.no_grad()
@@ -300,8 +418,9 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
         ev.reset()
     sent_ids: list[int] = []
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=disable):
+        images, index = distinct_images(batch)
         with _autocast(device, cfg.amp):
-            out = model(batch["image"].to(device), batch["tokens"].to(device))
+            out = model(images.to(device), batch["tokens"].to(device), index.to(device))
         kinds = [m["kind"] for m in batch["meta"]]
         sent_ids += [m["sent_id"] for m in batch["meta"]]
         for p in chosen:

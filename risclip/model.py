@@ -23,7 +23,14 @@ from .cfe import CrossModalFusion, fusion_points
 from .config import ModelConfig
 from .decoder import LAVTDecoder
 from .grounding import patch_cosine, zero_shot_mask
-from .ske import SharedSpaceKnowledge
+from .ske import JointSpaceSKE, SharedSpaceKnowledge
+
+
+@dataclass
+class PatchLevel:
+    logits: torch.Tensor  # (B, h, w) patch logits (affine and SKE applied)
+    cosine: torch.Tensor  # (B, h, w) raw shared-space cosine map
+    features: list[torch.Tensor] | None  # the decoder's inputs, (B, Dv, h, w) each; None without a decoder
 
 
 @dataclass
@@ -31,6 +38,23 @@ class RISOutput:
     patch_logits: torch.Tensor  # (B, h, w)
     mask_logits: torch.Tensor  # (B, H, W)
     patch_cosine: torch.Tensor  # (B, h, w), the raw shared-space cosine map (before scale, bias and SKE)
+
+
+# The stage rule, said once: which modules each stage trains, grouped by component (each group may get
+# its own learning rate); stage 1 also trains the patch map's affine. What each stage's loss reads
+# (patch or pixel logits) and its schedule are risclip.engine.StageRule.
+PATCH_STAGE, PIXEL_STAGE = 1, 2
+STAGE_GROUPS: dict[int, dict[str, tuple[str, ...]]] = {
+    PATCH_STAGE: {"adapters": ("vision_adapters", "text_adapters"), "cfe": ("cfe",), "ske": ("ske",)},
+    PIXEL_STAGE: {"decoder": ("decoder",)},
+}
+MAP_PARAMETERS: tuple[str, ...] = ("map_log_scale", "map_bias")
+
+
+def _stage_groups(stage: int) -> dict[str, tuple[str, ...]]:
+    if stage not in STAGE_GROUPS:
+        raise ValueError(f"stage must be {PATCH_STAGE} (patch level) or {PIXEL_STAGE} (pixel level), not {stage!r}")
+    return STAGE_GROUPS[stage]
 
 
 def evenly_spaced(layers: int, k: int = 4) -> tuple[int, ...]:
@@ -80,7 +104,10 @@ class RISCLIP(nn.Module):
 
         self.ske_layers = cfg.ske_layers if cfg.ske_layers is not None else tuple(
             range(max(0, self.vision_layers - 3), self.vision_layers))
-        self.ske = SharedSpaceKnowledge(len(self.ske_layers), self.embed_dim, cfg.ske_dim) if comp.ske else None
+        self.ske = None
+        if comp.ske:
+            self.ske = (SharedSpaceKnowledge(len(self.ske_layers), self.embed_dim, cfg.ske_dim) if cfg.ske_form == "maps"
+                        else JointSpaceSKE(self.embed_dim, cfg.ske_blocks))
 
         self.decoder_layers = cfg.decoder_layers or evenly_spaced(self.vision_layers)
         self.decoder = LAVTDecoder(self.vision_width, cfg.decoder_dims) if comp.decoder else None
@@ -99,20 +126,18 @@ class RISCLIP(nn.Module):
         return not self.cfg.components.trains_anything
 
     def stage_modules(self, stage: int) -> list[nn.Module]:
-        mods = [self.vision_adapters, self.text_adapters, self.cfe, self.ske] if stage == 1 else [self.decoder]
-        return [m for m in mods if m is not None]
+        """The modules ``stage`` trains (:data:`STAGE_GROUPS`), those that are on."""
+        return [m for attrs in _stage_groups(stage).values() for a in attrs if (m := getattr(self, a)) is not None]
 
     def stage_parameter_groups(self, stage: int) -> dict[str, list[nn.Parameter]]:
         """Parameters trained in ``stage`` by component, so that each may get its own learning rate.
         Stage 1: "adapters", "cfe", "ske" and, when any of them is on, "map" (the patch map's affine);
         stage 2: "decoder". Components that are off are left out."""
-        if stage != 1:
-            return {"decoder": list(self.decoder.parameters())} if self.decoder is not None else {}
-        modules = {"adapters": (self.vision_adapters, self.text_adapters), "cfe": (self.cfe,), "ske": (self.ske,)}
-        groups = {name: [p for m in mods if m is not None for p in m.parameters()] for name, mods in modules.items()}
+        groups = {name: [p for a in attrs if (m := getattr(self, a)) is not None for p in m.parameters()]
+                  for name, attrs in _stage_groups(stage).items()}
         groups = {k: v for k, v in groups.items() if v}
-        if groups:
-            groups["map"] = [self.map_log_scale, self.map_bias]
+        if groups and stage == PATCH_STAGE:
+            groups["map"] = [getattr(self, a) for a in MAP_PARAMETERS]
         return groups
 
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
@@ -147,9 +172,8 @@ class RISCLIP(nn.Module):
         self.load_state_dict(state, strict=False)
 
     def _stage_prefixes(self, stage: int) -> tuple[str, ...]:
-        if stage == 1:
-            return ("vision_adapters.", "text_adapters.", "cfe.", "ske.", "map_log_scale", "map_bias")
-        return ("decoder.",)
+        attrs = tuple(f"{a}." for attrs in _stage_groups(stage).values() for a in attrs)
+        return attrs + (MAP_PARAMETERS if stage == PATCH_STAGE else ())
 
     def load_component_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
@@ -158,31 +182,33 @@ class RISCLIP(nn.Module):
             raise ValueError(f"checkpoint does not fit this variant: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
     # ---------------------------------------------------------------------------------------- forward
-    def encode(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    def encode(self, images: torch.Tensor, tokens: torch.Tensor, image_index: torch.Tensor | None = None
+               ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         """Run both towers; returns the vision tokens after every block {index: (B, 1+N, Dv)} (the last
         one from the value path when it is on) and the final text tokens (B, T, Dt).
 
-        One image with B sentences (``images`` (1, 3, H, W), ``tokens`` (B, T)) runs the image tower once
-        when it does not read the text (no CFE) and shares its tokens across the sentences; with CFE the
-        image is repeated, since each sentence changes the image tokens."""
-        comp = self.cfg.components
+        ``images`` may hold fewer images than ``tokens`` sentences: one image for all of them, or the
+        distinct images of a batch with ``image_index`` (B,) naming each sentence's image. A variant
+        without CFE (its image tower never reads the text) then runs the image tower once per distinct
+        image and shares the tokens; with CFE each sentence gets its own copy of its image."""
         b = tokens.shape[0]
-        if images.shape[0] != b:
+        if image_index is None and images.shape[0] != b:
             if images.shape[0] != 1:
-                raise ValueError(f"{images.shape[0]} images for {b} sentences: give one image or one per sentence")
-            if self.cfe is not None:
-                images = images.expand(b, *images.shape[1:])
+                raise ValueError(f"{images.shape[0]} images for {b} sentences: give one image or one per sentence, "
+                                 f"or image_index")
+            image_index = torch.zeros(b, dtype=torch.long, device=images.device)
+        if image_index is not None and self.cfe is not None:
+            images, image_index = images[image_index], None
         v = bb.vision_embed(self.clip, images)
         t, text_mask = bb.text_embed(self.clip, tokens)
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
-        padding = positions[None, :] > bb.eos_index(tokens)[:, None]
+        padding = self._padding(tokens)
         v_blocks, t_blocks = self.clip.visual.transformer.resblocks, self.clip.transformer.resblocks
         vision_out: dict[int, torch.Tensor] = {}
         next_v = next_t = 0
         for point, (lv, lt) in enumerate(self.points):
             while next_v <= lv:
                 adapters = self.vision_adapters[next_v] if self.vision_adapters is not None else None
-                if next_v == self.vision_layers - 1 and comp.value:
+                if next_v == self.vision_layers - 1 and self.cfg.components.value:
                     v = bb.value_block_forward(v_blocks[next_v], v, adapters, self.cfg.value_residual, self.cfg.value_mlp)
                 else:
                     v = bb.block_forward(v_blocks[next_v], v, None, adapters)
@@ -195,37 +221,58 @@ class RISCLIP(nn.Module):
             if self.cfe is not None and str(point) in self.cfe:
                 v, t = self.cfe[str(point)](v, t, padding)
                 vision_out[lv] = v
-        if v.shape[0] != b:  # one shared image pass: the same tokens for every sentence
-            vision_out = {k: x.expand(b, *x.shape[1:]) for k, x in vision_out.items()}
+        if image_index is not None:  # shared image passes: each sentence reads its image's tokens
+            vision_out = {k: x[image_index] for k, x in vision_out.items()}
         return vision_out, t
+
+    @staticmethod
+    def _padding(tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) True on the padding after each sentence's end-of-text token."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        return positions[None, :] > bb.eos_index(tokens)[:, None]
 
     def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, 1+N, C) -> (B, C, h, w), dropping the class token."""
         b, _, c = tokens.shape
         return tokens[:, 1:].transpose(1, 2).reshape(b, c, *self.grid)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> RISOutput:
-        vision_out, text_tokens = self.encode(images, tokens)
+    def patch_level(self, images: torch.Tensor, tokens: torch.Tensor,
+                    image_index: torch.Tensor | None = None) -> PatchLevel:
+        """Everything before the decoder: the patch map (cosine, then the learned affine and SKE) and the
+        decoder's input features. In stage 2 none of it trains, so the engine may compute it once per
+        sample and reuse it across epochs."""
+        vision_out, text_tokens = self.encode(images, tokens, image_index)
         b = tokens.shape[0]
         h, w = self.grid
         sentence = bb.sentence_embedding(self.clip, text_tokens, tokens)  # (B, E)
         patch = bb.to_shared_space(self.clip, vision_out[self.vision_layers - 1][:, 1:])  # (B, N, E)
         cos = patch_cosine(patch, sentence).view(b, h, w)
-        logits = self.map_log_scale.exp() * cos + self.map_bias
-        if self.ske is not None:
+        if isinstance(self.ske, JointSpaceSKE):
+            text = bb.to_text_space(self.clip, text_tokens)
+            refined = self.ske(patch, text, self._padding(tokens), bb.eos_index(tokens)).view(b, h, w)
+            logits = self.map_log_scale.exp() * refined + self.map_bias
+        else:
+            logits = self.map_log_scale.exp() * cos + self.map_bias
+        if isinstance(self.ske, SharedSpaceKnowledge):
             s = F.normalize(sentence.float(), dim=-1)
             maps = torch.stack([
                 patch_cosine(bb.to_shared_space(self.clip, vision_out[i][:, 1:]), sentence).view(b, h, w)
                 for i in self.ske_layers], dim=1)
             p = F.normalize(patch.float(), dim=-1).transpose(1, 2).reshape(b, -1, h, w)
             logits = self.ske(maps, p, s, logits)
-        out_size = tuple(images.shape[-2:])
+        feats = [self._grid(vision_out[i]) for i in self.decoder_layers] if self.decoder is not None else None
+        return PatchLevel(logits=logits, cosine=cos, features=feats)
+
+    def pixel_level(self, p: PatchLevel, out_size: tuple[int, int]) -> RISOutput:
+        """The decoder (or a bilinear upsampling without it) on a :meth:`patch_level` result."""
         if self.decoder is not None:
-            feats = [self._grid(vision_out[i]) for i in self.decoder_layers]
-            mask_logits = self.decoder(feats, logits, out_size)
+            mask_logits = self.decoder(p.features, p.logits, out_size)
         else:
-            mask_logits = F.interpolate(logits[:, None], size=out_size, mode="bilinear", align_corners=False)[:, 0]
-        return RISOutput(patch_logits=logits, mask_logits=mask_logits, patch_cosine=cos)
+            mask_logits = F.interpolate(p.logits[:, None], size=out_size, mode="bilinear", align_corners=False)[:, 0]
+        return RISOutput(patch_logits=p.logits, mask_logits=mask_logits, patch_cosine=p.cosine)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, image_index: torch.Tensor | None = None) -> RISOutput:
+        return self.pixel_level(self.patch_level(images, tokens, image_index), tuple(images.shape[-2:]))
 
     # ------------------------------------------------------------------------------------- prediction
     @torch.no_grad()

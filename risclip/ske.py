@@ -1,7 +1,10 @@
-"""Shared-space Knowledge Exploitation (SKE).
+"""Shared-space Knowledge Exploitation (SKE): two reconstructions, chosen by ``model.ske_form``.
 
 The paper's module uses CLIP's image-text shared embedding space to discern the referent. Its exact
-form is not in the material this project started from, so this is a **reconstruction** (docs/design.md, "SKE"):
+form is not in the material this project started from, so both forms here are readings
+(docs/design.md, "SKE"); the ladder report scores both at rung 3 and val chooses.
+
+``maps`` (:class:`SharedSpaceKnowledge`, the first reconstruction):
 
 1. at each vision block in ``ske_layers``, the patch tokens go through CLIP's own frozen ``ln_post``
    and ``proj`` into the shared space, and their cosine with the sentence embedding gives one map per
@@ -10,14 +13,23 @@ form is not in the material this project started from, so this is a **reconstruc
    modulated by the sentence embedding (``P * s``, a 1x1 conv to ``ske_dim``) with two 3x3 convs;
 3. its output is added to the patch logits. The last conv is zero-initialised: SKE starts as the identity.
 
-If the paper's SKE differs (e.g. attention over the shared space rather than convolutions over maps),
-only this module changes; its inputs (multi-layer shared-space maps, patch and sentence embeddings)
-and its output (refined patch logits) stay.
+``joint`` (:class:`JointSpaceSKE`, read from a third-party reimplementation of the paper's first arXiv
+version): a few transformer blocks after both encoders over every token already mapped into CLIP's
+joint space (patch tokens through ``ln_post`` and ``proj``, text tokens through ``ln_final`` and
+``text_projection``). Each block adds, residually: cross-attention from patches to text, cross-attention
+from text to patches, self-attention over patches and text together, and an MLP, each after a
+LayerNorm. The output projections are zero-initialised, so at step 0 the blocks are the identity and
+the map equals CLIP's own cosine map. The map is the cosine of the refined patch tokens with the
+refined sentence (EOS) token. It alone among the components gives trainable image-to-image attention
+steered by the text, which position and relation expressions need. Our choices (the reading does not
+fix them): ``ske_blocks`` blocks (default 2), ``embed_dim // 64`` heads (at least 1), an MLP of twice
+the width, GELU.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,3 +52,53 @@ class SharedSpaceKnowledge(nn.Module):
         f = self.feat(patch * sentence[:, :, None, None])
         x = torch.cat([f, layer_maps, logits[:, None]], dim=1)
         return logits + self.fuse(x)[:, 0]
+
+
+def _zero(linear: nn.Linear) -> nn.Linear:
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+class JointSpaceBlock(nn.Module):
+    """One block of :class:`JointSpaceSKE`: patch->text and text->patch cross-attention, joint
+    self-attention, MLP; each residual, pre-LayerNorm, with a zero-initialised output projection."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(6)])
+        self.patch_reads_text = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.text_reads_patch = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.joint = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), _zero(nn.Linear(2 * dim, dim)))
+        for attn in (self.patch_reads_text, self.text_reads_patch, self.joint):
+            _zero(attn.out_proj)
+
+    def forward(self, p: torch.Tensor, t: torch.Tensor, text_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_p, n_t, n_j, n_tt, n_m, n_mt = self.norms
+        pn, tn = n_p(p), n_t(t)
+        p = p + self.patch_reads_text(pn, tn, tn, key_padding_mask=text_padding, need_weights=False)[0]
+        t = t + self.text_reads_patch(tn, pn, pn, need_weights=False)[0]
+        x = torch.cat([n_j(p), n_tt(t)], dim=1)
+        pad = torch.cat([torch.zeros_like(text_padding[:, :1]).expand(-1, p.shape[1]), text_padding], dim=1)
+        x = self.joint(x, x, x, key_padding_mask=pad, need_weights=False)[0]
+        p, t = p + x[:, : p.shape[1]], t + x[:, p.shape[1]:]
+        p = p + self.mlp(n_m(p))
+        t = t + self.mlp(n_mt(t))
+        return p, t
+
+
+class JointSpaceSKE(nn.Module):
+    def __init__(self, embed_dim: int, blocks: int = 2) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([JointSpaceBlock(embed_dim, max(1, embed_dim // 64)) for _ in range(blocks)])
+
+    def forward(self, patch: torch.Tensor, text: torch.Tensor, text_padding: torch.Tensor,
+                eos: torch.Tensor) -> torch.Tensor:
+        """``patch`` (B, N, E) and ``text`` (B, T, E) in the joint space, ``text_padding`` (B, T) True on
+        padding, ``eos`` (B,) the sentence token's position. Returns the cosine map (B, N)."""
+        p, t = patch.float(), text.float()
+        for block in self.blocks:
+            p, t = block(p, t, text_padding)
+        sentence = t[torch.arange(t.shape[0], device=t.device), eos]
+        return torch.einsum("bne,be->bn", F.normalize(p, dim=-1), F.normalize(sentence, dim=-1))

@@ -13,12 +13,14 @@ def tune_space(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
     """train.lr (1e-4..3e-2, log), train.cfe_lr_scale and train.ske_lr_scale (0.1..3, log, when on),
     train.decoder_lr (1e-4..3e-2, log, with the decoder), train.dice_weight (0.25..4, log),
     train.focal_alpha (-1 = off, 0.25, 0.5, 0.75), model.adapter_dim (16, 32, 64), model.cfe_dim (32, 64, 128),
-    model.cfe_layers (all, last half, last), model.ske_dim (16, 32, 64), train.stage1_epochs (2..8),
-    model.tau (0.3..0.8, rung 0 only: the only thing it has)."""
+    model.cfe_layers (all, last half, last), model.ske_form (maps, joint) with model.ske_dim (16, 32, 64) for
+    maps or model.ske_blocks (1, 2) for joint, train.stage1_epochs (2..8), model.tau (0.3..0.8) and
+    model.value_path (maskclip, clearclip) for rung 0 (the only things it has)."""
     comp = ctx.components or Components.from_names("adapters")
     sets: list[str] = []
     if not comp.trains_anything:
         sets.append(f"model.tau={trial.suggest_float('tau', 0.3, 0.8)}")
+        sets.append(f"model.value_path={trial.suggest_categorical('value_path', ['maskclip', 'clearclip'])}")
         return TrialPlan(comp, 0, tuple(sets))
     if comp.trains_patch_level:
         sets.append(f"train.lr={log_uniform(trial, 'lr', 1e-4, 3e-2)}")
@@ -39,7 +41,12 @@ def tune_space(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
             sets.append(f"model.cfe_layers={chosen}".replace(" ", ""))
     if comp.ske:
         sets.append(f"train.ske_lr_scale={log_uniform(trial, 'ske_lr_scale', 0.1, 3.0)}")
-        sets.append(f"model.ske_dim={trial.suggest_categorical('ske_dim', [16, 32, 64])}")
+        form = trial.suggest_categorical("ske_form", ["maps", "joint"])
+        sets.append(f"model.ske_form={form}")
+        if form == "maps":
+            sets.append(f"model.ske_dim={trial.suggest_categorical('ske_dim', [16, 32, 64])}")
+        else:
+            sets.append(f"model.ske_blocks={trial.suggest_int('ske_blocks', 1, 2)}")
     return TrialPlan(comp, 0, tuple(sets))
 
 

@@ -55,14 +55,46 @@ def test_every_combination_runs_forward_and_backward(components, clip, inputs):
         assert model.map_log_scale.grad is None
 
 
-def test_untrained_adapters_cfe_ske_equal_rung0(clip, inputs):
+@pytest.mark.parametrize("ske_form", ["maps", "joint"])
+def test_untrained_adapters_cfe_ske_equal_rung0(clip, inputs, ske_form):
     images, tokens = inputs
     torch.manual_seed(0)
     base = RISCLIP(ModelConfig.tiny(components="none"), clip)(images, tokens).patch_logits
     for names in ("adapters", "cfe", "ske", "adapters,cfe,ske"):
         torch.manual_seed(1)
-        out = RISCLIP(ModelConfig.tiny(components=names), clip)(images, tokens).patch_logits
+        out = RISCLIP(ModelConfig.tiny(components=names, ske_form=ske_form), clip)(images, tokens).patch_logits
         torch.testing.assert_close(out, base, rtol=1e-5, atol=1e-5, msg=names)
+
+
+def test_joint_space_ske_starts_as_clip_and_learns_image_to_image_attention(clip, inputs):
+    """At init the refined map is CLIP's cosine map; zero-initialised output projections still get
+    gradients; once they move, a patch's score depends on a far patch's token (image-to-image
+    attention), which the maps form, built of per-patch maps and two 3x3 convs, cannot do."""
+    from risclip.ske import JointSpaceSKE
+
+    torch.manual_seed(0)
+    ske = JointSpaceSKE(32, blocks=2)
+    patch, text = torch.randn(2, 64, 32, requires_grad=True), torch.randn(2, 6, 32)
+    padding = torch.tensor([[False] * 4 + [True] * 2, [False] * 6])
+    eos = torch.tensor([3, 5])
+    cos = ske(patch, text, padding, eos)
+    sentence = text[torch.arange(2), eos]
+    expect = torch.nn.functional.cosine_similarity(patch, sentence[:, None], dim=-1)
+    torch.testing.assert_close(cos, expect)
+    cos[:, :4].sum().backward()
+    outs = [p for n, p in ske.named_parameters() if "out_proj.weight" in n or n.endswith("mlp.2.weight")]
+    assert len(outs) == 8 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in outs)
+    with torch.no_grad():
+        for p in ske.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        changed = patch.clone()
+        changed[:, 63] += torch.randn(32)  # the far corner patch only (not a constant: LayerNorm removes those)
+        assert not torch.allclose(ske(patch, text, padding, eos)[:, 0], ske(changed, text, padding, eos)[:, 0])
+    torch.manual_seed(0)
+    model = RISCLIP(ModelConfig.tiny(components="ske", ske_form="joint"), clip)
+    model.set_stage(1)
+    model(*inputs).patch_logits.sum().backward()
+    assert all(p.grad is not None for p in model.stage_parameters(1))
 
 
 @pytest.mark.parametrize("value_path", ["clearclip", "maskclip"])

@@ -11,7 +11,15 @@ from PIL import Image
 
 from risclip.data.refer import ReferDataset, annotation_mask
 from risclip.data.synthref import (
-    COLOURS, KINDS, POSITION_PHRASES, POSITIONS, RELATION_PHRASES, RELATIONS, SynthRefConfig, generate, main,
+    COLOURS,
+    KINDS,
+    POSITION_PHRASES,
+    POSITIONS,
+    RELATION_PHRASES,
+    RELATIONS,
+    SynthRefConfig,
+    generate,
+    main,
 )
 
 from .conftest import TINY_SYNTHREF
