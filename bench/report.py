@@ -1,10 +1,11 @@
-"""Render the ladder report from tracked MLflow runs: ``reports/synthref-ladder.md`` (+ ``.csv``, ``.png``).
+"""Render the ladder report from tracked MLflow runs: ``reports/<preset>-ladder.md`` (+ ``.csv``, ``.png``).
 
 It reads the latest finished ``bench.ablate`` invocation of the preset's experiment (or the parent
 run given by ``--run-id``): its rows, its child runs' per-kind metrics, and every other finished run
 with the same config hash (forced reruns), which shows how well a seed reproduces.
 
-  python -m bench.report                       # after: python -m bench.ablate
+  python -m bench.report                       # after: python -m bench.ablate (synth-refcoco-ladder.md)
+  python -m bench.report --preset synth-cpu    # the first, dense SynthRef ladder (synthref-ladder.md)
   python -m bench.report --run-id <parent>     # a particular invocation
 """
 
@@ -27,10 +28,16 @@ import seaborn as sns  # noqa: E402
 from risclip.config import LADDER, PAPER_MIOU  # noqa: E402
 
 from .baselines import PROPOSAL_BASELINES  # noqa: E402
+from .presets import DEFAULT_PRESET  # noqa: E402
 from .results import ROW_FIELDS, summarise  # noqa: E402
 from .tracking import DEFAULT_TRACKING_URI, Tracker  # noqa: E402
 
 KINDS = ("attribute", "position", "relation")
+
+
+def default_stem(preset: str) -> str:
+    """The report's file stem: the first SynthRef ladder kept its name, every other preset is named."""
+    return "synthref-ladder" if preset == "synth-cpu" else f"{preset}-ladder"
 
 
 def is_plain_ladder(run) -> bool:
@@ -135,24 +142,43 @@ def _fmt(x: float, nd: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
-def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFrame, metrics: dict) -> list[str]:
-    """The issue's targets, each with the measured value and whether it is met."""
+def _kind_select(df: pd.DataFrame, components: str, kind: str) -> tuple[float, float]:
+    """Mean and sd over seeds of a variant's select mIoU on one expression kind."""
+    v = df[(df["kind"] == "variant") & (df["components"] == components)][f"{kind}_select_mIoU"].astype(float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFrame, metrics: dict,
+                 df: pd.DataFrame | None = None, minutes: float = 60.0) -> list[str]:
+    """The SynthRef issue's targets, each with the measured value and whether it is met."""
     rungs = {s["rung"]: s for s in variants if s["rung"] is not None}
     out = []
     wall = metrics.get("wall_seconds", math.nan)
     seeds = max((s["seeds"] for s in variants), default=0)
-    out.append(f"- Whole ladder, {seeds} seeds, in at most 30 minutes: {wall / 60:.1f} min "
-               f"({'met' if wall <= 1800 else 'NOT met'}; wall time of this invocation, proxy CLIP and data cached)")
+    out.append(f"- Whole ladder, {seeds} seeds, in at most {minutes:.0f} minutes: {wall / 60:.1f} min "
+               f"({'met' if wall <= 60 * minutes else 'NOT met'}; wall time of this invocation, proxy CLIP and data cached)")
     for a, b in ((0, 1), (1, 2)):
         if a in rungs and b in rungs:
             d = rungs[b]["mIoU"] - rungs[a]["mIoU"]
             sd2 = 2 * max(rungs[a]["mIoU_sd"], rungs[b]["mIoU_sd"])
             out.append(f"- Rung {a} -> {b} raises mean mIoU by more than twice the larger seed sd: {d:+.2f} vs "
                        f"{sd2:.2f} ({'met' if d > sd2 else 'NOT met'})")
-    for a, b in ((2, 3), (3, 4)):
-        if a in rungs and b in rungs:
-            d = rungs[b]["mIoU"] - rungs[a]["mIoU"]
-            out.append(f"- Rung {b} does not lower mean mIoU: {d:+.2f} ({'met' if d >= 0 else 'NOT met'})")
+    if 2 in rungs and 3 in rungs:
+        d = rungs[3]["mIoU"] - rungs[2]["mIoU"]
+        sd = max(rungs[2]["mIoU_sd"], rungs[3]["mIoU_sd"])
+        out.append(f"- Rung 3 is not below rung 2 by more than one sd: {d:+.2f} vs -{sd:.2f} "
+                   f"({'met' if d >= -sd else 'NOT met'})")
+    if 3 in rungs and 4 in rungs:
+        d = rungs[4]["mIoU"] - rungs[3]["mIoU"]
+        out.append(f"- Rung 4 is above rung 3: {d:+.2f} ({'met' if d > 0 else 'NOT met'})")
+    if df is not None and 1 in rungs and 2 in rungs:
+        for kind in ("position", "relation"):
+            m1, s1 = _kind_select(df, rungs[1]["components"], kind)
+            m2, s2 = _kind_select(df, rungs[2]["components"], kind)
+            d, sd2 = m2 - m1, 2 * max(s1, s2)
+            out.append(f"- CFE pays on {kind} expressions: rung 2's select mIoU above rung 1's by more than twice "
+                       f"the larger seed sd: {m2:.2f} vs {m1:.2f} ({d:+.2f} vs {sd2:.2f}; "
+                       f"{'met' if d > sd2 else 'NOT met'})")
     if not spread.empty:
         worst = spread["max_abs_diff"].max()
         out.append(f"- A rerun seed reproduces its mIoU within 0.5: largest difference {worst:.3f} "
@@ -160,14 +186,71 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
     if 0 in rungs:
         r0 = rungs[0]
         for b in baselines:
-            out.append(f"- Rung 0 ({r0['mIoU']:.2f}) beats baseline {b['components']} ({b['mIoU']:.2f}): "
-                       f"{'yes' if r0['mIoU'] > b['mIoU'] else 'NO'}")
+            if b["components"] in PROPOSAL_BASELINES:
+                continue
+            out.append(f"- Rung 0 ({r0['mIoU']:.2f}) beats baseline {b['components']} ({b['mIoU']:.2f}) in mIoU: "
+                       f"{'met' if r0['mIoU'] > b['mIoU'] else 'NOT met'}")
         for b in baselines:
             if not math.isnan(b.get("select_mIoU", math.nan)) and not math.isnan(r0.get("select_mIoU", math.nan)):
                 out.append(f"- Like for like, choosing among the same ground-truth instance masks: rung 0 "
-                           f"({r0['select_mIoU']:.2f}) beats {b['components']} ({b['select_mIoU']:.2f}): "
-                           f"{'yes' if r0['select_mIoU'] > b['select_mIoU'] else 'NO'}")
+                           f"({r0['select_mIoU']:.2f}) beats {b['components']} ({b['select_mIoU']:.2f}) in select "
+                           f"mIoU: {'met' if r0['select_mIoU'] > b['select_mIoU'] else 'NOT met'}")
     return out
+
+
+def dataset_lines(params: dict, proxy: dict | None) -> list[str]:
+    """The data's RefCOCO-likeness and stage-1 oracle cap (``python -m risclip.data.synthref stats``) and
+    the proxy CLIP's probes, where the data folder is on this machine."""
+    from risclip.data.stats import GridSpec, dataset_stats, format_stats
+
+    out: list[str] = []
+    root = params.get("data.data_root")
+    size = int(params.get("model.image_size", 0) or 0)
+    if root and Path(root).is_dir() and size:
+        try:
+            patch = 8 if params.get("model.clip_model") == "RIS-Tiny" else (14 if "14" in params.get("model.clip_model", "") else 16)
+            st = dataset_stats(root, params.get("data.dataset", "synthref"), params.get("data.split_by", "synth"),
+                               params.get("data.test_split", "test"), GridSpec(size, patch))
+            out += ["## The data", "", f"`python -m risclip.data.synthref stats {root} --image-size {size} "
+                    f"--patch {patch}` (test split; the oracle cap bounds every stage-1 rung):", "", "```",
+                    format_stats(st), "```", ""]
+        except (OSError, ValueError, KeyError) as e:
+            out += ["## The data", "", f"(statistics unavailable: {e})", ""]
+    probes = (proxy or {}).get("probes")
+    if probes:
+        out += ["Proxy CLIP probes on held-out caption-corpus images (true caption against a minimally changed "
+                "false one; chance 50%): " + ", ".join(
+                    f"{k} {probes[f'{k}_probe']:.1f}% of {probes[f'{k}_probe_n']:.0f}"
+                    for k in ("attribute", "place", "relation") if f"{k}_probe" in probes) + ".", ""]
+    return out
+
+
+def grids_figure(tracker: Tracker, df: pd.DataFrame, rungs: tuple[int, ...], path: Path) -> Path | None:
+    """The val prediction grids (the same fixed samples) of the given rungs, seed 0, side by side."""
+    import tempfile
+
+    panels = []
+    with tempfile.TemporaryDirectory() as d:
+        for rung in rungs:
+            sel = df[(df["kind"] == "variant") & (df["rung"] == rung)].sort_values("seed")
+            if sel.empty:
+                continue
+            try:
+                local = tracker.download(sel.iloc[0]["mlflow_run_id"], "val_predictions.png", Path(d) / str(rung))
+            except Exception:  # a run without its grid (e.g. rung 0, nothing trained): left out
+                continue
+            panels.append((rung, sel.iloc[0]["components"], plt.imread(local)))
+        if not panels:
+            return None
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 12), squeeze=False)
+        for ax, (rung, comp, im) in zip(axes[0], panels):
+            ax.imshow(im)
+            ax.set_title(f"rung {rung}: {comp}", fontsize=11)
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+    return path
 
 
 def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
@@ -197,7 +280,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
         whose = (f"**Every number in the tables below was measured here, on {title} with the data and weights this "
                  f"invocation was given; the `paper mIoU` column is the paper's (RefCOCOg-UMD test, CLIP ViT-B/16), "
                  f"quoted. Metrics use protocol `ours` (docs/design.md).**")
-    command = ("python -m bench.report" if preset == "synth-cpu" else
+    command = ("python -m bench.report" if preset == DEFAULT_PRESET else
+               f"python -m bench.report --preset {preset}" if stem == default_stem(preset) else
                f"python -m bench.report --experiment risclip-{preset} --name {stem}")
     lines = [f"# RISCLIP ladder on {title} ({preset})", "", whose, "",
              f"- Runs produced by: `{tags.get('command', 'python -m bench.ablate')}`",
@@ -211,7 +295,14 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
         lines.append(f"- Proxy CLIP: val image-to-caption top-1 retrieval "
                      f"{metrics['proxy_clip_val_retrieval_top1']:.1f}%, pre-trained once in "
                      f"{_fmt(metrics.get('proxy_clip_pretrain_seconds', math.nan), 0)} s and cached")
-    lines += ["", "## Ladder", "", f"![mIoU per rung]({stem}.png)", "",
+    proxy = None
+    if "proxy_clip_val_retrieval_top1" in metrics:
+        try:
+            proxy = tracker.load_json(parent.info.run_id, "proxy_clip.json")
+        except (OSError, LookupError, ValueError):
+            proxy = None
+    lines += [""] + dataset_lines(dict(parent.data.params), proxy)
+    lines += ["## Ladder", "", f"![mIoU per rung]({stem}.png)", "",
               "| rung | components | seeds | mIoU | oIoU | P@50 | P@70 | P@90 | select mIoU | paper mIoU | gain | "
               "gain > 2 sd | train s | ms/img | peak MB |", "|" + "---|" * 15]
     prev = None
@@ -253,8 +344,12 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
                      + " | ".join(f"{_fmt(sub[f'{k}_mIoU'].mean())} ({_fmt(sub[f'{k}_select_mIoU'].mean())})"
                                   for k in KINDS) + " |")
     spread = rerun_spread(tracker, df)
-    lines += ["", "## Targets (issue 4), checked from the numbers above", ""] + target_lines(variants, baselines, spread,
-                                                                                        metrics)
+    lines += ["", "## Targets, checked from the numbers above", ""] + target_lines(
+        variants, baselines, spread, metrics, df, minutes=30.0 if preset == "synth-cpu" else 60.0)
+    grids = grids_figure(tracker, df, (1, 2, 4), out_dir / f"{stem}-grids.png")
+    if grids is not None:
+        lines += ["", "## What each component changes (val, the same samples, seed 0)", "",
+                  f"![val predictions of rungs 1, 2 and 4]({grids.name})"]
     tuning = tuning_runs(tracker)
     if not tuning.empty:
         lines += ["", "## Tuning probes (`--set`), newest first", "",
@@ -283,14 +378,15 @@ def main(argv: list[str] | None = None) -> int:
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default %(default)s)")
-    p.add_argument("--experiment", default="risclip-synth-cpu", help="MLflow experiment (default %(default)s)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help="the preset whose ladder to report (default %(default)s)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default risclip-<preset>)")
     p.add_argument("--run-id", default=None, help="parent run of the invocation to report (default: the latest)")
     p.add_argument("--out-dir", default="reports", help="where to write (default %(default)s)")
-    p.add_argument("--name", default="synthref-ladder", help="file stem (default %(default)s)")
+    p.add_argument("--name", default=None, help="file stem (default: synthref-ladder for synth-cpu, else <preset>-ladder)")
     a = p.parse_args(argv)
     try:
-        tracker = Tracker(a.tracking_uri, a.experiment)
-        path = render(tracker, latest_invocation(tracker, a.run_id), Path(a.out_dir), a.name)
+        tracker = Tracker(a.tracking_uri, a.experiment or f"risclip-{a.preset}")
+        path = render(tracker, latest_invocation(tracker, a.run_id), Path(a.out_dir), a.name or default_stem(a.preset))
     except (LookupError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -172,6 +172,14 @@ class Tracker:
     def log_file(self, run_id: str, path: str | Path) -> None:
         _retry(self.client.log_artifact, run_id, str(path))
 
+    def download(self, run_id: str, name: str, dst: str | Path) -> Path:
+        """Copy one artifact of a run to the folder ``dst``; returns its local path."""
+        import mlflow
+
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=str(dst),
+                                                        tracking_uri=self.uri))
+
     def load_json(self, run_id: str, name: str) -> Any:
         import mlflow
 

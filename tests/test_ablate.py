@@ -108,12 +108,16 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
 
     assert report.main(["--tracking-uri", uri, "--experiment", "risclip-synth-refcoco-quick",
                         "--out-dir", str(tmp_path / "reports")]) == 0
-    md = (tmp_path / "reports" / "synthref-ladder.md").read_text()
+    md = (tmp_path / "reports" / "synth-refcoco-ladder.md").read_text()
     assert "python -m bench.report" in md and "paper" in md and "| 4 | " + str(LADDER[4]) in md
     assert "Like for like" in md and "Runs produced by: `python -m bench.ablate --quick" in md
+    assert "CFE pays on position expressions" in md and "Rung 3 is not below rung 2" in md
+    assert "## The data" in md and "stage-1 oracle cap" in md and "Proxy CLIP probes" in md
+    assert "place " in md and "% of " in md  # the proxy CLIP's probes
     assert "## Tuning probes" in md and "`--set train.lr=0.01`" in md  # the --set run is listed as a probe
-    assert (tmp_path / "reports" / "synthref-ladder.png").stat().st_size > 1000
-    assert (tmp_path / "reports" / "synthref-ladder.csv").read_text().count("\n") == 10  # header + 9 rows
+    assert (tmp_path / "reports" / "synth-refcoco-ladder.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / "synth-refcoco-ladder-grids.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / "synth-refcoco-ladder.csv").read_text().count("\n") == 10  # header + 9 rows
 
 
 def test_set_overrides_fields_with_types_and_clear_errors(capsys):

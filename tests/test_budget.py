@@ -1,0 +1,30 @@
+import math
+
+from bench import budget
+from bench.presets import get_preset
+
+
+def test_stage1_budget_multiplies_sentences_times_epochs():
+    p = get_preset("synth-refcoco")  # 2000 sentences x 4 epochs
+    assert budget.stage1_overrides(p, 1, 9000) == []
+    assert budget.stage1_overrides(p, 3, 9000) == ["data.max_train_samples=6000", "train.stage1_epochs=4"]
+    # 10x: every sentence the split has, and the rest made up with epochs (rounded up)
+    assert budget.stage1_overrides(p, 10, 9132) == ["data.max_train_samples=9132", "train.stage1_epochs=9"]
+
+
+def _row(rung, seed, miou, pos, rel):
+    return {"rung": rung, "seed": seed, "mIoU": miou, "train_seconds": 10.0 * rung,
+            "position_select_mIoU": pos, "relation_select_mIoU": rel}
+
+
+def test_summary_and_report_show_each_gap_against_the_budget(tmp_path):
+    points = [{"axis": "stage-1 budget (x preset)", "budget": k,
+               "rows": [_row(0, 0, 10, 30, 30), _row(1, 0, 12 + k, 35, 31), _row(2, 0, 13 + 2 * k, 40 + k, 33 + k)]}
+              for k in (1, 3)]
+    lines = budget.summary(points)
+    assert lines[0]["gaps"] == {"1-0": 3.0, "2-1": 2.0} and lines[1]["gaps"] == {"1-0": 5.0, "2-1": 4.0}
+    assert lines[1]["position_select"][2] == 43 and math.isclose(lines[1]["relation_select"][1], 31)
+    path = budget.write_report(lines, tmp_path, "b", "python -m bench.budget --multipliers 1,3")
+    md = path.read_text()
+    assert "| 3 | 1 | 10.00 | 15.00 | 19.00 | 1-0: +5.00, 2-1: +4.00 |" in md
+    assert (tmp_path / "b.png").stat().st_size > 1000 and (tmp_path / "b.json").is_file()
