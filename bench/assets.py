@@ -34,12 +34,19 @@ def data_fingerprint(preset: P.Preset) -> str:
 def ensure_data(preset: P.Preset, progress: bool | None) -> None:
     """Generate SynthRef where the preset wants it and it is absent. SynthRef found there must have been
     generated with the preset's settings (``info.config`` of instances.json): another profile, size or
-    seed in the folder is a one-line error, not a silent mix-up."""
+    seed in the folder is a one-line error, not a silent mix-up (a --quick preset's throwaway data is
+    made again instead)."""
     d = preset.data
     if (Path(d.data_root) / d.dataset / f"refs({d.split_by}).p").is_file():
-        if preset.synthref is not None:
+        if preset.synthref is None:
+            return
+        try:
             check_synthref(Path(d.data_root), preset)
-        return
+            return
+        except UsageError:
+            if not preset.quick:
+                raise
+            tqdm.write(f"{d.data_root}: quick SynthRef of other settings, made again")  # throwaway data
     if preset.synthref is None:
         raise UsageError(f"{d.data_root}: no {d.dataset} ({d.split_by}) data found; preset {preset.name} needs "
                          f"it in the refer layout (see README, Data)")

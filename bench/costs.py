@@ -1,7 +1,8 @@
 """What a variant costs: the models, inputs and counters the benchmark suite (``bench/benchmarks``) uses.
 
-Two shapes: ``synth-cpu`` (RIS-Tiny at 96 px, the SynthRef ladder's model) and ``paper-b`` (CLIP
-ViT-B/16 at the paper's 416 px). Weights are random: cost does not depend on them. The reference every
+Three shapes: ``synth-refcoco`` (RIS-Tiny at 128 px, the default SynthRef ladder's model),
+``synth-cpu`` (RIS-Tiny at 96 px with the ClearCLIP-style value path, the first SynthRef ladder's) and
+``paper-b`` (CLIP ViT-B/16 at the paper's 416 px). Weights are random: cost does not depend on them. The reference every
 figure is divided by is ``clip``: the frozen CLIP alone, both towers (``encode_image`` +
 ``encode_text``) on the same inputs.
 """
@@ -20,7 +21,8 @@ from risclip.losses import dice_focal_loss
 from risclip.model import RISCLIP
 
 SHAPES: dict[str, ModelConfig] = {
-    "synth-cpu": ModelConfig.tiny(),
+    "synth-refcoco": ModelConfig.tiny(image_size=128),
+    "synth-cpu": ModelConfig.tiny(value_path="clearclip"),
     "paper-b": ModelConfig(clip_model="ViT-B-16", pretrained=None, image_size=416),
 }
 CLIP = "clip"

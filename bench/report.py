@@ -198,6 +198,31 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
     return out
 
 
+# the named forms a rung is scored with both ways: (rung, field, the preset's form, the other form)
+FORMS = ((0, "model.value_path", "maskclip", "clearclip"), (3, "model.ske_form", "maps", "joint"))
+
+
+def form_choice_lines(tracker: Tracker, df: pd.DataFrame, tuning: pd.DataFrame) -> list[str]:
+    """Rung 0 with both value paths and rung 3 with both SKE forms, on val (where the choice is made)
+    and test: the ladder's own runs beside the ``--set`` probes of the other form."""
+    out = []
+    for rung, field, own, other in FORMS:
+        mine = df[(df["kind"] == "variant") & (df["rung"] == rung)].drop_duplicates("mlflow_run_id")
+        probe = tuning[tuning["overrides"] == f"{field}={other}"] if not tuning.empty else tuning
+        if mine.empty or probe.empty:
+            continue
+        val = [tracker.get_run(r).data.metrics.get("val_mIoU", math.nan) for r in mine["mlflow_run_id"]]
+        v_own, v_other = float(pd.Series(val).mean()), float(probe["val_mIoU"].mean())
+        out.append(f"| {rung} | `{field}` | {own}: {v_own:.2f} ({len(val)}) / {mine['mIoU'].mean():.2f} | "
+                   f"{other}: {v_other:.2f} ({len(probe)}) / {probe['test_mIoU'].mean():.2f} | "
+                   f"{own if v_own >= v_other else other} |")
+    if not out:
+        return []
+    return ["", "## Named forms, chosen on val", "",
+            "Mean val mIoU (seeds) / test mIoU of each form; the choice reads val only.", "",
+            "| rung | field | the preset's form | the other form | val chooses |", "|---|---|---|---|---|", *out]
+
+
 def dataset_lines(params: dict, proxy: dict | None) -> list[str]:
     """The data's RefCOCO-likeness and stage-1 oracle cap (``python -m risclip.data.synthref stats``) and
     the proxy CLIP's probes, where the data folder is on this machine."""
@@ -360,6 +385,7 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
             args = " ".join(f"--set {o}" for o in r["overrides"].split(";"))
             lines.append(f"| `{args}` | {r['components']} | {r['seed']} | {_fmt(r['val_mIoU'])} | "
                          f"{_fmt(r['test_mIoU'])} | {_fmt(r['select_mIoU'])} |")
+    lines += form_choice_lines(tracker, df, tuning)
     lines += ["", "## Reproducibility", ""]
     if spread.empty:
         lines.append("No variant was rerun with the same config hash (`--force`), so nothing to compare yet.")

@@ -18,9 +18,11 @@ from bench.profiling import measure_in_fresh_process, peak_memory_mb
 
 # batch sizes: 1 (latency) and a larger batch (throughput); on the CPU the paper shape's larger batch is
 # small to keep the suite short, on CUDA both shapes use the paper's training batch (32)
-BATCHES = {"cpu": {"synth-cpu": (1, 16), "paper-b": (1, 4)}, "cuda": {"synth-cpu": (1, 64), "paper-b": (1, 32)}}
-TRAIN_BATCH = {"cpu": {"synth-cpu": 16, "paper-b": 2}, "cuda": {"synth-cpu": 32, "paper-b": 32}}
-ROUNDS = {"cpu": {"synth-cpu": 10, "paper-b": 3}, "cuda": {"synth-cpu": 20, "paper-b": 10}}
+BATCHES = {"cpu": {"synth-refcoco": (1, 16), "synth-cpu": (1, 16), "paper-b": (1, 4)},
+           "cuda": {"synth-refcoco": (1, 64), "synth-cpu": (1, 64), "paper-b": (1, 32)}}
+TRAIN_BATCH = {"cpu": {"synth-refcoco": 16, "synth-cpu": 16, "paper-b": 2},
+               "cuda": {"synth-refcoco": 32, "synth-cpu": 32, "paper-b": 32}}
+ROUNDS = {"cpu": {"synth-refcoco": 10, "synth-cpu": 10, "paper-b": 3}, "cuda": {"synth-refcoco": 20, "synth-cpu": 20, "paper-b": 10}}
 
 
 def _memory(spec: dict, model, images, tokens, step=None) -> float:
