@@ -61,11 +61,15 @@ class Preset:
 DEFAULT_PRESET = "synth-refcoco"
 
 
+def _synth_train() -> TrainConfig:
+    """The SynthRef presets' schedule, tuned on synth-cpu's val (never test) within a 2-core CPU budget."""
+    return TrainConfig(stage1_epochs=4, stage2_epochs=2, batch_size=32, lr=3e-3, decoder_lr=3e-3, focal_alpha=-1.0)
+
+
 def _synth_cpu() -> Preset:
     # Tuned on SynthRef val (never test) within the 30-minute, 3-seed budget of a 2-core CPU.
     model = ModelConfig.tiny(tau=0.7, value_path="clearclip")
-    train = TrainConfig(stage1_epochs=4, stage2_epochs=2, batch_size=32, lr=3e-3, decoder_lr=3e-3,
-                        focal_alpha=-1.0)
+    train = _synth_train()
     data = DataConfig(data_root="data/synthref", max_train_samples=2000, max_eval_samples=600)
     return Preset("synth-cpu", "the first SynthRef ladder: dense profile, RIS-Tiny 96 px, proxy CLIP v1 "
                   "(RIS train captions)", model, train, data,
@@ -81,8 +85,7 @@ PROXY_V2_STEPS = 600
 def _synth_refcoco() -> Preset:
     # The schedule of synth-cpu (tuned there on val) until the ladder study tunes every rung alike here.
     model = ModelConfig.tiny(tau=0.7, image_size=128)
-    train = TrainConfig(stage1_epochs=4, stage2_epochs=2, batch_size=32, lr=3e-3, decoder_lr=3e-3,
-                        focal_alpha=-1.0)
+    train = _synth_train()
     data = DataConfig(data_root="data/synthref-refcoco", max_train_samples=2000, max_eval_samples=600)
     return Preset("synth-refcoco", "SynthRef ladder on a CPU: refcoco profile, RIS-Tiny 128 px (16x16 patches), "
                   "proxy CLIP v2 (64 px, alt-text caption corpus)", model, train, data,
