@@ -340,8 +340,10 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
             raise UsageError(f"--output must end in .csv or .json (got {a.output})")
         preset, proxy_summary = prepare(a, progress)
         tuned = {}
+        tuned_file = ""
         if a.tuned is not None:
-            tuned = P.read_tuned(a.tuned or f"studies/tuned/{preset.name}.json")
+            tuned_file = a.tuned or f"studies/tuned/{preset.name}.json"
+            tuned = P.read_tuned(tuned_file)
         tracker = Tracker(a.tracking_uri, a.experiment or f"risclip-{preset.name}") if main_process else NullTracker()
     except (UsageError, ReferError, BackboneError, ValueError, OSError) as e:
         if main_process:
@@ -354,7 +356,7 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
                    "data_fingerprint": fingerprint, "command": " ".join(["python -m bench.ablate", *(argv or sys.argv[1:])]),
                    "variants": ";".join(str(v) for v in variants), "seeds": ",".join(map(str, seeds)),
                    "overrides": ";".join(a.overrides), "world_size": str(dist.world_size()),
-                   "protocols": ",".join(protocols), "tuned": a.tuned if a.tuned is not None else ""}
+                   "protocols": ",".join(protocols), "tuned": tuned_file}
     parent_id = tracker.start(f"{preset.name} x{len(variants)} variants x{len(seeds)} seeds", parent_tags)
     tracker.log_params(parent_id, {"preset": preset.name, "model": preset.model.to_dict(), "train": preset.train.to_dict(),
                                    "data": preset.data.to_dict()})

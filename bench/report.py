@@ -41,10 +41,19 @@ def default_stem(preset: str) -> str:
 
 
 def is_plain_ladder(run) -> bool:
-    """An invocation that ran every rung of the ladder with the preset as it is (no ``--set``)."""
+    """An invocation that ran every rung of the ladder with the preset as it is (no ``--set``, no ``--tuned``)."""
     tags = run.data.tags
     variants = set(tags.get("variants", "").split(";"))
-    return {str(c) for c in LADDER} <= variants and not tags.get("overrides")
+    return {str(c) for c in LADDER} <= variants and not tags.get("overrides") and not tags.get("tuned")
+
+
+def latest_tuned_invocation(tracker: Tracker):
+    """The latest finished invocation that ran every rung on a ladder study's chosen settings (``--tuned``)."""
+    for r in tracker.runs({"kind": "invocation"}, limit=200):
+        variants = set(r.data.tags.get("variants", "").split(";"))
+        if r.data.tags.get("tuned") and {str(c) for c in LADDER} <= variants and not r.data.tags.get("overrides"):
+            return r
+    return None
 
 
 def latest_invocation(tracker: Tracker, run_id: str | None):
@@ -195,6 +204,58 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
                 out.append(f"- Like for like, choosing among the same ground-truth instance masks: rung 0 "
                            f"({r0['select_mIoU']:.2f}) beats {b['components']} ({b['select_mIoU']:.2f}) in select "
                            f"mIoU: {'met' if r0['select_mIoU'] > b['select_mIoU'] else 'NOT met'}")
+    return out
+
+
+def tuned_lines(tracker: Tracker, df: pd.DataFrame, variants: list[dict], baselines: list[dict],
+                minutes: float) -> list[str]:
+    """The preset's ladder beside the ladder on a ``ladder`` study's chosen settings (the latest
+    ``bench.ablate --tuned`` invocation), with the targets checked again on the tuned ladder."""
+    import json
+
+    tuned_parent = latest_tuned_invocation(tracker)
+    if tuned_parent is None:
+        return []
+    tdf = load_rows(tracker, tuned_parent)
+    tvariants = sorted([s for s in summarise(tdf.to_dict("records")) if s["kind"] == "variant"],
+                       key=lambda s: s["rung"] if s["rung"] is not None else -1)
+    tags = tuned_parent.data.tags
+    chosen = {}
+    try:
+        chosen = json.loads(Path(tags["tuned"]).read_text())["variants"]
+    except (OSError, KeyError, ValueError):
+        pass
+    by_comp = {s["components"]: s for s in variants}
+    out = ["", "## The preset's ladder and the tuned ladder", "",
+           f"Each rung tuned alike by the `ladder` study (settings chosen on val, `{tags['tuned']}`), then run with "
+           f"`{tags.get('command', '?')}` (MLflow parent `{tuned_parent.info.run_id}`). Test mIoU, mean ± sd over seeds; "
+           "select mIoU on position and relation expressions, preset -> tuned.", "",
+           "| rung | components | trials | val mIoU, preset -> tuned | test mIoU, preset | test mIoU, tuned | change | "
+           "position select | relation select |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in tvariants:
+        p = by_comp.get(t["components"])
+        c = chosen.get(t["components"], {})
+        val_p = _fmt(c.get("preset_val_mIoU", math.nan))
+        kinds = []
+        for kind in ("position", "relation"):
+            a = _kind_select(df, t["components"], kind)[0] if p else math.nan
+            b = _kind_select(tdf, t["components"], kind)[0]
+            kinds.append(f"{_fmt(a)} -> {_fmt(b)}")
+        out.append(f"| {t['rung']} | {t['components']} | {c.get('trials', '-')} | {val_p} -> "
+                   f"{_fmt(c.get('val_mIoU', math.nan))} | "
+                   + (f"{p['mIoU']:.2f} ± {p['mIoU_sd']:.2f} ({p['seeds']})" if p else "-")
+                   + f" | {t['mIoU']:.2f} ± {t['mIoU_sd']:.2f} ({t['seeds']}) | "
+                   + (f"{t['mIoU'] - p['mIoU']:+.2f}" if p else "-") + f" | {kinds[0]} | {kinds[1]} |")
+    out += ["", "Chosen settings (`--set`), per rung; a rung whose best val trial was the preset's own settings "
+            "shows none:", ""]
+    for t in tvariants:
+        sets = chosen.get(t["components"], {}).get("overrides", [])
+        same = chosen.get(t["components"], {}).get("from_preset")
+        out.append(f"- rung {t['rung']} ({t['components']}): " + ("the preset's own settings" if same else
+                                                                  " ".join(f"`{o}`" for o in sets) or "-"))
+    out += ["", "### Targets, checked again on the tuned ladder", ""]
+    out += target_lines(tvariants, baselines, pd.DataFrame(columns=["max_abs_diff"]),
+                        dict(tuned_parent.data.metrics), tdf, minutes=minutes)[1:]  # its wall time is the study's
     return out
 
 
@@ -371,6 +432,7 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     spread = rerun_spread(tracker, df)
     lines += ["", "## Targets, checked from the numbers above", ""] + target_lines(
         variants, baselines, spread, metrics, df, minutes=30.0 if preset == "synth-cpu" else 60.0)
+    lines += tuned_lines(tracker, df, variants, baselines, 30.0 if preset == "synth-cpu" else 60.0)
     grids = grids_figure(tracker, df, (1, 2, 4), out_dir / f"{stem}-grids.png")
     if grids is not None:
         lines += ["", "## What each component changes (val, the same samples, seed 0)", "",

@@ -44,6 +44,8 @@ class StudySpec:
     # a grid study lists its trials' parameters up front: they are enqueued when the study is created, and
     # workers pop them one by one (atomic in the storage), so K workers never run a cell twice
     grid: Callable[[StudyContext], list[dict]] | None = None
+    # the preset's own settings as the first trial (a spec's ``space`` parameters; see studies.tune.preset_params)
+    start_from_preset: bool = False
     budget_note: str = ""
     reports: str = ""  # what its report shows
 

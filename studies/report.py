@@ -236,22 +236,29 @@ def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, 
         if rung == 0:
             lines += _header(cfg, study, command, tracker)
         best = study.best_trial
-        rows.append({"rung": rung, "components": str(comp), "trials": len(study.trials), "best_val": best.value,
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        first = [t.value for t in done if t.user_attrs.get("from_preset") and t.value is not None]
+        rows.append({"rung": rung, "components": str(comp), "trials": len(done), "best_val": best.value,
+                     "preset_val": first[0] if first else float("nan"), "best_trial": best.number,
                      "settings": " ".join(o for o in best.user_attrs.get("overrides", "").split(";") if o)})
     preset_name = cfg.preset + ("-quick" if cfg.quick else "")
-    tuned = tracker.runs({"kind": "variant"}, limit=5000)
-    tuned_test = {}
-    plain_test = {}
-    for r in tuned:
-        comp = r.data.tags.get("components")
-        if r.data.tags.get("preset") != preset_name or "test_mIoU" not in r.data.metrics:
-            continue
-        target = tuned_test if r.data.tags.get("tuned") else (plain_test if not r.data.tags.get("overrides") else None)
-        if target is not None:
-            target.setdefault(comp, {})[r.data.tags.get("seed")] = r.data.metrics["test_mIoU"]
+    from bench.report import is_plain_ladder, latest_tuned_invocation, load_rows
+
+    def test_by_variant(parent) -> dict:
+        """{components: {seed: test mIoU}} from an invocation's rows (reused runs included)."""
+        out: dict = {}
+        if parent is not None:
+            for _, r in load_rows(tracker, parent).iterrows():
+                if r["kind"] == "variant":
+                    out.setdefault(r["components"], {})[r["seed"]] = float(r["mIoU"])
+        return out
+
+    plain = next((r for r in tracker.runs({"kind": "invocation"}, limit=200) if is_plain_ladder(r)), None)
+    plain_test, tuned_test = test_by_variant(plain), test_by_variant(latest_tuned_invocation(tracker))
     lines += [f"Chosen settings: `{tuned_path(preset_name)}` (with their study, trial and git revision).", "",
-              "| rung | variant | trials | best val mIoU (tuned) | test mIoU, preset (mean ± sd, n) | "
-              "test mIoU, tuned (mean ± sd, n) | chosen settings |", "|---|---|---|---|---|---|---|"]
+              "| rung | variant | trials | val mIoU, preset's settings (trial 0) | best val mIoU (trial) | "
+              "test mIoU, preset (mean ± sd, n) | test mIoU, tuned (mean ± sd, n) | chosen settings |",
+              "|---|---|---|---|---|---|---|---|"]
 
     def fmt(d):
         v = list(d.values()) if d else []
@@ -260,6 +267,7 @@ def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, 
         return f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f} ({len(v)})"
 
     for r in rows:
-        lines.append(f"| {r['rung']} | {r['components']} | {r['trials']} | {r['best_val']:.2f} | "
+        lines.append(f"| {r['rung']} | {r['components']} | {r['trials']} | {r['preset_val']:.2f} | "
+                     f"{r['best_val']:.2f} (#{r['best_trial']}) | "
                      f"{fmt(plain_test.get(r['components']))} | {fmt(tuned_test.get(r['components']))} | {r['settings']} |")
     return lines + ["", "Val numbers chose the settings; test numbers only score them.", ""]

@@ -322,6 +322,14 @@ def create(spec: StudySpec, cfg: RunConfig) -> optuna.Study:
         ctx = StudyContext(seeds=cfg.seeds)
         for params in spec.grid(ctx):
             study.enqueue_trial(params, skip_if_exists=True)
+    if spec.start_from_preset and not study.get_trials(deepcopy=False):
+        from .tune import preset_params
+
+        preset = build_preset(cfg)
+        comp = Components.from_names(cfg.components) if cfg.components else Components.from_names("adapters")
+        params = preset_params(preset, comp, study_context(spec, cfg, preset).fusion_points)
+        if params is not None:
+            study.enqueue_trial(params, user_attrs={"from_preset": True})
     return study
 
 

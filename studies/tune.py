@@ -56,3 +56,42 @@ SPEC = StudySpec(
     budget_note="16 trials, each within the time cap (--time-cap, default 600 s; a trial past it is pruned)",
     reports="optimisation history, parameter importances, the best trial's settings as --set arguments",
 )
+
+
+def preset_params(preset, comp: Components, fusion_points: int = 4) -> dict | None:
+    """The preset's own settings as :func:`tune_space` parameters for ``comp``: the ``ladder`` study enqueues
+    them as every rung's first trial, so each rung's tuning starts from (and on val can only improve on) the
+    hand-set preset, alike for every rung. ``None`` where a preset value lies outside the space (e.g. a
+    paper preset's 256-wide CFE), rather than enqueue a trial the space cannot express."""
+    m, t = preset.model, preset.train
+    if not comp.trains_anything:
+        p = {"tau": m.tau, "value_path": m.value_path}
+        return p if 0.3 <= m.tau <= 0.8 else None
+    p: dict = {"dice_weight": t.dice_weight, "focal_alpha": t.focal_alpha}
+    ok = 0.25 <= t.dice_weight <= 4.0 and t.focal_alpha in (-1.0, 0.25, 0.5, 0.75)
+    if comp.trains_patch_level:
+        p.update(lr=t.lr, stage1_epochs=t.stage1_epochs)
+        ok &= 1e-4 <= t.lr <= 3e-2 and 2 <= t.stage1_epochs <= 8
+    if comp.decoder:
+        p["decoder_lr"] = t.decoder_lr
+        ok &= 1e-4 <= t.decoder_lr <= 3e-2
+    if comp.adapters:
+        p["adapter_dim"] = m.adapter_dim
+        ok &= m.adapter_dim in (16, 32, 64)
+    if comp.cfe:
+        n = fusion_points
+        layers = None if m.cfe_layers is None else list(m.cfe_layers)
+        where = {None: "all", tuple(range(n)): "all", tuple(range(n // 2, n)): "last_half", (n - 1,): "last"}.get(
+            None if layers is None else tuple(layers))
+        p.update(cfe_lr_scale=t.cfe_lr_scale, cfe_dim=m.cfe_dim, cfe_layers=where)
+        ok &= where is not None and m.cfe_dim in (32, 64, 128) and 0.1 <= t.cfe_lr_scale <= 3.0
+    if comp.ske:
+        p.update(ske_lr_scale=t.ske_lr_scale, ske_form=m.ske_form)
+        ok &= 0.1 <= t.ske_lr_scale <= 3.0
+        if m.ske_form == "maps":
+            p["ske_dim"] = m.ske_dim
+            ok &= m.ske_dim in (16, 32, 64)
+        else:
+            p["ske_blocks"] = m.ske_blocks
+            ok &= m.ske_blocks in (1, 2)
+    return p if ok else None

@@ -196,3 +196,26 @@ def test_two_workers_on_a_real_postgresql_server(quick_root, tmp_path):
         subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(pg / "data"), "-m", "immediate", "stop"],
                        cwd=pg, capture_output=True)
         shutil.rmtree(pg, ignore_errors=True)
+
+
+@pytest.mark.parametrize("preset_name", ["synth-refcoco", "synth-cpu"])
+def test_ladder_first_trial_is_exactly_the_preset(preset_name):
+    """The preset's settings, fed through the tune space as an enqueued trial would be, give the preset's
+    own run identity (so seed 0 reuses the preset ladder's run), for every rung."""
+    from bench import presets as P
+    from bench.variant import run_identity
+    from risclip.config import LADDER
+    from studies.base import StudyContext
+    from studies.tune import preset_params, tune_space
+
+    preset = P.get_preset(preset_name)
+    for comp in LADDER:
+        params = preset_params(preset, comp)
+        assert params is not None, comp
+        plan = tune_space(optuna.trial.FixedTrial(params), StudyContext(components=comp))
+        assert plan.overrides, comp
+        tuned = P.override(preset, list(plan.overrides))
+        assert run_identity(tuned, comp, 0, "fp")[1] == run_identity(preset, comp, 0, "fp")[1], comp
+    # a value the space cannot express is not enqueued
+    wide = P.override(preset, ["model.cfe_dim=256"])
+    assert preset_params(wide, LADDER[2]) is None
