@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--data-root", default=None,
                      help="data folder (default: the preset's, e.g. data/synthref-refcoco, made if absent; --quick: the "
                           "same with -quick)")
+    how.add_argument("--data-seed", type=int, default=None, metavar="N",
+                     help="SynthRef presets: a fresh draw of the data with seed N, in <data root>-drawN (made if "
+                          "absent), with the preset's same proxy CLIP; pair it with other --seeds to check that the "
+                          "ladder holds beyond the committed draw")
     how.add_argument("--pretrained", default=None,
                      help="CLIP weights: an open_clip tag or a local checkpoint (default: the preset's; "
                           "the SynthRef presets pre-train a proxy CLIP on demand)")
@@ -286,6 +290,8 @@ def prepare(a: argparse.Namespace, progress: bool | None) -> tuple[P.Preset, dic
     data_root = a.data_root or (f"{preset.data.data_root}-quick" if a.quick and preset.synthref else None)
     if data_root:
         preset = P.with_data_root(preset, data_root)
+    if a.data_seed is not None:
+        preset = P.with_data_seed(preset, a.data_seed)
     if a.dataset or a.eval_split:
         preset = P.with_refer(preset, a.dataset or "refcocog", a.eval_split)
     preset = P.override(preset, a.overrides)
@@ -356,7 +362,8 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
                    "data_fingerprint": fingerprint, "command": " ".join(["python -m bench.ablate", *(argv or sys.argv[1:])]),
                    "variants": ";".join(str(v) for v in variants), "seeds": ",".join(map(str, seeds)),
                    "overrides": ";".join(a.overrides), "world_size": str(dist.world_size()),
-                   "protocols": ",".join(protocols), "tuned": tuned_file}
+                   "protocols": ",".join(protocols), "tuned": tuned_file,
+                   "data_seed": str(preset.synthref.seed) if preset.synthref else ""}
     parent_id = tracker.start(f"{preset.name} x{len(variants)} variants x{len(seeds)} seeds", parent_tags)
     tracker.log_params(parent_id, {"preset": preset.name, "model": preset.model.to_dict(), "train": preset.train.to_dict(),
                                    "data": preset.data.to_dict()})

@@ -193,6 +193,19 @@ def quick(p: Preset) -> Preset:
                                proxy_clip=proxy, quick=True)
 
 
+def with_data_seed(p: Preset, seed: int) -> Preset:
+    """A fresh SynthRef draw: the preset's generator settings with another seed, in its own folder
+    (``<data_root>-draw<seed>``; the preset's own seed keeps its folder). The proxy CLIP stays the one the
+    preset names, pre-trained on its own caption corpus (a stream no RIS draw shares), as a real CLIP stays
+    the same whatever dataset it is used on; so only the data and the training seeds change."""
+    if p.synthref is None:
+        raise ValueError(f"--data-seed: preset {p.name} reads real data; only SynthRef presets draw their own")
+    if seed == p.synthref.seed:
+        return p
+    data = dataclasses.replace(p.data, data_root=f"{p.data.data_root}-draw{seed}")
+    return dataclasses.replace(p, data=data, synthref=dataclasses.replace(p.synthref, seed=seed))
+
+
 def with_data_root(p: Preset, data_root: str) -> Preset:
     """Move the data folder; an image folder inside the old one moves with it (paper presets keep COCO's
     images in ``<data_root>/images/train2014``), one elsewhere stays."""

@@ -119,6 +119,22 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "synth-refcoco-ladder-grids.png").stat().st_size > 1000
     assert (tmp_path / "reports" / "synth-refcoco-ladder.csv").read_text().count("\n") == 10  # header + 9 rows
 
+    # 5. a ladder on a study's chosen settings (--tuned) is set beside the preset's, not taken for it
+    tuned = tmp_path / "tuned.json"
+    variants_file = {str(c): {"rung": r, "overrides": ["train.lr=0.01"] if r == 1 else [], "val_mIoU": 1.0,
+                              "trials": 2, "from_preset": r != 1, "preset_val_mIoU": 0.5} for r, c in enumerate(LADDER)}
+    tuned.write_text(json.dumps({"preset": "synth-refcoco-quick", "variants": variants_file}))
+    assert ablate.main(common + ["--tuned", str(tuned), "--no-baselines"]) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert all(r["reused"] for r in rows)  # rung 1's settings ran as the --set probe above; the rest are the preset's
+    assert report.main(["--tracking-uri", uri, "--experiment", "risclip-synth-refcoco-quick",
+                        "--out-dir", str(tmp_path / "reports")]) == 0
+    md2 = (tmp_path / "reports" / "synth-refcoco-ladder.md").read_text()
+    assert md2.split("## The preset's ladder")[0].count("| 4 | ") == md.split("## Tuning probes")[0].count("| 4 | ")
+    assert "## The preset's ladder and the tuned ladder" in md2 and str(tuned) in md2
+    assert "rung 1 (" + str(LADDER[1]) + "): `train.lr=0.01`" in md2 and "the preset's own settings" in md2
+    assert "Targets, checked again on the tuned ladder" in md2
+
 
 def test_set_overrides_fields_with_types_and_clear_errors(capsys):
     from bench.presets import override
@@ -145,3 +161,27 @@ def test_synthref_of_another_profile_in_the_data_folder_is_a_clear_error(dense_r
 
     with pytest.raises(UsageError, match="profile: dense here, refcoco wanted"):
         ensure_data(with_data_root(get_preset("synth-refcoco"), str(dense_root)), False)
+
+
+def test_fresh_draw_has_its_own_folder_and_seed_and_keeps_the_proxy():
+    p = ablate.P.get_preset("synth-refcoco")
+    d = ablate.P.with_data_seed(p, 3)
+    assert d.synthref.seed == 3 and d.data.data_root == p.data.data_root + "-draw3"
+    assert d.proxy_clip == p.proxy_clip  # the same CLIP, whatever the draw
+    assert ablate.P.with_data_seed(p, p.synthref.seed) == p
+    with pytest.raises(ValueError, match="real data"):
+        ablate.P.with_data_seed(ablate.P.get_preset("paper-b"), 1)
+
+
+def test_report_takes_the_plain_ladder_of_the_asked_draw_only():
+    from types import SimpleNamespace
+
+    from bench.report import is_plain_ladder
+
+    def run(**tags):
+        base = {"variants": ";".join(str(c) for c in LADDER)}
+        return SimpleNamespace(data=SimpleNamespace(tags={**base, **tags}))
+
+    assert is_plain_ladder(run()) and is_plain_ladder(run(data_seed="0"))  # older runs carry no data_seed tag
+    assert not is_plain_ladder(run(data_seed="1")) and is_plain_ladder(run(data_seed="1"), "1")
+    assert not is_plain_ladder(run(tuned="studies/tuned/x.json")) and not is_plain_ladder(run(overrides="train.lr=1"))
