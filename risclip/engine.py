@@ -311,7 +311,7 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
             batches = DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=refer_collate,
                                  num_workers=cfg.num_workers, drop_last=False)
         total, count = train_epoch(net, model, batches, rule, cfg, device, optimizer, scheduler, params,
-                                   f"stage {stage} epoch {epoch + 1}/{rule.epochs}", ckpt, cache)
+                                   f"epoch {epoch + 1}/{rule.epochs}", ckpt, cache)
         dist.broadcast_state(model)  # BatchNorm statistics: process 0's everywhere, before saving and evaluating
         sums = dist.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
         row = {"stage": stage, "epoch": epoch + 1, "loss": float(sums[0] / sums[1].clamp_min(1)),
@@ -328,12 +328,13 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
 
 
 def train_epoch(net, model: RISCLIP, batches, rule: StageRule, cfg: TrainConfig, device: torch.device, optimizer,
-                scheduler, params: list, desc: str, ckpt: Path | None,
+                scheduler, params: list, epoch: str, ckpt: Path | None,
                 cache: PatchLevelCache | None) -> tuple[float, int]:
     """One pass over ``batches`` (refer batches, or (PatchLevel, mask) pairs from the cache); returns the
-    summed loss and the sample count. A non-finite loss raises :class:`NonFiniteLossError`."""
+    summed loss and the sample count. ``epoch`` names the pass ("epoch 2/4") in the progress bar and in
+    errors. A non-finite loss raises :class:`NonFiniteLossError`."""
     total, count, t0 = 0.0, 0, time.perf_counter()
-    bar = tqdm(batches, desc=desc, unit="batch", leave=False,
+    bar = tqdm(batches, desc=f"stage {rule.stage} {epoch}", unit="batch", leave=False,
                disable=(None if cfg.progress is None else not cfg.progress) if dist.is_main() else True)
     for step, batch in enumerate(bar):
         if cache is not None:
@@ -347,7 +348,7 @@ def train_epoch(net, model: RISCLIP, batches, rule: StageRule, cfg: TrainConfig,
         loss = rule.loss(out, mask, model.grid, cfg)
         if not torch.isfinite(loss):
             kept = f"; the last good checkpoint is {ckpt}" if ckpt is not None and ckpt.is_file() else ""
-            raise NonFiniteLossError(f"non-finite loss ({loss.item()}) in stage {rule.stage}, {desc.split(' ', 2)[-1]}, "
+            raise NonFiniteLossError(f"non-finite loss ({loss.item()}) in stage {rule.stage}, {epoch}, "
                                      f"step {step + 1}: training stopped{kept}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

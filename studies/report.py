@@ -8,6 +8,7 @@ on test, and nothing is chosen on test.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -220,42 +221,107 @@ def _factorial(study: optuna.Study, tracker: Tracker, out: Path, stem: str) -> l
     return lines + [f"![interactions]({name})", ""]
 
 
+OWN = "the preset's own"
+
+
+def _ladder_header(cfg: RunConfig, studies: list[optuna.Study], command: str, tracker: Tracker,
+                   tuned_parent) -> list[str]:
+    """The ladder study's provenance: trials per rung, time cap, seeds, and wall time across every rung's study
+    plus the seeded re-runs of the chosen settings."""
+    trials = [t for st in studies for t in st.get_trials(deepcopy=False)]
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    tuning = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else math.nan
+    wanted = sum(int(st.user_attrs.get("trials_wanted", 0)) for st in studies)
+    first = studies[0]
+    cap = float(first.user_attrs.get("time_cap_s", cfg.time_cap_s))
+    final = ""
+    if tuned_parent is not None:
+        secs = tuned_parent.data.metrics.get("wall_seconds", math.nan)
+        final = (f"; then `{tuned_parent.data.tags.get('command', '?')}` ran the chosen settings with seeds "
+                 f"{tuned_parent.data.tags.get('seeds', '?')} in {secs / 60:.1f} min (runs it could reuse count 0)")
+    partial = ([f"**Partial: {len(done)} of the {wanted} trials asked for have finished. The same command resumes the "
+                f"study from its storage; numbers below cover the finished trials only.**", ""]
+               if wanted and len(done) < wanted else [])
+    per_rung = ", ".join(str(int(st.user_attrs.get("trials_wanted", 0))) for st in studies)
+    return [*partial,
+            f"- Studies `{cfg.study_name}-rung0` .. `-rung{len(studies) - 1}` in `{cfg.storage}`; made by "
+            f"`{first.user_attrs.get('command', '?')}`; this report: `{command}`.",
+            f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's). "
+            f"Trials per rung: {per_rung} (the first of each is the preset's own settings; the rest drawn by "
+            f"Optuna's TPE sampler, whose first 10 draws are random), seed 0, time cap {cap:.0f} s of training per "
+            f"trial, median pruning on per-epoch val mIoU. {len(done)} COMPLETE or PRUNED trials of {len(trials)} "
+            f"started.",
+            f"- Wall time: {tuning:.1f} min of tuning (first trial start to last trial end, every rung){final}; on "
+            f"{first.user_attrs.get('machine', 'this machine')}.",
+            "- Selection on val; scores on test; nothing is chosen on test.", ""]
+
+
+def _ladder_figure(studies: list[optuna.Study], path: Path) -> str:
+    """Every trial's val mIoU per rung; the preset's own settings ringed, the chosen trial starred."""
+    fig, ax = plt.subplots()
+    for rung, st in enumerate(studies):
+        done = [t for t in st.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        pruned = [t for t in st.get_trials(deepcopy=False) if t.state == TrialState.PRUNED and t.intermediate_values]
+        ax.scatter([rung] * len(done), [t.value for t in done], color="tab:blue", s=22, alpha=0.7,
+                   label="trial (complete)" if rung == 0 else None)
+        ax.scatter([rung] * len(pruned), [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+                   color="tab:grey", marker="x", s=22, label="pruned (last val)" if rung == 0 else None)
+        mine = [t.value for t in done if t.user_attrs.get("from_preset")]
+        ax.scatter([rung] * len(mine), mine, facecolors="none", edgecolors="tab:red", s=90,
+                   label="preset's settings" if rung == 0 else None)
+        if done:
+            ax.scatter([rung], [st.best_value], marker="*", color="gold", edgecolors="k", s=160, zorder=3,
+                       label="chosen (best val)" if rung == 0 else None)
+    ax.set_xticks(range(len(studies)))
+    ax.set_xlabel("rung")
+    ax.set_ylabel("val mIoU (SynthRef)")
+    ax.set_title("ladder study: every trial, per rung")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, stem: str) -> list[str]:
     from risclip.config import LADDER
 
     from .ladder import rung_study_name, tuned_path
 
-    lines = []
     rows = []
+    studies = []
     for rung, comp in enumerate(LADDER):
         try:
             study = optuna.load_study(study_name=rung_study_name(cfg.study_name, rung), storage=storage)
         except KeyError:
             raise ValueError(f"no study {rung_study_name(cfg.study_name, rung)} in {cfg.storage}; run python -m "
                              f"studies run ladder") from None
-        if rung == 0:
-            lines += _header(cfg, study, command, tracker)
+        studies.append(study)
         best = study.best_trial
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         first = [t.value for t in done if t.user_attrs.get("from_preset") and t.value is not None]
         rows.append({"rung": rung, "components": str(comp), "trials": len(done), "best_val": best.value,
                      "preset_val": first[0] if first else float("nan"), "best_trial": best.number,
+                     "own": bool(best.user_attrs.get("from_preset")),
                      "settings": " ".join(o for o in best.user_attrs.get("overrides", "").split(";") if o)})
     preset_name = cfg.preset + ("-quick" if cfg.quick else "")
     from bench.report import is_plain_ladder, latest_tuned_invocation, load_rows
 
     def test_by_variant(parent) -> dict:
         """{components: {seed: test mIoU}} from an invocation's rows (reused runs included)."""
-        out: dict = {}
+        found: dict = {}
         if parent is not None:
             for _, r in load_rows(tracker, parent).iterrows():
                 if r["kind"] == "variant":
-                    out.setdefault(r["components"], {})[r["seed"]] = float(r["mIoU"])
-        return out
+                    found.setdefault(r["components"], {})[r["seed"]] = float(r["mIoU"])
+        return found
 
+    tuned_parent = latest_tuned_invocation(tracker)
     plain = next((r for r in tracker.runs({"kind": "invocation"}, limit=200) if is_plain_ladder(r)), None)
-    plain_test, tuned_test = test_by_variant(plain), test_by_variant(latest_tuned_invocation(tracker))
-    lines += [f"Chosen settings: `{tuned_path(preset_name)}` (with their study, trial and git revision).", "",
+    plain_test, tuned_test = test_by_variant(plain), test_by_variant(tuned_parent)
+    lines = _ladder_header(cfg, studies, command, tracker, tuned_parent)
+    where = os.path.relpath(tuned_path(preset_name))
+    lines += [f"Chosen settings: `{where}` (with their study, trial and git revision).", "",
+              f"![every trial per rung]({_ladder_figure(studies, out / f'{stem}-trials.png')})", "",
               "| rung | variant | trials | val mIoU, preset's settings (trial 0) | best val mIoU (trial) | "
               "test mIoU, preset (mean ± sd, n) | test mIoU, tuned (mean ± sd, n) | chosen settings |",
               "|---|---|---|---|---|---|---|---|"]
@@ -269,5 +335,10 @@ def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, 
     for r in rows:
         lines.append(f"| {r['rung']} | {r['components']} | {r['trials']} | {r['preset_val']:.2f} | "
                      f"{r['best_val']:.2f} (#{r['best_trial']}) | "
-                     f"{fmt(plain_test.get(r['components']))} | {fmt(tuned_test.get(r['components']))} | {r['settings']} |")
-    return lines + ["", "Val numbers chose the settings; test numbers only score them.", ""]
+                     f"{fmt(plain_test.get(r['components']))} | {fmt(tuned_test.get(r['components']))} | "
+                     f"{OWN if r['own'] else r['settings']} |")
+    lines += ["", "Val numbers chose the settings; test numbers only score them. A rung whose best trial is its "
+              "first keeps the preset's settings, and its tuned test numbers are the preset's runs, reused.", ""]
+    for rung, st in enumerate(studies):
+        lines += [f"## Rung {rung}: every trial", "", *_trials_table(st, ("val_mIoU",)), ""]
+    return lines

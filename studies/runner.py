@@ -308,6 +308,7 @@ def create(spec: StudySpec, cfg: RunConfig) -> optuna.Study:
     study.set_metric_names(list(spec.objectives))
     study.set_user_attr("spec", spec.name)
     study.set_user_attr("trials_wanted", trials_wanted(spec, cfg))
+    study.set_user_attr("time_cap_s", cfg.time_cap_s)
     study.set_user_attr("preset", cfg.preset + ("-quick" if cfg.quick else ""))
     if cfg.command:
         study.set_user_attr("command", cfg.command)
