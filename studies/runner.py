@@ -334,13 +334,22 @@ def create(spec: StudySpec, cfg: RunConfig) -> optuna.Study:
     return study
 
 
+def sampler_seed(cfg: RunConfig, trials_so_far: int) -> int:
+    """Each worker's sampler seed: ``--sampler-seed`` plus the worker's index, and, when the study already holds
+    trials (a resumed or joined study), a term from their count, so that a worker started later does not replay
+    the random draws an earlier worker made from the same seed (a seeded TPE sampler's first draws are random
+    and would repeat exactly). A fresh study's draws stay the same for the same command."""
+    return cfg.sampler_seed + cfg.worker_index + 7919 * trials_so_far
+
+
 def worker(spec: StudySpec, cfg: RunConfig, poll_s: float = 2.0) -> int:
     """Run trials until the study holds exactly the wanted number of COMPLETE or PRUNED trials."""
     storage = make_storage(cfg.storage, cfg.heartbeat_interval)
     objective = Objective(spec, cfg)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if spec.prune else optuna.pruners.NopPruner()
+    started = len(optuna.load_study(study_name=cfg.study_name, storage=storage).get_trials(deepcopy=False))
     study = optuna.load_study(study_name=cfg.study_name, storage=storage,
-                              sampler=spec.sampler(cfg.sampler_seed + cfg.worker_index, objective.ctx), pruner=pruner)
+                              sampler=spec.sampler(sampler_seed(cfg, started), objective.ctx), pruner=pruner)
     wanted = objective.wanted
     ran = 0
     while True:

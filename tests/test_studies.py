@@ -219,3 +219,20 @@ def test_ladder_first_trial_is_exactly_the_preset(preset_name):
     # a value the space cannot express is not enqueued
     wide = P.override(preset, ["model.cfe_dim=256"])
     assert preset_params(wide, LADDER[2]) is None
+
+
+def test_a_resumed_worker_does_not_replay_the_first_workers_draws(tmp_path):
+    """A seeded TPE sampler's first draws are random; a worker started later on the same study (a resume) must
+    not draw the same parameters again, while a fresh study keeps its draws for the same command."""
+    from studies.runner import sampler_seed
+
+    cfg = RunConfig(study="tune", study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}", trials=4)
+
+    def draws(seed, n=2):
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+        return [study.ask().suggest_float("lr", 1e-4, 3e-2, log=True) for _ in range(n)]
+
+    assert sampler_seed(cfg, 0) == sampler_seed(cfg, 0) and draws(sampler_seed(cfg, 0)) == draws(sampler_seed(cfg, 0))
+    first = draws(sampler_seed(cfg, 0))
+    resumed = draws(sampler_seed(cfg, 2))  # the same command again, after 2 trials
+    assert not set(first) & set(resumed)
