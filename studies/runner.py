@@ -162,27 +162,36 @@ def trials_wanted(spec: StudySpec, cfg: RunConfig) -> int:
 # ----------------------------------------------------------------------------------------- hooks
 class PruneHook(Hook):
     """Val mIoU after every epoch, reported to Optuna; a trial the pruner stops raises ``TrialPruned``.
-    Also stops (pruned, tagged ``time_cap``) a trial whose training has run past the time cap."""
+    Also stops (pruned, tagged ``time_cap``) a trial whose training has run past the time cap. The cap counts
+    training only: the pruner's own val evaluations are not charged to it (they were at first, which stopped
+    heavier rungs after their last epoch), and a trial whose last epoch has ended is never stopped by it."""
 
     def __init__(self, trial: optuna.Trial, preset: P.Preset, model_cfg, train_cfg, prune: bool, cap_s: float) -> None:
         self.trial, self.preset, self.model_cfg, self.train_cfg = trial, preset, model_cfg, train_cfg
         self.prune, self.cap_s, self.t0 = prune, cap_s, time.perf_counter()
+        self.eval_s = 0.0  # seconds spent in the pruner's val evaluations, not charged to the cap
         self.step = 0
         self.val = None
         self.last_val = math.nan
+
+    def epochs(self, stage: int) -> int:
+        return self.train_cfg.stage1_epochs if stage == 1 else self.train_cfg.stage2_epochs
 
     def epoch_end(self, model, stage, epoch, row) -> None:
         if self.prune:
             if self.val is None:
                 self.val = build_dataset(self.preset.data, self.model_cfg, self.preset.data.val_split, train=False)
             device = next(model.parameters()).device
+            t = time.perf_counter()
             self.last_val = evaluate(model, self.val, self.train_cfg, device, desc="val (pruning)").metrics["mIoU"]
+            self.eval_s += time.perf_counter() - t
             self.trial.report(self.last_val, self.step)
             self.step += 1
             if self.trial.should_prune():
                 self.trial.set_user_attr("stopped", f"pruned after stage {stage} epoch {epoch}")
                 raise optuna.TrialPruned(f"val mIoU {self.last_val:.2f} at stage {stage} epoch {epoch}")
-        if time.perf_counter() - self.t0 > self.cap_s:
+        last = stage == 2 or not self.model_cfg.components.decoder
+        if not (last and epoch >= self.epochs(stage)) and time.perf_counter() - self.t0 - self.eval_s > self.cap_s:
             self.trial.set_user_attr("stopped", f"time cap {self.cap_s:.0f} s")
             raise optuna.TrialPruned(f"past the time cap of {self.cap_s:.0f} s")
 

@@ -236,3 +236,28 @@ def test_a_resumed_worker_does_not_replay_the_first_workers_draws(tmp_path):
     first = draws(sampler_seed(cfg, 0))
     resumed = draws(sampler_seed(cfg, 2))  # the same command again, after 2 trials
     assert not set(first) & set(resumed)
+
+
+def test_time_cap_counts_training_only_and_never_stops_a_finished_trial():
+    import dataclasses
+
+    from bench import presets as P
+    from risclip.config import Components
+    from studies.runner import PruneHook
+
+    preset = P.quick(P.get_preset("synth-refcoco"))
+    train = dataclasses.replace(preset.train, stage1_epochs=3, stage2_epochs=2)
+    for comps, last_stage, last_epoch in (("adapters", 1, 3), ("adapters,decoder", 2, 2)):
+        model_cfg = preset.model.with_components(Components.from_names(comps))
+        trial = optuna.create_study().ask()
+        hook = PruneHook(trial, preset, model_cfg, train, prune=False, cap_s=0.0)  # every second is past the cap
+        with pytest.raises(optuna.TrialPruned, match="time cap"):
+            hook.epoch_end(None, 1, 1, {})
+        hook.epoch_end(None, last_stage, last_epoch, {})  # training is over: nothing left to stop
+        if last_stage == 2:
+            with pytest.raises(optuna.TrialPruned):
+                hook.epoch_end(None, 1, 3, {})  # stage 1 over, stage 2 still to come
+    hook = PruneHook(optuna.create_study().ask(), preset, model_cfg, train, prune=False, cap_s=5.0)
+    hook.eval_s = 1e6  # time spent evaluating for the pruner is not charged
+    hook.t0 -= 100.0
+    hook.epoch_end(None, 1, 1, {})
