@@ -178,7 +178,9 @@ class PruneHook(Hook):
         return self.train_cfg.stage1_epochs if stage == 1 else self.train_cfg.stage2_epochs
 
     def epoch_end(self, model, stage, epoch, row) -> None:
-        if self.prune:
+        # a decoder variant's output is its (still untrained) decoder's until stage 2: its stage-1 epochs would all
+        # score alike, and count as steps that misalign its stage-2 scores with other trials'; so it reports stage 2
+        if self.prune and not (stage == 1 and self.model_cfg.components.decoder):
             if self.val is None:
                 self.val = build_dataset(self.preset.data, self.model_cfg, self.preset.data.val_split, train=False)
             device = next(model.parameters()).device

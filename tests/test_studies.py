@@ -261,3 +261,16 @@ def test_time_cap_counts_training_only_and_never_stops_a_finished_trial():
     hook.eval_s = 1e6  # time spent evaluating for the pruner is not charged
     hook.t0 -= 100.0
     hook.epoch_end(None, 1, 1, {})
+
+
+def test_a_decoder_variant_reports_to_the_pruner_from_stage_2_only():
+    """Until stage 2 a decoder variant's output is its untrained decoder's: no evaluation (and no step) then."""
+    from bench import presets as P
+    from risclip.config import Components
+    from studies.runner import PruneHook
+
+    preset = P.quick(P.get_preset("synth-refcoco"))
+    model_cfg = preset.model.with_components(Components.from_names("adapters,decoder"))
+    hook = PruneHook(optuna.create_study().ask(), preset, model_cfg, preset.train, prune=True, cap_s=1e9)
+    hook.epoch_end(None, 1, 1, {})  # a model of None would fail any evaluation
+    assert hook.val is None and hook.step == 0
