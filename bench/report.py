@@ -224,13 +224,14 @@ def tuned_lines(tracker: Tracker, df: pd.DataFrame, variants: list[dict], baseli
                        key=lambda s: s["rung"] if s["rung"] is not None else -1)
     tags = tuned_parent.data.tags
     chosen = {}
+    where = os.path.relpath(tags["tuned"]) if os.path.isabs(tags["tuned"]) else tags["tuned"]
     try:
         chosen = json.loads(Path(tags["tuned"]).read_text())["variants"]
     except (OSError, KeyError, ValueError):
         pass
     by_comp = {s["components"]: s for s in variants}
     out = ["", "## The preset's ladder and the tuned ladder", "",
-           f"Each rung tuned alike by the `ladder` study (settings chosen on val, `{tags['tuned']}`), then run with "
+           f"Each rung tuned alike by the `ladder` study (settings chosen on val, `{where}`), then run with "
            f"`{tags.get('command', '?')}` (MLflow parent `{tuned_parent.info.run_id}`). Test mIoU, mean ± sd over seeds; "
            "select mIoU on position and relation expressions, preset -> tuned.", "",
            "| rung | components | trials | val mIoU, preset -> tuned | test mIoU, preset | test mIoU, tuned | change | "

@@ -19,6 +19,7 @@ COMPLETE or PRUNED trials. Trials are MLflow child runs under one parent run per
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -203,7 +204,7 @@ def run_ladder(cfg: RunConfig, workers: int, final_seeds: tuple[int, ...], comma
     path = write_tuned(preset_name, chosen, command, tuned_out)
     from bench import ablate
 
-    argv = ["--preset", cfg.preset, "--tuned", str(path), "--seeds", ",".join(map(str, final_seeds)),
+    argv = ["--preset", cfg.preset, "--tuned", os.path.relpath(path), "--seeds", ",".join(map(str, final_seeds)),
             "--tracking-uri", cfg.tracking_uri, "--workdir", cfg.workdir, "--no-progress"]
     if cfg.pretrained:
         argv += ["--pretrained", cfg.pretrained]

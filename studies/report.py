@@ -47,6 +47,12 @@ def _trials_table(study: optuna.Study, objectives: tuple[str, ...]) -> list[str]
         note = t.user_attrs.get("stopped", "") or ("surplus" if t.user_attrs.get("surplus") else "")
         if t.user_attrs.get("reused"):
             note = (note + " reused run").strip()
+        if t.user_attrs.get("from_preset"):
+            note = (note + "; the preset's own settings").strip("; ")
+        if "failed_trial" in t.system_attrs:
+            note = (note + f"; retry of trial {t.system_attrs['failed_trial']}").strip("; ")
+        if t.user_attrs.get("note"):
+            note = (note + "; " + t.user_attrs["note"]).strip("; ")
         if t.state == TrialState.FAIL and not note:
             note = "failed (worker died or diverged); retried"
         lines.append(f"| {t.number} | {t.state.name} | " + " | ".join(f"{v:.2f}" for v in vals) +
