@@ -44,17 +44,18 @@ def is_plain_ladder(run, data_seed: str = "0") -> bool:
     """An invocation that ran every rung of the ladder with the preset as it is (no ``--set``, no ``--tuned``)
     on the given SynthRef draw (``--data-seed``; runs from before the tag existed are the preset's draw, 0)."""
     tags = run.data.tags
-    variants = set(tags.get("variants", "").split(";"))
-    return ({str(c) for c in LADDER} <= variants and not tags.get("overrides") and not tags.get("tuned")
-            and tags.get("data_seed", "0") in (data_seed, ""))
+    return _whole_ladder(tags) and not tags.get("tuned") and tags.get("data_seed", "0") in (data_seed, "")
+
+
+def _whole_ladder(tags: dict) -> bool:
+    """Every rung of the ladder, with no ``--set``."""
+    return {str(c) for c in LADDER} <= set(tags.get("variants", "").split(";")) and not tags.get("overrides")
 
 
 def latest_tuned_invocation(tracker: Tracker):
     """The latest finished invocation that ran every rung on a ladder study's chosen settings (``--tuned``)."""
     for r in tracker.runs({"kind": "invocation"}, limit=200):
-        variants = set(r.data.tags.get("variants", "").split(";"))
-        if (r.data.tags.get("tuned") and {str(c) for c in LADDER} <= variants and not r.data.tags.get("overrides")
-                and r.data.tags.get("data_seed", "0") in ("0", "")):
+        if r.data.tags.get("tuned") and _whole_ladder(r.data.tags) and r.data.tags.get("data_seed", "0") in ("0", ""):
             return r
     return None
 

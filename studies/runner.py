@@ -358,7 +358,7 @@ def worker(spec: StudySpec, cfg: RunConfig, poll_s: float = 2.0) -> int:
     storage = make_storage(cfg.storage, cfg.heartbeat_interval)
     objective = Objective(spec, cfg)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if spec.prune else optuna.pruners.NopPruner()
-    started = len(optuna.load_study(study_name=cfg.study_name, storage=storage).get_trials(deepcopy=False))
+    started = len(storage.get_all_trials(storage.get_study_id_from_name(cfg.study_name), deepcopy=False))
     study = optuna.load_study(study_name=cfg.study_name, storage=storage,
                               sampler=spec.sampler(sampler_seed(cfg, started), objective.ctx), pruner=pruner)
     wanted = objective.wanted

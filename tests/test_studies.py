@@ -232,7 +232,7 @@ def test_a_resumed_worker_does_not_replay_the_first_workers_draws(tmp_path):
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
         return [study.ask().suggest_float("lr", 1e-4, 3e-2, log=True) for _ in range(n)]
 
-    assert sampler_seed(cfg, 0) == sampler_seed(cfg, 0) and draws(sampler_seed(cfg, 0)) == draws(sampler_seed(cfg, 0))
+    assert draws(sampler_seed(cfg, 0)) == draws(sampler_seed(cfg, 0))  # a fresh study's draws are reproducible
     first = draws(sampler_seed(cfg, 0))
     resumed = draws(sampler_seed(cfg, 2))  # the same command again, after 2 trials
     assert not set(first) & set(resumed)
