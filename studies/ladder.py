@@ -49,7 +49,9 @@ def choose(storage, base: str, git_rev: str, storage_url: str) -> dict:
                              "preset_val_mIoU": first[0].value if first else None,
                              "storage": storage_url, "git_revision": git_rev,
                              "mlflow_run_id": best.user_attrs.get("mlflow_run_id", ""),
-                             "trials": len(study.get_trials(deepcopy=False))}
+                             # finished trials, as the report counts them (a FAIL was retried as another trial)
+                             "trials": len(study.get_trials(deepcopy=False,
+                                                            states=(TrialState.COMPLETE, TrialState.PRUNED)))}
     return chosen
 
 

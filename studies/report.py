@@ -250,13 +250,17 @@ def _ladder_header(cfg: RunConfig, studies: list[optuna.Study], command: str, tr
     partial = ([f"**Partial: {len(done)} of the {wanted} trials asked for have finished. The same command resumes the "
                 f"study from its storage; numbers below cover the finished trials only.**", ""]
                if wanted and len(done) < wanted else [])
-    per_rung = ", ".join(str(int(st.user_attrs.get("trials_wanted", 0))) for st in studies)
+    finished = [sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in st.get_trials(deepcopy=False))
+                for st in studies]
+    asked = sorted({int(st.user_attrs.get("trials_wanted", 0)) for st in studies})
+    per_rung = (f"{', '.join(map(str, finished))} of {' or '.join(map(str, asked))} asked for (a trial re-scored or "
+                f"re-run after a fault counts in its rung)")
     return [*partial,
             f"- Studies `{cfg.study_name}-rung0` .. `-rung{len(studies) - 1}` in `{cfg.storage}`; made by "
             f"`{first.user_attrs.get('command', '?')}`; this report: `{command}`.",
             f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's). "
-            f"Trials per rung: {per_rung} (the first of each is the preset's own settings; the rest drawn by "
-            f"Optuna's TPE sampler, whose first 10 draws are random), seed 0, time cap {cap:.0f} s of training per "
+            f"Finished trials per rung: {per_rung}; the first of each is the preset's own settings, the rest drawn by "
+            f"Optuna's TPE sampler, whose first 10 draws are random; seed 0, time cap {cap:.0f} s of training per "
             f"trial, median pruning on per-epoch val mIoU. {len(done)} COMPLETE or PRUNED trials of {len(trials)} "
             f"started.",
             f"- Wall time: {tuning:.1f} min of tuning (first trial start to last trial end, every rung){final}; on "
@@ -310,16 +314,15 @@ def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, 
                      "own": bool(best.user_attrs.get("from_preset")),
                      "settings": " ".join(o for o in best.user_attrs.get("overrides", "").split(";") if o)})
     preset_name = cfg.preset + ("-quick" if cfg.quick else "")
-    from bench.report import is_plain_ladder, latest_tuned_invocation, load_rows
+    from bench.report import is_plain_ladder, latest_tuned_invocation
+    from bench.results import summarise
 
     def test_by_variant(parent) -> dict:
-        """{components: {seed: test mIoU}} from an invocation's rows (reused runs included)."""
-        found: dict = {}
-        if parent is not None:
-            for _, r in load_rows(tracker, parent).iterrows():
-                if r["kind"] == "variant":
-                    found.setdefault(r["components"], {})[r["seed"]] = float(r["mIoU"])
-        return found
+        """{components: summary line (mean, sd and seeds of test mIoU)} of an invocation (reused runs included)."""
+        if parent is None:
+            return {}
+        return {line["components"]: line for line in summarise(tracker.load_json(parent.info.run_id, "results.json"))
+                if line["kind"] == "variant"}
 
     tuned_parent = latest_tuned_invocation(tracker)
     plain = next((r for r in tracker.runs({"kind": "invocation"}, limit=200) if is_plain_ladder(r)), None)
@@ -332,11 +335,10 @@ def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, 
               "test mIoU, preset (mean ± sd, n) | test mIoU, tuned (mean ± sd, n) | chosen settings |",
               "|---|---|---|---|---|---|---|---|"]
 
-    def fmt(d):
-        v = list(d.values()) if d else []
-        if not v:
+    def fmt(line: dict | None) -> str:
+        if not line or math.isnan(line["mIoU"]):
             return "-"
-        return f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f} ({len(v)})"
+        return f"{line['mIoU']:.2f} ± {line['mIoU_sd']:.2f} ({line['seeds']})"
 
     for r in rows:
         lines.append(f"| {r['rung']} | {r['components']} | {r['trials']} | {r['preset_val']:.2f} | "
