@@ -44,7 +44,7 @@ def is_plain_ladder(run, data_seed: str = "0") -> bool:
     """An invocation that ran every rung of the ladder with the preset as it is (no ``--set``, no ``--tuned``)
     on the given SynthRef draw (``--data-seed``; runs from before the tag existed are the preset's draw, 0)."""
     tags = run.data.tags
-    return _whole_ladder(tags) and not tags.get("tuned") and tags.get("data_seed", "0") in (data_seed, "")
+    return _whole_ladder(tags) and not tags.get("tuned") and _on_draw(tags, data_seed)
 
 
 def _whole_ladder(tags: dict) -> bool:
@@ -55,7 +55,7 @@ def _whole_ladder(tags: dict) -> bool:
 def latest_tuned_invocation(tracker: Tracker):
     """The latest finished invocation that ran every rung on a ladder study's chosen settings (``--tuned``)."""
     for r in tracker.runs({"kind": "invocation"}, limit=200):
-        if r.data.tags.get("tuned") and _whole_ladder(r.data.tags) and r.data.tags.get("data_seed", "0") in ("0", ""):
+        if r.data.tags.get("tuned") and _whole_ladder(r.data.tags) and _on_draw(r.data.tags, "0"):
             return r
     return None
 
@@ -93,10 +93,17 @@ def load_rows(tracker: Tracker, parent) -> pd.DataFrame:
     return df
 
 
-def tuning_runs(tracker: Tracker, limit: int = 40) -> pd.DataFrame:
-    """Finished variant runs of invocations that used ``--set`` (tuning probes), newest first."""
+def _on_draw(tags: dict, data_seed: str) -> bool:
+    """An invocation on the given SynthRef draw (runs from before the ``data_seed`` tag are draw 0)."""
+    return (tags.get("data_seed", "0") or "0") == data_seed
+
+
+def tuning_runs(tracker: Tracker, limit: int = 40, data_seed: str = "0") -> pd.DataFrame:
+    """Finished variant runs of invocations that used ``--set`` (tuning probes) on the given draw, newest
+    first: a probe on another draw scored other data, so it is never set beside this draw's runs."""
     parents = tracker.runs({"kind": "invocation"}, limit=500)
-    overrides = {p.info.run_id: p.data.tags["overrides"] for p in parents if p.data.tags.get("overrides")}
+    overrides = {p.info.run_id: p.data.tags["overrides"] for p in parents
+                 if p.data.tags.get("overrides") and _on_draw(p.data.tags, data_seed)}
     rows = []
     for r in tracker.runs({"kind": "variant"}):
         parent = r.data.tags.get("mlflow.parentRunId")
@@ -268,6 +275,32 @@ def tuned_lines(tracker: Tracker, df: pd.DataFrame, variants: list[dict], baseli
 FORMS = ((0, "model.value_path", "maskclip", "clearclip"), (3, "model.ske_form", "maps", "joint"))
 
 
+def other_draw_lines(tracker: Tracker, variants: list[dict], draw: str) -> list[str]:
+    """A fresh draw's ladder beside the committed draw's (the latest plain ladder on draw 0): does the shape
+    hold on other data and other training seeds?"""
+    base = next((r for r in tracker.runs({"kind": "invocation"}, limit=200) if is_plain_ladder(r, "0")), None)
+    if base is None:
+        return []
+    committed = {s["components"]: s for s in summarise(tracker.load_json(base.info.run_id, "results.json"))
+                 if s["kind"] == "variant"}
+    out = ["", "## Against the committed draw (data seed 0)", "",
+           f"The committed draw's ladder is `{base.data.tags.get('command', '?')}` (seeds "
+           f"{base.data.tags.get('seeds', '?')}); this draw was trained with other seeds. Test mIoU, mean ± sd "
+           "(seeds); gains from the rung above.", "",
+           "| rung | components | committed draw | gain | this draw (data seed " + draw + ") | gain |",
+           "|---|---|---|---|---|---|"]
+    prev_c = prev_n = None
+    for s in variants:
+        c = committed.get(s["components"])
+        c_txt = f"{c['mIoU']:.2f} ± {c['mIoU_sd']:.2f} ({c['seeds']})" if c else "-"
+        gain_c = f"{c['mIoU'] - prev_c:+.2f}" if c and prev_c is not None else "-"
+        gain_n = f"{s['mIoU'] - prev_n:+.2f}" if prev_n is not None else "-"
+        out.append(f"| {s['rung']} | {s['components']} | {c_txt} | {gain_c} | "
+                   f"{s['mIoU']:.2f} ± {s['mIoU_sd']:.2f} ({s['seeds']}) | {gain_n} |")
+        prev_c, prev_n = (c["mIoU"] if c else None), s["mIoU"]
+    return out
+
+
 def form_choice_lines(tracker: Tracker, df: pd.DataFrame, tuning: pd.DataFrame) -> list[str]:
     """Rung 0 with both value paths and rung 3 with both SKE forms, on val (where the choice is made)
     and test: the ladder's own runs beside the ``--set`` probes of the other form."""
@@ -317,7 +350,8 @@ def dataset_lines(params: dict, proxy: dict | None) -> list[str]:
 
 
 def grids_figure(tracker: Tracker, df: pd.DataFrame, rungs: tuple[int, ...], path: Path) -> Path | None:
-    """The val prediction grids (the same fixed samples) of the given rungs, seed 0, side by side."""
+    """The val prediction grids (the same fixed samples) of the given rungs, each from its lowest seed, side by
+    side."""
     import tempfile
 
     panels = []
@@ -444,11 +478,14 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
         variants, baselines, spread, metrics, df, minutes=30.0 if preset == "synth-cpu" else 60.0)
     if draw == "0":
         lines += tuned_lines(tracker, df, variants, baselines, 30.0 if preset == "synth-cpu" else 60.0)
+    else:
+        lines += other_draw_lines(tracker, variants, draw)
     grids = grids_figure(tracker, df, (1, 2, 4), out_dir / f"{stem}-grids.png")
     if grids is not None:
-        lines += ["", "## What each component changes (val, the same samples, seed 0)", "",
+        first_seed = int(df[df["kind"] == "variant"]["seed"].min())
+        lines += ["", f"## What each component changes (val, the same samples, seed {first_seed})", "",
                   f"![val predictions of rungs 1, 2 and 4]({grids.name})"]
-    tuning = tuning_runs(tracker)
+    tuning = tuning_runs(tracker, data_seed=draw)
     if not tuning.empty:
         lines += ["", "## Tuning probes (`--set`), newest first", "",
                   "Single runs that changed one preset field, tracked in the same store; choices are made on val. "

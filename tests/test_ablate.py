@@ -185,3 +185,27 @@ def test_report_takes_the_plain_ladder_of_the_asked_draw_only():
     assert is_plain_ladder(run()) and is_plain_ladder(run(data_seed="0"))  # older runs carry no data_seed tag
     assert not is_plain_ladder(run(data_seed="1")) and is_plain_ladder(run(data_seed="1"), "1")
     assert not is_plain_ladder(run(tuned="studies/tuned/x.json")) and not is_plain_ladder(run(overrides="train.lr=1"))
+
+
+def test_tuning_probes_of_another_draw_are_not_set_beside_this_draws_runs():
+    """A --set probe scored other data when it ran on another draw: the report of draw N lists draw N's only."""
+    from types import SimpleNamespace
+
+    from bench.report import tuning_runs
+
+    def run(run_id, kind, parent=None, **tags):
+        tags = {"kind": kind, **({"mlflow.parentRunId": parent} if parent else {}), **tags}
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id),
+                               data=SimpleNamespace(tags=tags, metrics={"val_mIoU": 1.0, "test_mIoU": 2.0}))
+
+    parents = [run("p0", "invocation", overrides="model.ske_form=joint"),  # before the data_seed tag: draw 0
+               run("p1", "invocation", overrides="model.ske_form=joint", data_seed="1")]
+    children = [run("c0", "variant", "p0", components="a", seed="0"), run("c1", "variant", "p1", components="b", seed="3")]
+
+    class Store:
+        def runs(self, filters, limit=None):
+            return parents if filters["kind"] == "invocation" else children
+
+    assert list(tuning_runs(Store())["components"]) == ["a"]
+    assert list(tuning_runs(Store(), data_seed="1")["components"]) == ["b"]
+    assert tuning_runs(Store(), data_seed="2").empty
