@@ -178,6 +178,23 @@ def factorial_table(study: optuna.Study, tracker: Tracker) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def value_grounding_lines(study: optuna.Study, means: pd.DataFrame) -> list[str]:
+    """Rung 0 with value grounding off (the last block's ordinary output tokens, projected) beside rung 0 with
+    it on: the one cell outside the 2^4 design, and what the first rung of the ladder is."""
+    per_seed = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("components", "value").startswith("value") or not t.user_attrs.get("per_sample"):
+            continue
+        per_seed[int(t.user_attrs.get("seed", 0))] = 100.0 * float(np.mean([r[2] for r in t.user_attrs["per_sample"]]))
+    on = means.loc[(0, 0, 0, 0)] if (0, 0, 0, 0) in means.index else None
+    if not per_seed or on is None:
+        return []
+    off = list(per_seed.values())
+    return ["", f"Rung 0 without value grounding (the last block's ordinary output tokens): test mIoU {np.mean(off):.2f} "
+                f"({len(off)} seeds; nothing is trained, so seeds agree); with it: {on['mean']:.2f}. Value grounding "
+                f"adds {on['mean'] - np.mean(off):+.2f} at rung 0."]
+
+
 def _factorial(study: optuna.Study, tracker: Tracker, out: Path, stem: str) -> list[str]:
     from .analysis import effects_frame, factorial_effects
     from .factorial import FACTORS
@@ -191,6 +208,7 @@ def _factorial(study: optuna.Study, tracker: Tracker, out: Path, stem: str) -> l
     for levels, r in means.iterrows():
         lines.append("| " + " | ".join("on" if x else "-" for x in levels) +
                      f" | {r['mean']:.2f} ± {0 if math.isnan(r['std']) else r['std']:.2f} | {int(r['count'])} |")
+    lines += value_grounding_lines(study, means)
     try:
         eff = effects_frame(factorial_effects(df, list(FACTORS), n_boot=2000))
     except ValueError as e:
