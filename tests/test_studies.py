@@ -144,6 +144,7 @@ def test_quick_runs_each_study_end_to_end(quick_root, tmp_path, name):
     assert storage in md
     if name == "factorial":
         assert "Main effects" in md and (tmp_path / "rep" / "factorial-interactions.png").is_file()
+        assert "Value grounding adds" in md  # rung 0 without value grounding, beside the design
     if name == "pareto":
         assert "Pareto front" in md
     if name == "ladder":
