@@ -75,7 +75,7 @@ def _header(cfg: RunConfig, study: optuna.Study, command: str, tracker: Tracker)
                 f"cover the finished trials only.**", ""] if len(done) < wanted else [])
     return [*partial, f"- Study `{study.study_name}` in `{cfg.storage}`; made by `{run_cmd}`; this report: `{command}`.",
             f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's); "
-            f"{len(done)} COMPLETE or PRUNED trials of {len(trials)} started; time cap {cfg.time_cap_s:.0f} s per "
+            f"{len(done)} COMPLETE or PRUNED trials of {len(trials)} started; time cap {float(study.user_attrs.get('time_cap_s', cfg.time_cap_s)):.0f} s per "
             f"trial; {'seeds ' + ', '.join(map(str, cfg.seeds)) if cfg.study == 'factorial' else 'seed 0'}; "
             f"wall time {wall:.1f} min (first trial start to last trial end) on "
             f"{study.user_attrs.get('machine', 'this machine')}.",
