@@ -60,16 +60,27 @@ def latest_tuned_invocation(tracker: Tracker):
     return None
 
 
+def latest_plain_ladder(tracker: Tracker, data_seed: str = "0"):
+    """The latest finished plain-ladder invocation on that draw (:func:`is_plain_ladder`), or None."""
+    return next((r for r in tracker.runs({"kind": "invocation"}, limit=200) if is_plain_ladder(r, data_seed)), None)
+
+
+def variant_summaries(tracker: Tracker, parent) -> dict[str, dict]:
+    """{components: :func:`bench.results.summarise` line} of an invocation's variants (reused runs included)."""
+    return {s["components"]: s for s in summarise(tracker.load_json(parent.info.run_id, "results.json"))
+            if s["kind"] == "variant"}
+
+
 def latest_invocation(tracker: Tracker, run_id: str | None, data_seed: str = "0"):
     """The given parent run, or the latest finished invocation that ran the plain ladder on that draw."""
     if run_id:
         return tracker.get_run(run_id)
-    runs = [r for r in tracker.runs({"kind": "invocation"}, limit=200) if is_plain_ladder(r, data_seed)]
-    if not runs:
+    run = latest_plain_ladder(tracker, data_seed)
+    if run is None:
         raise LookupError(f"no finished bench.ablate ladder invocation (all five rungs, no --set) in experiment "
                           f"{tracker.experiment_id} of {tracker.uri}; run python -m bench.ablate first, or name "
                           f"one with --run-id")
-    return runs[0]
+    return run
 
 
 def load_rows(tracker: Tracker, parent) -> pd.DataFrame:
@@ -278,11 +289,10 @@ FORMS = ((0, "model.value_path", "maskclip", "clearclip"), (3, "model.ske_form",
 def other_draw_lines(tracker: Tracker, variants: list[dict], draw: str) -> list[str]:
     """A fresh draw's ladder beside the committed draw's (the latest plain ladder on draw 0): does the shape
     hold on other data and other training seeds?"""
-    base = next((r for r in tracker.runs({"kind": "invocation"}, limit=200) if is_plain_ladder(r, "0")), None)
+    base = latest_plain_ladder(tracker, "0")
     if base is None:
         return []
-    committed = {s["components"]: s for s in summarise(tracker.load_json(base.info.run_id, "results.json"))
-                 if s["kind"] == "variant"}
+    committed = variant_summaries(tracker, base)
     out = ["", "## Against the committed draw (data seed 0)", "",
            f"The committed draw's ladder is `{base.data.tags.get('command', '?')}` (seeds "
            f"{base.data.tags.get('seeds', '?')}); this draw was trained with other seeds. Test mIoU, mean ± sd "

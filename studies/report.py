@@ -332,19 +332,11 @@ def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, 
                      "own": bool(best.user_attrs.get("from_preset")),
                      "settings": " ".join(o for o in best.user_attrs.get("overrides", "").split(";") if o)})
     preset_name = cfg.preset + ("-quick" if cfg.quick else "")
-    from bench.report import is_plain_ladder, latest_tuned_invocation
-    from bench.results import summarise
-
-    def test_by_variant(parent) -> dict:
-        """{components: summary line (mean, sd and seeds of test mIoU)} of an invocation (reused runs included)."""
-        if parent is None:
-            return {}
-        return {line["components"]: line for line in summarise(tracker.load_json(parent.info.run_id, "results.json"))
-                if line["kind"] == "variant"}
+    from bench.report import latest_plain_ladder, latest_tuned_invocation, variant_summaries
 
     tuned_parent = latest_tuned_invocation(tracker)
-    plain = next((r for r in tracker.runs({"kind": "invocation"}, limit=200) if is_plain_ladder(r)), None)
-    plain_test, tuned_test = test_by_variant(plain), test_by_variant(tuned_parent)
+    plain = latest_plain_ladder(tracker)
+    plain_test, tuned_test = [{} if run is None else variant_summaries(tracker, run) for run in (plain, tuned_parent)]
     lines = _ladder_header(cfg, studies, command, tracker, tuned_parent)
     where = os.path.relpath(tuned_path(preset_name))
     lines += [f"Chosen settings: `{where}` (with their study, trial and git revision).", "",

@@ -130,9 +130,9 @@ def preset_params(preset, comp: Components, fusion_points: int = 4) -> dict | No
             p["adapter_dim"] = m.adapter_dim
         if comp.cfe:
             layers = None if m.cfe_layers is None else list(m.cfe_layers)
-            where = next((w for w in SPACE["cfe_layers"].choices
-                          if _fusion_layers(w, fusion_points) == layers
-                          or (w == "all" and layers == list(range(fusion_points)))), None)
+            if layers == list(range(fusion_points)):
+                layers = None  # every fusion point, spelt out
+            where = next((w for w in SPACE["cfe_layers"].choices if _fusion_layers(w, fusion_points) == layers), None)
             p.update(cfe_lr_scale=t.cfe_lr_scale, cfe_dim=m.cfe_dim, cfe_layers=where)
         if comp.ske:
             p.update(ske_lr_scale=t.ske_lr_scale, ske_form=m.ske_form)
