@@ -10,7 +10,8 @@ The stage-1 budget is sentences x epochs: 1x is the preset's (``max_train_sample
 the rest with epochs (rounded up). The proxy budget is the v2 proxy CLIP's optimiser steps, each
 proxy pre-trained (and cached) on demand. Every point is an ordinary ``bench.ablate`` run with
 ``--set`` (or ``--pretrained``) overrides, tracked in MLflow and reused when run again, so a sweep can
-be grown in pieces across sessions. The report plots each gap (rung 1 - rung 0, 2 - 1, 3 - 2) and the
+be grown in pieces across sessions: each command adds its points to those recorded in
+``reports/<preset>-budget.json`` (a point at the same budget is replaced) and redraws the report from all. The report plots each gap (rung 1 - rung 0, 2 - 1, 3 - 2) and the
 position and relation select mIoU of rungs 1 and 2 against the budget; numbers are SynthRef's.
 """
 
@@ -119,7 +120,27 @@ def summary(points: list[dict]) -> list[dict]:
     return out
 
 
-def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str) -> Path:
+def load_lines(saved: Path) -> list[dict]:
+    """The points a sweep has recorded in ``saved`` (JSON keys back to rung numbers); [] if none yet."""
+    if not saved.is_file():
+        return []
+    lines = json.loads(saved.read_text())
+    for s in lines:
+        for key in ("mIoU", "train_s", "position_select", "relation_select"):
+            s[key] = {int(g): v for g, v in s[key].items()}
+    return lines
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """Grow a sweep in pieces: a new point replaces a recorded one at the same budget, the others stay, in
+    budget order. A piece may train fewer rungs than the rest (e.g. only rungs 0-2 at 10x); its table row
+    leaves the missing rungs empty."""
+    by_budget = {s["budget"]: s for s in old}
+    by_budget.update({s["budget"]: s for s in new})
+    return [by_budget[k] for k in sorted(by_budget)]
+
+
+def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,8 +164,11 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str) -
     fig.savefig(out_dir / f"{stem}.png", dpi=110)
     plt.close(fig)
     rungs = sorted({g for s in lines_in for g in s["mIoU"]})
+    commands = list(dict.fromkeys(s.get("command") or command or "python -m bench.budget" for s in lines_in))
     md = [f"# Ladder gaps against {axis} (SynthRef; our numbers, not the paper's)", "",
-          f"- Made by: `{command}`; every point is a tracked `bench.ablate` run, reused when run again.",
+          "- Made by: " + "; ".join(f"`{c}`" for c in commands)
+          + "; every point is a tracked `bench.ablate` run, reused when run again, and each command adds its points "
+          "to the ones recorded before.",
           f"- This report: `python -m bench.budget --report{'' if axis.startswith('stage') else ' --proxy-steps ...'}`", "",
           f"![gaps]({stem}.png)", "",
           "| budget | seeds | " + " | ".join(f"rung {g} mIoU" for g in rungs) + " | gaps | position select (1 / 2) | "
@@ -154,7 +178,7 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str) -
         md.append(f"| {s['budget']:g} | {s['seeds']} | " + " | ".join(f"{s['mIoU'].get(g, math.nan):.2f}" for g in rungs)
                   + f" | {gaps} | {s['position_select'].get(1, math.nan):.1f} / {s['position_select'].get(2, math.nan):.1f}"
                   f" | {s['relation_select'].get(1, math.nan):.1f} / {s['relation_select'].get(2, math.nan):.1f} | "
-                  + ", ".join(f"{s['train_s'][g]:.0f}" for g in rungs) + " |")
+                  + ", ".join(f"{s['train_s'][g]:.0f}" if g in s["train_s"] else "-" for g in rungs) + " |")
     path = out_dir / f"{stem}.md"
     path.write_text("\n".join(md) + "\n")
     (out_dir / f"{stem}.json").write_text(json.dumps(lines_in, indent=2, default=str))
@@ -179,19 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     saved = Path(a.out_dir) / f"{stem}.json"
     try:
         if a.report:
-            if not saved.is_file():
+            lines = load_lines(saved)
+            if not lines:
                 raise FileNotFoundError(f"{saved}: no sweep recorded yet; run python -m bench.budget first")
-            lines = json.loads(saved.read_text())
-            for s in lines:  # JSON keys are strings
-                for key in ("mIoU", "train_s", "position_select", "relation_select"):
-                    s[key] = {int(g): v for g, v in s[key].items()}
-            command = lines[0].get("command", "python -m bench.budget")
         else:
-            lines = summary(with_kinds(sweep(a), a.tracking_uri, f"risclip-{a.preset}"))
+            new = summary(with_kinds(sweep(a), a.tracking_uri, f"risclip-{a.preset}"))
             command = ("python -m bench.budget " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
-            for s in lines:
+            for s in new:
                 s["command"] = command
-        path = write_report(lines, Path(a.out_dir), stem, command)
+            lines = merge(load_lines(saved), new)  # the points recorded before stay in the report
+        path = write_report(lines, Path(a.out_dir), stem)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

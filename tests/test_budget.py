@@ -28,3 +28,22 @@ def test_summary_and_report_show_each_gap_against_the_budget(tmp_path):
     md = path.read_text()
     assert "| 3 | 1 | 10.00 | 15.00 | 19.00 | 1-0: +5.00, 2-1: +4.00 |" in md
     assert (tmp_path / "b.png").stat().st_size > 1000 and (tmp_path / "b.json").is_file()
+
+
+def test_a_sweep_grown_in_pieces_keeps_the_points_recorded_before(tmp_path):
+    first = budget.summary([{"axis": "stage-1 budget (x preset)", "budget": k,
+                             "rows": [_row(0, 0, 10, 30, 30), _row(1, 0, 12 + k, 35, 31), _row(2, 0, 13 + k, 36, 32),
+                                      _row(3, 0, 14 + k, 37, 33)]} for k in (1, 3)])
+    for s in first:
+        s["command"] = "python -m bench.budget --multipliers 1,3"
+    budget.write_report(first, tmp_path, "b")
+    # a later piece: only rungs 0-2 at 10x
+    later = budget.summary([{"axis": "stage-1 budget (x preset)", "budget": 10,
+                             "rows": [_row(0, 0, 10, 30, 30), _row(1, 0, 30, 35, 31), _row(2, 0, 29, 36, 32)]}])
+    later[0]["command"] = "python -m bench.budget --multipliers 10 --rungs 0,1,2"
+    lines = budget.merge(budget.load_lines(tmp_path / "b.json"), later)
+    assert [s["budget"] for s in lines] == [1, 3, 10]
+    md = budget.write_report(lines, tmp_path, "b").read_text()
+    assert "--multipliers 1,3`" in md and "--multipliers 10 --rungs 0,1,2`" in md
+    assert "| 10 | 1 | 10.00 | 30.00 | 29.00 | nan | 1-0: +20.00, 2-1: -1.00 |" in md
+    assert "| 3 | 1 | 10.00 | 15.00 | 16.00 | 17.00 |" in md
