@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     common(rep)
     rep.add_argument("--seeds", default="0,1")
     rep.add_argument("--out-dir", default="reports/studies")
+    rep.add_argument("--remeasure", type=int, default=0, metavar="K",
+                     help="pareto: profile every trial's latency K more times in one sitting and show the front "
+                          "under those medians (default 0: off)")
     return p
 
 
@@ -233,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             from .report import write_report
 
             cfg = config_from(a)
-            path = write_report(cfg, a.out_dir, " ".join(["python -m studies", *argv]))
+            if a.remeasure < 0:
+                raise StudyError("--remeasure must be 0 or more")
+            path = write_report(cfg, a.out_dir, " ".join(["python -m studies", *argv]), a.remeasure)
             print(f"wrote {path}")
             return 0
     except (StudyError, ValueError, KeyError, FileNotFoundError) as e:

@@ -67,6 +67,9 @@ def _header(cfg: RunConfig, study: optuna.Study, command: str, tracker: Tracker)
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else math.nan
+    # a study resumed across sessions has idle gaps in its wall time: the time inside trials says what it cost
+    inside = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done
+                 if t.datetime_start and t.datetime_complete) / 60
     parents = tracker.runs({"kind": "study", "study": cfg.study_name}, status=None, limit=20)
     run_cmd = parents[0].data.tags.get("command", "?") if parents else study.user_attrs.get("command", "?")
     wanted = int(study.user_attrs.get("trials_wanted", len(done)))
@@ -77,12 +80,12 @@ def _header(cfg: RunConfig, study: optuna.Study, command: str, tracker: Tracker)
             f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's); "
             f"{len(done)} COMPLETE or PRUNED trials of {len(trials)} started; time cap {float(study.user_attrs.get('time_cap_s', cfg.time_cap_s)):.0f} s per "
             f"trial; {'seeds ' + ', '.join(map(str, cfg.seeds)) if cfg.study == 'factorial' else 'seed 0'}; "
-            f"wall time {wall:.1f} min (first trial start to last trial end) on "
+            f"wall time {wall:.1f} min (first trial start to last trial end), {inside:.1f} min inside finished trials, on "
             f"{study.user_attrs.get('machine', 'this machine')}.",
             "- Selection on val; scores on test; nothing is chosen on test.", ""]
 
 
-def write_report(cfg: RunConfig, out_dir: str | Path, command: str) -> Path:
+def write_report(cfg: RunConfig, out_dir: str | Path, command: str, remeasure: int = 0) -> Path:
     spec = get_study(cfg.study)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,8 @@ def write_report(cfg: RunConfig, out_dir: str | Path, command: str) -> Path:
             lines += _factorial(study, tracker, out, stem)
         elif cfg.study == "pareto":
             lines += _pareto(study, out, stem)
+            if remeasure:
+                lines += _remeasured(study, preset, tracker, remeasure, cfg.device)
         else:
             lines += _single(study, spec, out, stem, cfg.quick)
         lines += ["## Every trial", "", *_trials_table(study, spec.objectives)]
@@ -152,6 +157,58 @@ def _pareto(study: optuna.Study, out: Path, stem: str) -> list[str]:
     for t in front:
         lines.append(f"| {t.number} | {t.values[0]:.2f} | {t.values[1]:.2f} | {t.user_attrs.get('components')} | "
                      f"{' '.join(t.user_attrs.get('overrides', '').split(';'))} |")
+    old = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+           if t.user_attrs.get("reused") and not t.user_attrs.get("latency_measured_in_trial")]
+    if old:
+        lines += ["", "Trials " + ", ".join(f"{t.number} ({t.user_attrs.get('components')}, {t.values[1]:.1f} ms)" for t in old)
+                  + " reused a stored run and took the latency that run was profiled at, in another sitting (the study "
+                  "measures reused runs itself since); compare their latency with the others' with care."]
+    return lines + [""]
+
+
+def front_of(points: dict[int, tuple[float, float]]) -> list[int]:
+    """The trials no other trial beats on both (val mIoU up, ms down), by latency."""
+    keep = [n for n, (m, ms) in points.items()
+            if not any((m2 >= m and ms2 <= ms) and (m2 > m or ms2 < ms) for n2, (m2, ms2) in points.items() if n2 != n)]
+    return sorted(keep, key=lambda n: points[n][1])
+
+
+def _remeasured(study: optuna.Study, preset, tracker: Tracker, sittings: int, device: str = "auto") -> list[str]:
+    """Every COMPLETE trial's latency measured again, ``sittings`` times in turn (round-robin, so that a slow
+    spell of the machine falls on all trials alike), in one sitting of this report: the median and the range
+    beside the number the study was scored on, and the front under the re-measured medians. On a shared
+    2-core VM one fresh-process measurement can be off by half; a reused run's latency comes from another day."""
+    from bench import presets as P
+    from bench.profiling import profile_variant
+    from risclip.config import Components
+    from risclip.engine import resolve_device
+
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("mlflow_run_id")]
+    specs = {}
+    for t in trials:
+        ov = [o for o in t.user_attrs.get("overrides", "").split(";") if o]
+        model = P.override(preset, ov).model.with_components(Components.from_names(t.user_attrs["components"]))
+        ckpt = tracker.get_run(t.user_attrs["mlflow_run_id"]).data.tags.get("checkpoint") or None
+        specs[t.number] = (model.to_dict(), ckpt if ckpt and Path(ckpt).is_file() else None)
+    times: dict[int, list[float]] = {n: [] for n in specs}
+    for _ in range(sittings):
+        for n, (model, ckpt) in specs.items():
+            times[n].append(profile_variant(model, ckpt, batch_size=1, device=str(resolve_device(device)))["inference_ms_per_image"])
+    med = {n: float(np.median(v)) for n, v in times.items()}
+    by_num = {t.number: t for t in trials}
+    front = front_of({n: (by_num[n].values[0], med[n]) for n in specs})
+    lines = ["## Latency re-measured in one sitting", "",
+             f"Each COMPLETE trial profiled {sittings} times in turn by this report (`--remeasure {sittings}`), the same "
+             "code as the study's; a trial whose checkpoint is gone is measured untrained (latency does not depend on "
+             "the weights). Front under the re-measured medians: "
+             + "; ".join(f"trial {n} ({by_num[n].user_attrs.get('components')}, {by_num[n].values[0]:.2f} val mIoU at "
+                         f"{med[n]:.1f} ms)" for n in front) + ".", "",
+             "| trial | variant | val mIoU | ms in the study | ms re-measured (median) | range | on the front |",
+             "|---|---|---|---|---|---|---|"]
+    for n in sorted(specs):
+        t = by_num[n]
+        lines.append(f"| {n} | {t.user_attrs.get('components')} | {t.values[0]:.2f} | {t.values[1]:.1f} | {med[n]:.1f} | "
+                     f"{min(times[n]):.1f}-{max(times[n]):.1f} | {'yes' if n in front else ''} |")
     return lines + [""]
 
 

@@ -139,14 +139,16 @@ def test_quick_runs_each_study_end_to_end(quick_root, tmp_path, name):
         extra = ["--trials", "1", "--final-seeds", "0", "--tuned-out", str(tmp_path / "tuned.json")]
     _run(["run", name, *_args(quick_root, tmp_path, storage, "--workdir", str(tmp_path / "runs"), *extra)], timeout=1500)
     _run(["report", name, *_args(quick_root, tmp_path, storage, "--out-dir", str(tmp_path / "rep"),
-                                 *(["--seeds", "0"] if name == "factorial" else []))])
+                                 *(["--seeds", "0"] if name == "factorial" else []),
+                                 *(["--remeasure", "1"] if name == "pareto" else []))])
     md = (tmp_path / "rep" / f"{name}.md").read_text()
     assert storage in md
     if name == "factorial":
         assert "Main effects" in md and (tmp_path / "rep" / "factorial-interactions.png").is_file()
         assert "Value grounding adds" in md  # rung 0 without value grounding, beside the design
     if name == "pareto":
-        assert "Pareto front" in md
+        assert "Pareto front" in md and "## Latency re-measured in one sitting" in md
+        assert md.count("| yes |") >= 1  # the front under the re-measured latencies
     if name == "ladder":
         assert "test mIoU, tuned" in md and (tmp_path / "tuned.json").is_file()
 
@@ -275,3 +277,11 @@ def test_a_decoder_variant_reports_to_the_pruner_from_stage_2_only():
     hook = PruneHook(optuna.create_study().ask(), preset, model_cfg, preset.train, prune=True, cap_s=1e9)
     hook.epoch_end(None, 1, 1, {})  # a model of None would fail any evaluation
     assert hook.val is None and hook.step == 0
+
+
+def test_front_keeps_only_trials_nothing_beats_on_both_objectives():
+    from studies.report import front_of
+
+    points = {0: (30.0, 20.0), 1: (25.0, 10.0), 2: (28.0, 25.0), 3: (30.0, 20.0), 4: (40.0, 50.0), 5: (24.0, 10.0)}
+    # 2 is beaten by 0 (more accurate and faster); 5 by 1 (equal latency, less accurate); ties (0, 3) both stay
+    assert front_of(points) == [1, 0, 3, 4]
