@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under ``pytest -n 2`` (the README's test command) two workers share 2 cores: each takes one thread, and so do
+    # the processes its tests start (they inherit the environment), instead of four threads fighting over two.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
-from risclip.data.synthref import SynthRefConfig, generate
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from risclip.data.synthref import SynthRefConfig, generate  # noqa: E402
 
 TINY_SYNTHREF = SynthRefConfig(images=40, seed=3, size=64)  # the default (refcoco) profile
 TINY_DENSE = SynthRefConfig(images=40, seed=3, size=64, profile="dense")
