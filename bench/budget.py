@@ -81,7 +81,9 @@ def sweep(a: argparse.Namespace) -> list[dict]:
             cfg = dataclasses.replace(preset.proxy_clip, steps=steps)
             path, summary = pretrain(cfg)
             rows = run_point(a.preset, rungs, a.seeds, [], str(path), a.extra)
-            points.append({"axis": "proxy steps", "budget": steps, "rows": rows, "probes": summary.get("probes", {})})
+            probes = {"retrieval": summary.get("val_retrieval_top1", math.nan),
+                      **{k.replace("_probe", ""): v for k, v in summary.get("probes", {}).items() if not k.endswith("_n")}}
+            points.append({"axis": "proxy steps", "budget": steps, "rows": rows, "probes": probes})
     else:
         available = train_sentences(preset)
         for k in [float(x) for x in a.multipliers.split(",")]:
@@ -113,6 +115,8 @@ def summary(points: list[dict]) -> list[dict]:
         line = {"axis": p["axis"], "budget": p["budget"], "seeds": max(len(rs) for rs in by_rung.values()),
                 "mIoU": mean, "train_s": {g: sum(r["train_seconds"] for r in rs) / len(rs) for g, rs in by_rung.items()}}
         line["gaps"] = {f"{g}-{g - 1}": mean[g] - mean[g - 1] for g in sorted(mean) if g - 1 in mean}
+        if p.get("probes"):  # the proxy CLIP's own scores after pre-training (proxy-steps sweeps)
+            line["probes"] = p["probes"]
         for k in KINDS:
             line[f"{k}_select"] = {g: sum(r.get(f"{k}_select_mIoU", math.nan) for r in rs) / len(rs)
                                    for g, rs in by_rung.items()}
@@ -179,6 +183,15 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
                   + f" | {gaps} | {s['position_select'].get(1, math.nan):.1f} / {s['position_select'].get(2, math.nan):.1f}"
                   f" | {s['relation_select'].get(1, math.nan):.1f} / {s['relation_select'].get(2, math.nan):.1f} | "
                   + ", ".join(f"{s['train_s'][g]:.0f}" if g in s["train_s"] else "-" for g in rungs) + " |")
+    with_probes = [s for s in lines_in if s.get("probes")]
+    if with_probes:
+        names = list(dict.fromkeys(k for s in with_probes for k in s["probes"]))
+        md += ["", "The proxy CLIP after each pre-training budget, on its held-out captions (%; `bench/pretrain_clip.py`): "
+               "retrieval top-1 among the batch, and the attribute, place and relation probes (the true caption against "
+               "the same caption with one attribute, or left/right and above/below, swapped; chance 50).", "",
+               "| budget | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        md += [f"| {s['budget']:g} | " + " | ".join(f"{s['probes'].get(k, math.nan):.1f}" for k in names) + " |"
+               for s in with_probes]
     path = out_dir / f"{stem}.md"
     path.write_text("\n".join(md) + "\n")
     (out_dir / f"{stem}.json").write_text(json.dumps(lines_in, indent=2, default=str))

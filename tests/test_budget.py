@@ -47,3 +47,13 @@ def test_a_sweep_grown_in_pieces_keeps_the_points_recorded_before(tmp_path):
     assert "--multipliers 1,3`" in md and "--multipliers 10 --rungs 0,1,2`" in md
     assert "| 10 | 1 | 10.00 | 30.00 | 29.00 | nan | 1-0: +20.00, 2-1: -1.00 |" in md
     assert "| 3 | 1 | 10.00 | 15.00 | 16.00 | 17.00 |" in md
+
+
+def test_a_proxy_sweep_reports_each_proxys_probes(tmp_path):
+    points = [{"axis": "proxy steps", "budget": steps, "probes": {"retrieval": 4.0, "attribute": 96.0, "place": p, "relation": 50.0},
+               "rows": [_row(0, 0, 20, 30, 30), _row(1, 0, 30, 35, 31), _row(2, 0, 31, 36, 32)]}
+              for steps, p in ((300, 47.5), (1200, 61.25))]
+    lines = budget.summary(points)
+    assert lines[1]["probes"]["place"] == 61.25
+    md = budget.write_report(lines, tmp_path, "p", "python -m bench.budget --proxy-steps 300,1200").read_text()
+    assert "| budget | retrieval | attribute | place | relation |" in md and "| 1200 | 4.0 | 96.0 | 61.2 | 50.0 |" in md
