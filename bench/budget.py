@@ -173,7 +173,9 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
           "- Made by: " + "; ".join(f"`{c}`" for c in commands)
           + "; every point is a tracked `bench.ablate` run, reused when run again, and each command adds its points "
           "to the ones recorded before.",
-          f"- This report: `python -m bench.budget --report{'' if axis.startswith('stage') else ' --proxy-steps ...'}`", "",
+          f"- This report: `python -m bench.budget --report"
+          f"{'' if axis.startswith('stage') else ' --proxy-steps ' + ','.join(f'{x:g}' for x in xs)}` (redraws it from "
+          f"`{stem}.json`).", "",
           f"![gaps]({stem}.png)", "",
           "| budget | seeds | " + " | ".join(f"rung {g} mIoU" for g in rungs) + " | gaps | position select (1 / 2) | "
           "relation select (1 / 2) | train s per rung |", "|" + "---|" * (len(rungs) + 6)]
