@@ -164,6 +164,9 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
             ax2.plot(xs, [s[f"{k}_select"].get(g, math.nan) for s in lines_in], style, marker="o", label=f"{k}, rung {g}")
     ax2.set(xscale="log", xlabel=axis, ylabel="select mIoU (test)", title="does CFE pay on spatial expressions?")
     ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):  # label the budgets themselves, not powers of ten
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
     fig.tight_layout()
     fig.savefig(out_dir / f"{stem}.png", dpi=110)
     plt.close(fig)
