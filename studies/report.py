@@ -61,21 +61,33 @@ def _trials_table(study: optuna.Study, objectives: tuple[str, ...]) -> list[str]
     return lines
 
 
-def _header(cfg: RunConfig, study: optuna.Study, command: str, tracker: Tracker) -> list[str]:
-    trials = study.get_trials(deepcopy=False)
+def _timing(trials: list) -> tuple[list, float, float]:
+    """The finished (COMPLETE or PRUNED) trials, the wall minutes from the first start to the last end, and the
+    minutes inside finished trials (a study resumed across sessions has idle gaps in its wall time)."""
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else math.nan
-    # a study resumed across sessions has idle gaps in its wall time: the time inside trials says what it cost
     inside = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done
                  if t.datetime_start and t.datetime_complete) / 60
+    return done, wall, inside
+
+
+def _partial(done: int, wanted: int) -> list[str]:
+    """The banner of a study that has not finished the trials it was asked for."""
+    if not wanted or done >= wanted:
+        return []
+    return [f"**Partial: {done} of the {wanted} trials asked for have finished. The same command resumes the study "
+            f"from its storage (a trial left RUNNING is failed by heartbeat and retried); numbers below cover the "
+            f"finished trials only.**", ""]
+
+
+def _header(cfg: RunConfig, study: optuna.Study, command: str, tracker: Tracker) -> list[str]:
+    trials = study.get_trials(deepcopy=False)
+    done, wall, inside = _timing(trials)
     parents = tracker.runs({"kind": "study", "study": cfg.study_name}, status=None, limit=20)
     run_cmd = parents[0].data.tags.get("command", "?") if parents else study.user_attrs.get("command", "?")
-    wanted = int(study.user_attrs.get("trials_wanted", len(done)))
-    partial = ([f"**Partial: {len(done)} of the {wanted} trials asked for have finished. The same command resumes the "
-                f"study from its storage (a trial left RUNNING is failed by heartbeat and retried); numbers below "
-                f"cover the finished trials only.**", ""] if len(done) < wanted else [])
+    partial = _partial(len(done), int(study.user_attrs.get("trials_wanted", len(done))))
     return [*partial, f"- Study `{study.study_name}` in `{cfg.storage}`; made by `{run_cmd}`; this report: `{command}`.",
             f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's); "
             f"{len(done)} COMPLETE or PRUNED trials of {len(trials)} started; time cap {float(study.user_attrs.get('time_cap_s', cfg.time_cap_s)):.0f} s per "
@@ -310,10 +322,7 @@ def _ladder_header(cfg: RunConfig, studies: list[optuna.Study], command: str, tr
     """The ladder study's provenance: trials per rung, time cap, seeds, and wall time across every rung's study
     plus the seeded re-runs of the chosen settings."""
     trials = [t for st in studies for t in st.get_trials(deepcopy=False)]
-    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    starts = [t.datetime_start for t in trials if t.datetime_start]
-    ends = [t.datetime_complete for t in trials if t.datetime_complete]
-    tuning = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else math.nan
+    done, tuning, _ = _timing(trials)
     wanted = sum(int(st.user_attrs.get("trials_wanted", 0)) for st in studies)
     first = studies[0]
     cap = float(first.user_attrs.get("time_cap_s", cfg.time_cap_s))
@@ -322,9 +331,7 @@ def _ladder_header(cfg: RunConfig, studies: list[optuna.Study], command: str, tr
         secs = tuned_parent.data.metrics.get("wall_seconds", math.nan)
         final = (f"; then `{tuned_parent.data.tags.get('command', '?')}` ran the chosen settings with seeds "
                  f"{tuned_parent.data.tags.get('seeds', '?')} in {secs / 60:.1f} min (runs it could reuse count 0)")
-    partial = ([f"**Partial: {len(done)} of the {wanted} trials asked for have finished. The same command resumes the "
-                f"study from its storage; numbers below cover the finished trials only.**", ""]
-               if wanted and len(done) < wanted else [])
+    partial = _partial(len(done), wanted)
     finished = [sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in st.get_trials(deepcopy=False))
                 for st in studies]
     asked = sorted({int(st.user_attrs.get("trials_wanted", 0)) for st in studies})
