@@ -11,8 +11,9 @@ the rest with epochs (rounded up). The proxy budget is the v2 proxy CLIP's optim
 proxy pre-trained (and cached) on demand. Every point is an ordinary ``bench.ablate`` run with
 ``--set`` (or ``--pretrained``) overrides, tracked in MLflow and reused when run again, so a sweep can
 be grown in pieces across sessions: each command adds its points to those recorded in
-``reports/<preset>-budget.json`` (a point at the same budget is replaced) and redraws the report from all. The report plots each gap (rung 1 - rung 0, 2 - 1, 3 - 2) and the
-position and relation select mIoU of rungs 1 and 2 against the budget; numbers are SynthRef's.
+``reports/<preset>-budget.json`` (a point at the same budget is replaced) and redraws the report from
+all. The report plots each gap (rung 1 - rung 0, 2 - 1, 3 - 2) and the position and relation select
+mIoU of rungs 1 and 2 against the budget; numbers are SynthRef's.
 """
 
 from __future__ import annotations

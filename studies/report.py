@@ -191,9 +191,9 @@ def _remeasured(study: optuna.Study, preset, tracker: Tracker, sittings: int, de
     beside the number the study was scored on, and the front under the re-measured medians. On a shared
     2-core VM one fresh-process measurement can be off by half; a reused run's latency comes from another day."""
     from bench import presets as P
-    from bench.profiling import profile_variant
     from risclip.config import Components
-    from risclip.engine import resolve_device
+
+    from .runner import study_latency
 
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("mlflow_run_id")]
     specs = {}
@@ -201,11 +201,11 @@ def _remeasured(study: optuna.Study, preset, tracker: Tracker, sittings: int, de
         ov = [o for o in t.user_attrs.get("overrides", "").split(";") if o]
         model = P.override(preset, ov).model.with_components(Components.from_names(t.user_attrs["components"]))
         ckpt = tracker.get_run(t.user_attrs["mlflow_run_id"]).data.tags.get("checkpoint") or None
-        specs[t.number] = (model.to_dict(), ckpt if ckpt and Path(ckpt).is_file() else None)
+        specs[t.number] = (model, ckpt if ckpt and Path(ckpt).is_file() else None)
     times: dict[int, list[float]] = {n: [] for n in specs}
     for _ in range(sittings):
         for n, (model, ckpt) in specs.items():
-            times[n].append(profile_variant(model, ckpt, batch_size=1, device=str(resolve_device(device)))["inference_ms_per_image"])
+            times[n].append(study_latency(model, ckpt, device)["inference_ms_per_image"])
     med = {n: float(np.median(v)) for n, v in times.items()}
     by_num = {t.number: t for t in trials}
     front = front_of({n: (by_num[n].values[0], med[n]) for n in specs})

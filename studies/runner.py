@@ -247,10 +247,8 @@ class Objective:
                 # do not take the number the reused run was profiled at (another time, maybe another load; one
                 # reused rung 0 read 23.8 ms where the same network measured 11.1 ms elsewhere). The run keeps its
                 # own number unless it had none; the trial records the one it was scored on.
-                from bench.profiling import profile_variant
-
-                cost = profile_variant(preset.model.with_components(comp).to_dict(), run.data.tags.get("checkpoint") or None,
-                                       batch_size=1, device=str(resolve_device(self.cfg.device)))
+                cost = study_latency(preset.model.with_components(comp), run.data.tags.get("checkpoint") or None,
+                                     self.cfg.device)
                 trial.set_user_attr("latency_measured_in_trial", True)
                 if "inference_ms_per_image" not in metrics:
                     self.tracker.log_metrics(reuse, cost)
@@ -275,10 +273,7 @@ class Objective:
             scores = score_variant(preset, model_cfg, train_cfg, workdir, Path(self.cfg.workdir) / "stage1", hooks)
             cost = {}
             if "latency_ms" in self.spec.objectives:  # a fresh process per measurement: only where it is an objective
-                from bench.profiling import profile_variant
-
-                cost = profile_variant(model_cfg.to_dict(), scores.result.checkpoint, batch_size=1,
-                                       device=str(resolve_device(self.cfg.device)))
+                cost = study_latency(model_cfg, scores.result.checkpoint, self.cfg.device)
             log_variant(self.tracker, run_id, scores, cost, grid)
             self.tracker.end(run_id, "FINISHED")
             if self.spec.name == "factorial":  # the per-expression IoUs the report resamples, beside the trial
@@ -304,6 +299,15 @@ class Objective:
             elif o == "latency_ms":
                 values.append(metrics["inference_ms_per_image"])
         return values[0] if len(values) == 1 else tuple(values)
+
+
+def study_latency(model_cfg, checkpoint: str | None, device: str = "auto") -> dict[str, float]:
+    """How every study measures a trial's cost: batch-1 inference ms per image and peak MB of ``model_cfg`` (a
+    ``ModelConfig``) with ``checkpoint`` loaded, in a fresh process (``bench.profiling.profile_variant``). The
+    objective, a reused run's re-measurement and ``report --remeasure`` all call this one."""
+    from bench.profiling import profile_variant
+
+    return profile_variant(model_cfg.to_dict(), checkpoint, batch_size=1, device=str(resolve_device(device)))
 
 
 # ----------------------------------------------------------------------------------------- worker
