@@ -47,6 +47,7 @@ from .tracking import DEFAULT_TRACKING_URI, NullTracker, Tracker, git_revision, 
 from .variant import (
     GridHook,
     TrackingHook,
+    add_text_controls,
     find_reusable,
     log_variant,
     run_identity,
@@ -117,7 +118,15 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
     if reuse is not None:
         if not dist.is_main():
             return {"kind": "variant", "components": str(components), "seed": seed, "reused": True}
-        return row_from_run(ctx.tracker.get_run(reuse), "variant", str(components), seed, rung, reused=True)
+        run = ctx.tracker.get_run(reuse)
+        if "test_swap_mIoU" not in run.data.metrics:  # a run from before the text controls: score them now
+            cfg = dataclasses.replace(preset.train, device=ctx.device, progress=ctx.progress)
+            if add_text_controls(ctx.tracker, run, preset, components, cfg):
+                run = ctx.tracker.get_run(reuse)
+            else:
+                tqdm.write(f"{components} seed {seed}: run {reuse[:8]} has no text controls and its checkpoint is "
+                           f"not on this machine; its swap and generic columns stay empty")
+        return row_from_run(run, "variant", str(components), seed, rung, reused=True)
     model_cfg = preset.model.with_components(components)
     train_cfg = dataclasses.replace(preset.train, seed=seed, device=ctx.device,
                                     progress=preset.train.progress if ctx.progress is None else ctx.progress)

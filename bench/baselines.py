@@ -9,6 +9,8 @@ They set the floor rung 0 has to clear:
   so it is an oracle proposal picked without the text).
 * ``random-object``: a uniformly random annotated instance of the image (seeded; also an oracle
   proposal). Its expected mIoU is roughly one over the number of objects per image.
+* ``objectness``: the union of every annotated instance mask of the image: what a model that segments
+  all objects and reads no text would score (uses ground-truth masks).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from risclip.config import DataConfig
 from risclip.data.refer import ReferDataset, annotation_mask
 from risclip.metrics import RISMetrics
 
-BASELINES: tuple[str, ...] = ("whole-image", "centre-blob", "largest-object", "random-object")
+BASELINES: tuple[str, ...] = ("whole-image", "centre-blob", "largest-object", "random-object", "objectness")
 PROPOSAL_BASELINES: tuple[str, ...] = ("largest-object", "random-object")  # they choose among instance masks
 
 
@@ -87,6 +89,7 @@ def evaluate_baselines(data: DataConfig, split: str | None = None, seed: int = 0
             "centre-blob": centre_blob(h, w, share),
             "largest-object": max(objects, key=lambda m: m.sum()) if len(objects) else np.zeros((h, w), bool),
             "random-object": objects[int(rng.integers(len(objects)))] if len(objects) else np.zeros((h, w), bool),
+            "objectness": objects.any(0) if len(objects) else np.zeros((h, w), bool),
         }
         kind = [sent.get("kind")]
         for name, pred in preds.items():

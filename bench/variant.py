@@ -77,18 +77,35 @@ class Scores:
 
 def score_variant(preset: P.Preset, model_cfg: ModelConfig, train_cfg: TrainConfig, workdir: Path,
                   stage1_cache: Path | None = None, hooks: tuple[Hook, ...] = (),
-                  protocols: tuple[str, ...] = ("ours",), evaluate_val: bool = True) -> Scores:
-    """Train and score one variant through ``run_variant``, with select mIoU on test; the per-expression
-    IoUs come from the evaluation itself (``RunResult.per_sample``)."""
+                  protocols: tuple[str, ...] = ("ours",), evaluate_val: bool = True,
+                  text_controls: bool = True) -> Scores:
+    """Train and score one variant through ``run_variant``, with select mIoU on test and the text controls
+    (swap and generic sentences, ``RunResult.controls``); the per-expression IoUs come from the evaluation
+    itself (``RunResult.per_sample``)."""
     selection = ProposalSelection(build_dataset(preset.data, model_cfg, preset.data.test_split, train=False))
     result = run_variant(model_cfg, train_cfg, preset.data, workdir=workdir, hooks=hooks, stage1_cache=stage1_cache,
-                         evaluators=(selection,), protocols=protocols, evaluate_val=evaluate_val)
+                         evaluators=(selection,), protocols=protocols, evaluate_val=evaluate_val,
+                         text_controls=text_controls)
     return Scores(result, selection.compute())
+
+
+def control_metrics(controls: dict[str, dict]) -> dict[str, float]:
+    """The text controls' metrics (:func:`risclip.engine.evaluate_text_controls`): ``test_<control>_mIoU``,
+    ``test_<control>_oIoU``, ``test_<kind>_<control>_mIoU`` and ``test_<control>_fraction`` (share of test
+    sentences scored), for control ``swap`` and ``generic``."""
+    out: dict[str, float] = {}
+    for name, c in controls.items():
+        m = c.get("metrics", {})
+        out.update({f"test_{name}_mIoU": m.get("mIoU", float("nan")), f"test_{name}_oIoU": m.get("oIoU", float("nan")),
+                    f"test_{name}_fraction": c.get("fraction", 0.0)})
+        out.update({f"test_{kind}_{name}_mIoU": km["mIoU"] for kind, km in c.get("by_kind", {}).items()})
+    return out
 
 
 def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> dict[str, float]:
     """The metrics a variant run logs, named once here: ``test_*`` (protocol ours), ``test_<protocol>_*``,
-    ``val_*``, ``test_<kind>_mIoU`` / ``_oIoU``, select mIoU overall and per kind, times and cost."""
+    ``val_*``, ``test_<kind>_mIoU`` / ``_oIoU``, select mIoU overall and per kind, the text controls
+    (:func:`control_metrics`), times and cost."""
     final = {f"test_{metric_key(k)}": v for k, v in result.metrics.items()}
     for proto, ms in result.protocol_metrics.items():
         final.update({f"test_{proto}_{metric_key(k)}": v for k, v in ms.items()})
@@ -98,6 +115,7 @@ def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> di
     if select:
         final["test_select_mIoU"] = select["overall"]["mIoU"]
         final.update({f"test_{kind}_select_mIoU": ms["mIoU"] for kind, ms in select["by_kind"].items()})
+    final.update(control_metrics(result.controls))
     final.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
                  eval_samples=result.eval_samples, **cost)
     return final
@@ -117,9 +135,36 @@ def log_variant(tracker, run_id: str, scores: Scores, cost: dict[str, float], gr
                               "test_other_protocols": result.protocol_metrics,
                               "select": scores.select.get("overall", {}), "select_by_kind": scores.select.get("by_kind", {}),
                               "history": result.history, "cost": cost, "train_seconds": result.train_seconds,
-                              "per_sample": scores.per_sample}, "metrics.json")
+                              "per_sample": scores.per_sample,
+                              "controls": {k: {kk: vv for kk, vv in c.items() if kk != "per_sample"}
+                                           for k, c in result.controls.items()}}, "metrics.json")
+    if result.controls:
+        tracker.log_json(run_id, {k: c.get("per_sample", []) for k, c in result.controls.items()},
+                         "controls_per_sample.json")
     if grid_path is not None and grid_path.is_file():
         tracker.log_file(run_id, grid_path)
+
+
+def add_text_controls(tracker, run, preset: P.Preset, components: Components, train_cfg: TrainConfig) -> bool:
+    """Score a finished run's text controls from its checkpoint and log them to the run, where it has none
+    yet (a run from before the controls existed, reused): only the controls are new evaluation. Returns
+    False, logging nothing, when the checkpoint is not on this machine."""
+    from risclip.engine import evaluate_text_controls, load_checkpoint, resolve_device
+
+    if "test_swap_mIoU" in run.data.metrics:
+        return True
+    ckpt = run.data.tags.get("checkpoint", "")
+    if not ckpt or not Path(ckpt).is_file():
+        return False
+    device = resolve_device(train_cfg.device)
+    model_cfg = preset.model.with_components(components)
+    model = load_checkpoint(ckpt, device, model_cfg=model_cfg)
+    test_set = build_dataset(preset.data, model_cfg, preset.data.test_split, train=False)
+    controls = evaluate_text_controls(model, test_set, train_cfg, device)
+    tracker.log_metrics(run.info.run_id, control_metrics(controls))
+    tracker.log_json(run.info.run_id, {k: c.get("per_sample", []) for k, c in controls.items()},
+                     "controls_per_sample.json")
+    return True
 
 
 class TrackingHook(Hook):

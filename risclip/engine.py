@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from .config import DataConfig, ModelConfig, TrainConfig
+from .data.controls import CONTROLS, TextControl
 from .data.refer import ReferDataset, refer_collate
 from .losses import dice_focal_loss
 from .metrics import EvalProtocol, RISMetrics, get_protocol
@@ -110,6 +111,7 @@ class RunResult:
     stage1_reused: bool = False  # stage-1 weights came from ``stage1_cache`` (train_seconds excludes them)
     protocol_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # other protocols, test split
     per_sample: list[dict] = field(default_factory=list)  # every test expression's IoU (sent_id, kind, iou)
+    controls: dict[str, dict] = field(default_factory=dict)  # evaluate_text_controls on test, when asked for
     checkpoint: str | None = None  # the last checkpoint written (self-describing: see ``load_checkpoint``)
 
 
@@ -445,6 +447,24 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
     return Evaluation(first.compute(reduce), first.compute_by_kind(reduce, kinds), others, rows)
 
 
+def evaluate_text_controls(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
+                           seed: int = 0, controls: Sequence[str] = CONTROLS, protocol: str = "ours") -> dict[str, dict]:
+    """Score ``dataset``'s images against their true masks with control sentences
+    (:mod:`risclip.data.controls`): ``{control: {"metrics", "by_kind", "fraction", "per_sample"}}``, where
+    ``fraction`` is the share of the dataset's sentences the control could score (``swap`` leaves out
+    sentences whose image holds no other referent). ``seed`` draws the swaps; it is the same for every
+    variant (0 by default), so all variants read the same swapped sentences."""
+    out: dict[str, dict] = {}
+    for name in controls:
+        ds = TextControl(dataset, name, seed=seed)
+        if len(ds) == 0:
+            out[name] = {"metrics": {}, "by_kind": {}, "fraction": 0.0, "per_sample": []}
+            continue
+        ev = evaluate(model, ds, cfg, device, desc=f"test ({name} text)", protocols=(protocol,))
+        out[name] = {"metrics": ev.metrics, "by_kind": ev.by_kind, "fraction": ds.fraction, "per_sample": ev.per_sample}
+    return out
+
+
 def all_kinds(meter: RISMetrics) -> list[str]:
     """Expression kinds seen by any process (every process needs the same list to reduce per kind)."""
     kinds = meter.kinds()
@@ -478,7 +498,7 @@ def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCon
 def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, workdir: str | Path | None = None,
                 eval_split: str | None = None, hooks: Sequence[Hook] = (), evaluate_val: bool = True,
                 stage1_cache: str | Path | None = None, evaluators: Sequence[Evaluator] = (),
-                protocols: tuple[str, ...] = ("ours",)) -> RunResult:
+                protocols: tuple[str, ...] = ("ours",), text_controls: bool = False) -> RunResult:
     """Train (both stages, as the components require) and score one variant.
 
     ``workdir`` holds the checkpoints (and makes an interrupted run resumable); ``eval_split`` defaults
@@ -490,7 +510,8 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     evaluation protocols to score the test split under (the first gives ``metrics``, the others
     ``protocol_metrics``; val is scored under the first). With a ``workdir``, the trained variant is
     also written as ``workdir/model.pt`` (its model config and component weights), which
-    ``python -m risclip.predict --checkpoint`` reads.
+    ``python -m risclip.predict --checkpoint`` reads. ``text_controls`` also scores test with the swap and
+    generic sentences of :func:`evaluate_text_controls` (``RunResult.controls``).
     """
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
@@ -539,12 +560,13 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
                                train_cfg, device, desc="val", protocols=protocols[:1]).metrics
     test_set = build_dataset(data_cfg, model_cfg, eval_split or data_cfg.test_split, train=False)
     test = evaluate(model, test_set, train_cfg, device, desc="test", evaluators=evaluators, protocols=protocols)
+    controls = evaluate_text_controls(model, test_set, train_cfg, device, protocol=protocols[0]) if text_controls else {}
     return RunResult(
         components=str(model_cfg.components), model_hash=model_cfg.config_hash(), train_hash=train_cfg.config_hash(),
         metrics=test.metrics, by_kind=test.by_kind, val_metrics=val_metrics, history=history,
         train_seconds=train_seconds, eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set),
         stage1_reused=stage1_reused, protocol_metrics=test.protocols, checkpoint=str(final) if final else None,
-        per_sample=test.per_sample,
+        per_sample=test.per_sample, controls=controls,
     )
 
 

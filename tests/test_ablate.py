@@ -63,7 +63,8 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     def interrupting(model_cfg, *args, **kwargs):
         if model_cfg.components == LADDER[2]:
             raise KeyboardInterrupt
-        return real(model_cfg, *args, **kwargs)
+        # as before the text controls existed: the reused runs get them from their checkpoints in step 2
+        return real(model_cfg, *args, **{**kwargs, "text_controls": False})
 
     monkeypatch.setattr(variant, "run_variant", interrupting)
     assert ablate.main(common) == 130
@@ -78,8 +79,11 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     for r in variants:
         assert 0.0 <= r["mIoU"] <= 100.0 and r["inference_ms_per_image"] > 0 and r["mlflow_run_id"]
         assert 0.0 <= r["select_mIoU"] <= 100.0
+        # the text controls, for every variant, reused ones included
+        assert 0.0 <= r["swap_mIoU"] <= 100.0 and 0.0 <= r["generic_mIoU"] <= 100.0
+        assert any(0.0 <= r[f"{k}_swap_mIoU"] <= 100.0 for k in ("attribute", "position", "relation"))
     assert {r["components"] for r in rows if r["kind"] == "baseline"} == {
-        "whole-image", "centre-blob", "largest-object", "random-object"}
+        "whole-image", "centre-blob", "largest-object", "random-object", "objectness"}
 
     # 3. a third time nothing trains
     assert ablate.main(common) == 0
@@ -117,7 +121,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert "## Tuning probes" in md and "`--set train.lr=0.01`" in md  # the --set run is listed as a probe
     assert (tmp_path / "reports" / "synth-refcoco-ladder.png").stat().st_size > 1000
     assert (tmp_path / "reports" / "synth-refcoco-ladder-grids.png").stat().st_size > 1000
-    assert (tmp_path / "reports" / "synth-refcoco-ladder.csv").read_text().count("\n") == 10  # header + 9 rows
+    assert (tmp_path / "reports" / "synth-refcoco-ladder.csv").read_text().count("\n") == 11  # header + 10 rows
 
     # 5. a ladder on a study's chosen settings (--tuned) is set beside the preset's, not taken for it
     tuned = tmp_path / "tuned.json"

@@ -203,6 +203,7 @@ class ReferDataset(Dataset):
         if known is None and not split_refs:
             present = sorted({str(r.get("split")) for r in refs})
             raise ReferError(f"{self.refs_path}: no refs in split '{split}'; present: {', '.join(present)}")
+        self.refs = split_refs  # every ref of the split, also where max_samples scores only some sentences
         self.samples: list[tuple[dict, dict]] = []
         for ref in split_refs:
             if ref.get("ann_id") not in self.anns:
