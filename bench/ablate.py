@@ -42,6 +42,7 @@ from risclip.metrics import METRIC_NAMES, PROTOCOLS
 
 from . import presets as P
 from .assets import UsageError, data_fingerprint, ensure_backbone, ensure_data
+from .reference import parse_multipliers, reference_name, run_reference
 from .results import ROW_FIELDS, format_table, row_from_run, write_output
 from .tracking import DEFAULT_TRACKING_URI, NullTracker, Tracker, git_revision, metric_key
 from .variant import (
@@ -215,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--all", action="store_true", help="all 32 combinations of the five flags")
     what.add_argument("--seeds", default=None, help="comma-separated training seeds (default 0,1,2; --quick: 0)")
     what.add_argument("--no-baselines", action="store_true",
-                      help="skip the text-blind baselines (whole image, centre blob, largest / random object)")
+                      help="skip the text-blind baselines (whole image, centre blob, largest / random object, "
+                           "objectness)")
+    what.add_argument("--reference", default="1,3", metavar="MULTIPLES",
+                      help="when rung 1 runs: also train the from-scratch reference (no CLIP; risclip/reference.py) for "
+                           "these multiples of rung 1's mean training time, every seed (default %(default)s; "
+                           "'' for none)")
     how = p.add_argument_group("how")
     how.add_argument("--preset", default=P.DEFAULT_PRESET, choices=sorted(P.PRESETS),
                      help="synth-refcoco (default): SynthRef's RefCOCO-like profile on a CPU; synth-cpu: the "
@@ -351,6 +357,10 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
         variants = choose_variants(a)
         seeds = parse_seeds(a.seeds if a.seeds is not None else ("0" if a.quick else "0,1,2"))
         protocols = parse_protocols(a.protocol)
+        try:
+            multiples = parse_multipliers(a.reference)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         if a.output and Path(a.output).suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output must end in .csv or .json (got {a.output})")
         preset, proxy_summary = prepare(a, progress)
@@ -406,6 +416,21 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
             if not row["reused"] and main_process:
                 tqdm.write(f"{components} seed {seed}: mIoU {row['mIoU']:.2f}, oIoU {row['oIoU']:.2f} "
                            f"(trained {row['train_seconds']:.0f} s)")
+        rung1 = [r["train_seconds"] for r in rows if r["kind"] == "variant" and r.get("rung") == 1]
+        if multiples and rung1 and main_process and not dist.active():
+            seconds = sum(rung1) / len(rung1)
+            refs = [(m, s) for m in multiples for s in seeds]
+            for m, seed in tqdm(refs, desc="reference", unit="run", disable=None if progress is None else not progress):
+                try:
+                    row = run_reference(ctx, m, seed, seconds)
+                except (ReferError, RuntimeError, FloatingPointError) as e:
+                    failures.append(f"{reference_name(m)} seed {seed}: {e}")
+                    tqdm.write(f"FAILED {reference_name(m)} seed {seed}: {e}")
+                    continue
+                rows.append(row)
+                if not row["reused"]:
+                    tqdm.write(f"{reference_name(m)} seed {seed}: mIoU {row['mIoU']:.2f}, swap {row['swap_mIoU']:.2f} "
+                               f"(trained {row['train_seconds']:.0f} s)")
     except KeyboardInterrupt:
         tracker.end(parent_id, "KILLED")
         done = sum(1 for r in rows if r["kind"] == "variant")

@@ -85,7 +85,7 @@ def format_table(rows: list[dict]) -> str:
     for s in summarise(rows):
         rung = "-" if s["rung"] is None else str(s["rung"])
         paper = f"{s['paper_mIoU']:.2f}" if s["paper_mIoU"] is not None else "-"
-        name = s["components"] if s["kind"] == "variant" else f"baseline: {s['components']}"
+        name = f"baseline: {s['components']}" if s["kind"] == "baseline" else s["components"]
         ms = "-" if math.isnan(s["inference_ms_per_image"]) else f"{s['inference_ms_per_image']:.1f}"
         mb = "-" if math.isnan(s["peak_memory_mb"]) else f"{s['peak_memory_mb']:.0f}"
         select = "-" if math.isnan(s["select_mIoU"]) else f"{s['select_mIoU']:.2f}"

@@ -84,6 +84,11 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
         assert any(0.0 <= r[f"{k}_swap_mIoU"] <= 100.0 for k in ("attribute", "position", "relation"))
     assert {r["components"] for r in rows if r["kind"] == "baseline"} == {
         "whole-image", "centre-blob", "largest-object", "random-object", "objectness"}
+    # the from-scratch reference at 1x and 3x rung 1's training time, scored like a rung
+    refs = {r["components"]: r for r in rows if r["kind"] == "reference"}
+    assert set(refs) == {"reference (1x rung-1 time)", "reference (3x rung-1 time)"}
+    for r in refs.values():
+        assert 0.0 <= r["mIoU"] <= 100.0 and 0.0 <= r["swap_mIoU"] <= 100.0 and 0.0 <= r["select_mIoU"] <= 100.0
 
     # 3. a third time nothing trains
     assert ablate.main(common) == 0
@@ -121,7 +126,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert "## Tuning probes" in md and "`--set train.lr=0.01`" in md  # the --set run is listed as a probe
     assert (tmp_path / "reports" / "synth-refcoco-ladder.png").stat().st_size > 1000
     assert (tmp_path / "reports" / "synth-refcoco-ladder-grids.png").stat().st_size > 1000
-    assert (tmp_path / "reports" / "synth-refcoco-ladder.csv").read_text().count("\n") == 11  # header + 10 rows
+    assert (tmp_path / "reports" / "synth-refcoco-ladder.csv").read_text().count("\n") == 13  # header + 5 rungs + 5 baselines + 2 references
 
     # 5. a ladder on a study's chosen settings (--tuned) is set beside the preset's, not taken for it
     tuned = tmp_path / "tuned.json"

@@ -1,0 +1,105 @@
+"""The from-scratch reference (:mod:`risclip.reference`, no CLIP) as a row of the ladder: trained on the
+same train samples as the rungs for a multiple of rung 1's training time, scored exactly like a rung
+(test mIoU, select mIoU, text controls), tracked and reused like a variant (kind ``reference``).
+
+The budget is wall time: ``multiplier`` x rung 1's mean training seconds in the same invocation. It is
+turned into a whole number of epochs before training starts, by timing a few steps
+(:func:`risclip.reference.seconds_per_epoch`), so that the schedule is known up front and the run is
+deterministic given that number; the epochs and the seconds actually spent are logged beside it. The run's
+identity holds the multiplier, not the seconds, so a rerun on a slower or faster machine reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+
+from tqdm import tqdm
+
+from risclip.engine import RunResult, build_dataset, evaluate, evaluate_text_controls, resolve_device
+from risclip.reference import ReferenceConfig, seconds_per_epoch, train_reference
+
+from .proposals import ProposalSelection
+from .results import row_from_run
+from .variant import Scores, log_variant
+
+REFERENCE_KIND = "reference"
+
+
+def reference_name(multiplier: float) -> str:
+    return f"reference ({multiplier:g}x rung-1 time)"
+
+
+def parse_multipliers(text: str) -> tuple[float, ...]:
+    """``"1,3"`` -> (1.0, 3.0); an empty string: none."""
+    try:
+        values = tuple(float(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise ValueError(f"--reference takes comma-separated multiples of rung 1's training time, e.g. 1,3 "
+                         f"(got {text!r})") from None
+    if any(v <= 0 or math.isnan(v) for v in values):
+        raise ValueError(f"--reference multiples must be positive (got {text!r})")
+    return tuple(dict.fromkeys(values))
+
+
+def reference_identity(cfg: ReferenceConfig, multiplier: float, seed: int, data: dict, fingerprint: str) -> str:
+    ident = {"reference": cfg.to_dict(), "multiplier": multiplier, "seed": seed,
+             "data": {k: v for k, v in data.items() if k not in ("data_root", "image_root")}, "data_fingerprint": fingerprint}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
+                  cfg: ReferenceConfig | None = None) -> dict:
+    """Train and score the reference at ``multiplier`` x ``rung1_seconds`` (or reuse the finished run)."""
+    cfg = cfg or ReferenceConfig()
+    preset = ctx.preset
+    name = reference_name(multiplier)
+    run_hash = reference_identity(cfg, multiplier, seed, preset.data.to_dict(), ctx.fingerprint)
+    found = None if ctx.force else ctx.tracker.find_finished(run_hash)
+    if found is not None:
+        tqdm.write(f"{name} seed {seed}: reusing finished run {found.info.run_id[:8]} (hash {run_hash})")
+        return row_from_run(found, REFERENCE_KIND, name, seed, None, reused=True)
+    device = resolve_device(ctx.device)
+    train_set = build_dataset(preset.data, preset.model, preset.data.train_split, train=True)
+    per_epoch = seconds_per_epoch(train_set, cfg, seed, device=device)
+    budget = multiplier * rung1_seconds
+    epochs = max(1, round(budget / per_epoch))
+    tags = {"run_hash": run_hash, "config_hash": run_hash, "kind": REFERENCE_KIND, "components": name,
+            "seed": str(seed), "rung": "", "preset": ctx.preset.name, "git_revision": ctx.git_rev,
+            "data_fingerprint": ctx.fingerprint, "multiplier": f"{multiplier:g}"}
+    run_id = ctx.tracker.start(f"{name} s{seed}", tags, parent_id=ctx.parent_id)
+    try:
+        ctx.tracker.log_params(run_id, {"reference": cfg.to_dict(), "multiplier": multiplier, "seed": seed,
+                                        "epochs": epochs, "budget_seconds": round(budget, 1),
+                                        "estimated_seconds_per_epoch": round(per_epoch, 2),
+                                        "data": preset.data.to_dict()})
+        t0 = time.perf_counter()
+        model, history = train_reference(train_set, cfg, epochs, seed=seed, device=device, progress=ctx.progress)
+        train_seconds = time.perf_counter() - t0
+        for row in history:
+            ctx.tracker.log_metrics(run_id, {"reference_loss": row["loss"], "reference_epoch_seconds": row["seconds"]},
+                                    step=int(row["epoch"]))
+        eval_cfg = preset.train
+        t1 = time.perf_counter()
+        val = evaluate(model, build_dataset(preset.data, preset.model, preset.data.val_split, train=False), eval_cfg,
+                       device, desc="reference val")
+        test_set = build_dataset(preset.data, preset.model, preset.data.test_split, train=False)
+        selection = ProposalSelection(test_set)
+        test = evaluate(model, test_set, eval_cfg, device, desc="reference test", evaluators=(selection,))
+        controls = evaluate_text_controls(model, test_set, eval_cfg, device)
+        result = RunResult(components=name, model_hash=cfg.config_hash(), train_hash=str(epochs), metrics=test.metrics,
+                           by_kind=test.by_kind, val_metrics=val.metrics, history=history, train_seconds=train_seconds,
+                           eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set),
+                           per_sample=test.per_sample, controls=controls)
+        log_variant(ctx.tracker, run_id, Scores(result, selection.compute()), {"epochs": float(epochs),
+                                                                              "budget_seconds": budget})
+        ctx.tracker.end(run_id, "FINISHED")
+    except KeyboardInterrupt:
+        ctx.tracker.end(run_id, "KILLED")
+        raise
+    except BaseException:
+        ctx.tracker.end(run_id, "FAILED")
+        raise
+    return row_from_run(ctx.tracker.get_run(run_id), REFERENCE_KIND, name, seed, None, reused=False)
