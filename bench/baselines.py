@@ -28,6 +28,7 @@ from risclip.metrics import RISMetrics
 
 BASELINES: tuple[str, ...] = ("whole-image", "centre-blob", "largest-object", "random-object", "objectness")
 PROPOSAL_BASELINES: tuple[str, ...] = ("largest-object", "random-object")  # they choose among instance masks
+ORACLE_BASELINES: tuple[str, ...] = (*PROPOSAL_BASELINES, "objectness")  # they read ground-truth instance masks
 
 
 class InstanceMasks:

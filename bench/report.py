@@ -27,12 +27,11 @@ import seaborn as sns  # noqa: E402
 
 from risclip.config import LADDER, PAPER_MIOU  # noqa: E402
 
-from .baselines import PROPOSAL_BASELINES  # noqa: E402
+from .baselines import ORACLE_BASELINES, PROPOSAL_BASELINES  # noqa: E402
+from .bootstrap import Gap, paired_gap, table  # noqa: E402
 from .presets import DEFAULT_PRESET  # noqa: E402
-from .results import ROW_FIELDS, summarise  # noqa: E402
+from .results import KINDS, ROW_FIELDS, summarise  # noqa: E402
 from .tracking import DEFAULT_TRACKING_URI, Tracker  # noqa: E402
-
-KINDS = ("attribute", "position", "relation")
 
 
 def default_stem(preset: str) -> str:
@@ -94,7 +93,7 @@ def load_rows(tracker: Tracker, parent) -> pd.DataFrame:
     for i, r in df.iterrows():
         m = tracker.get_run(r["mlflow_run_id"]).data.metrics
         for kind in KINDS:
-            if r["kind"] == "variant":
+            if r["kind"] in ("variant", "reference"):
                 df.loc[i, f"{kind}_mIoU"] = m.get(f"test_{kind}_mIoU", math.nan)
                 df.loc[i, f"{kind}_select_mIoU"] = m.get(f"test_{kind}_select_mIoU", math.nan)
             else:  # one run holds every baseline, its metrics prefixed by the baseline's name
@@ -149,8 +148,13 @@ def ladder_figure(df: pd.DataFrame, path: Path) -> None:
     v["rung"] = v["rung"].astype(int)
     if v.empty:
         v = pd.DataFrame({"rung": [], "mIoU": []})
-    fig, ax = plt.subplots(figsize=(9, 4))
-    sns.pointplot(data=v, x="rung", y="mIoU", errorbar="sd", capsize=0.15, color="C0", ax=ax, label="ours (SynthRef)")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    sns.pointplot(data=v, x="rung", y="mIoU", errorbar="sd", capsize=0.15, color="C0", ax=ax, label="ours: mIoU")
+    for col, color, marker, label in (("swap_mIoU", "C1", "v", "ours: swap mIoU (another referent's sentence)"),
+                                      ("generic_mIoU", "C2", "s", "ours: generic mIoU ('the object')")):
+        if col in v and v[col].notna().any():
+            sns.pointplot(data=v, x="rung", y=col, errorbar="sd", capsize=0.1, color=color, markers=marker,
+                          linestyles="--", ax=ax, label=label)
     paper = [(i, PAPER_MIOU.get(str(c))) for i, c in enumerate(LADDER) if PAPER_MIOU.get(str(c)) is not None]
     if paper:
         ax.scatter([p[0] for p in paper], [p[1] for p in paper], marker="D", color="C3", zorder=5,
@@ -158,11 +162,16 @@ def ladder_figure(df: pd.DataFrame, path: Path) -> None:
     b = df[df["kind"] == "baseline"]
     for j, (_, r) in enumerate(b.iterrows()):
         ax.axhline(r["mIoU"], ls=":", color=f"C{j + 4}", lw=1, label=f"baseline: {r['components']}")
+    ref = df[df["kind"] == "reference"]
+    for j, (name, g) in enumerate(ref.groupby("components", sort=True)):
+        ax.axhline(g["mIoU"].astype(float).mean(), ls="-.", color="k", lw=1.2 + j,
+                   label=f"{name}, no CLIP (mean of {len(g)})")
     ax.set_xticks(range(len(LADDER)))
     ax.set_xticklabels([f"{i}\n{'+'.join(str(c).split('+')[1:]) or 'value'}" for i, c in enumerate(LADDER)],
                        fontsize=7)
     ax.set_xlabel("rung (components added)")
     ax.set_ylabel("test mIoU (mean ± sd over seeds)")
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -179,8 +188,49 @@ def _kind_select(df: pd.DataFrame, components: str, kind: str) -> tuple[float, f
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+class PerExpression:
+    """Every test expression's IoU (percent) of the runs in a report, read once from their ``metrics.json``."""
+
+    def __init__(self, tracker: Tracker, df: pd.DataFrame) -> None:
+        self.tracker, self.df, self._cache = tracker, df, {}
+
+    def _run(self, run_id: str) -> list[dict]:
+        if run_id not in self._cache:
+            try:
+                self._cache[run_id] = self.tracker.load_json(run_id, "metrics.json").get("per_sample", [])
+            except (OSError, LookupError, ValueError, AttributeError):
+                self._cache[run_id] = []
+        return self._cache[run_id]
+
+    def of(self, components: str, kind: str | None = None, row_kind: str = "variant") -> dict[int, dict[int, float]]:
+        """``{seed: {sent_id: IoU}}`` of a variant (a rung that trains nothing: its one run, under its lowest seed)."""
+        sub = self.df[(self.df["kind"] == row_kind) & (self.df["components"] == components)]
+        out: dict[int, dict[int, float]] = {}
+        for _, r in sub.drop_duplicates("mlflow_run_id").sort_values("seed").iterrows():
+            rows = self._run(r["mlflow_run_id"])
+            if rows:
+                out[int(r["seed"])] = {int(x["sent_id"]): 100.0 * float(x["iou"]) for x in rows
+                                       if kind is None or x.get("kind") == kind}
+        return out
+
+    def gap(self, a: str, b: str, kind: str | None = None, b_kind: str = "variant") -> Gap | None:
+        """Paired bootstrap CI of ``b``'s mean IoU minus ``a``'s (:func:`bench.bootstrap.paired_gap`), or None
+        when either lacks per-expression IoUs."""
+        pa, pb = self.of(a, kind), self.of(b, kind, b_kind)
+        if not pa or not pb:
+            return None
+        seeds = sorted(pb) if len(pb) >= len(pa) else sorted(pa)
+        if (len(pa) > 1 and set(pa) != set(seeds)) or (len(pb) > 1 and set(pb) != set(seeds)):
+            return None
+        exprs = sorted(set.intersection(*(set(r) for r in [*pa.values(), *pb.values()])))
+        if not exprs:
+            return None
+        return paired_gap(table(pa, exprs, seeds), table(pb, exprs, seeds))
+
+
 def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFrame, metrics: dict,
-                 df: pd.DataFrame | None = None, minutes: float = 60.0) -> list[str]:
+                 df: pd.DataFrame | None = None, minutes: float = 60.0,
+                 per_expr: PerExpression | None = None) -> list[str]:
     """The SynthRef issue's targets, each with the measured value and whether it is met."""
     rungs = {s["rung"]: s for s in variants if s["rung"] is not None}
     out = []
@@ -190,26 +240,41 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
                f"({'met' if wall <= 60 * minutes else 'NOT met'}; wall time of this invocation, proxy CLIP and data cached)")
     for a, b in ((0, 1), (1, 2)):
         if a in rungs and b in rungs:
+            gap = per_expr.gap(rungs[a]["components"], rungs[b]["components"]) if per_expr else None
+            if gap is not None:
+                out.append(f"- Rung {a} -> {b} raises mean mIoU, its paired bootstrap 95% CI over {gap.expressions} test "
+                           f"expressions and {gap.seeds} seeds above zero: {gap.text()} "
+                           f"({'met' if gap.low > 0 else 'NOT met'})")
+                continue
             d = rungs[b]["mIoU"] - rungs[a]["mIoU"]
             sd2 = 2 * max(rungs[a]["mIoU_sd"], rungs[b]["mIoU_sd"])
             out.append(f"- Rung {a} -> {b} raises mean mIoU by more than twice the larger seed sd: {d:+.2f} vs "
-                       f"{sd2:.2f} ({'met' if d > sd2 else 'NOT met'})")
+                       f"{sd2:.2f} ({'met' if d > sd2 else 'NOT met'}; runs without per-expression IoUs)")
     if 2 in rungs and 3 in rungs:
-        d = rungs[3]["mIoU"] - rungs[2]["mIoU"]
-        sd = max(rungs[2]["mIoU_sd"], rungs[3]["mIoU_sd"])
-        out.append(f"- Rung 3 is not below rung 2 by more than one sd: {d:+.2f} vs -{sd:.2f} "
-                   f"({'met' if d >= -sd else 'NOT met'})")
+        gap = per_expr.gap(rungs[2]["components"], rungs[3]["components"]) if per_expr else None
+        if gap is not None:
+            out.append(f"- Rung 3 is not below rung 2 (the CI's upper end at or above zero): {gap.text()} "
+                       f"({'met' if gap.high >= 0 else 'NOT met'})")
+        else:
+            d = rungs[3]["mIoU"] - rungs[2]["mIoU"]
+            sd = max(rungs[2]["mIoU_sd"], rungs[3]["mIoU_sd"])
+            out.append(f"- Rung 3 is not below rung 2 by more than one sd: {d:+.2f} vs -{sd:.2f} "
+                       f"({'met' if d >= -sd else 'NOT met'})")
     if 3 in rungs and 4 in rungs:
+        gap = per_expr.gap(rungs[3]["components"], rungs[4]["components"]) if per_expr else None
         d = rungs[4]["mIoU"] - rungs[3]["mIoU"]
-        out.append(f"- Rung 4 is above rung 3: {d:+.2f} ({'met' if d > 0 else 'NOT met'})")
+        out.append("- Rung 4 is above rung 3: " + (f"{gap.text()} ({'met' if gap.low > 0 else 'NOT met'}: CI above zero)"
+                                                    if gap is not None else f"{d:+.2f} ({'met' if d > 0 else 'NOT met'})"))
     if df is not None and 1 in rungs and 2 in rungs:
         for kind in ("position", "relation"):
             m1, s1 = _kind_select(df, rungs[1]["components"], kind)
             m2, s2 = _kind_select(df, rungs[2]["components"], kind)
             d, sd2 = m2 - m1, 2 * max(s1, s2)
+            gap = per_expr.gap(rungs[1]["components"], rungs[2]["components"], kind) if per_expr else None
+            ci = f"; its {kind} mIoU gap, paired bootstrap 95% CI: {gap.text()}" if gap is not None else ""
             out.append(f"- CFE pays on {kind} expressions: rung 2's select mIoU above rung 1's by more than twice "
                        f"the larger seed sd: {m2:.2f} vs {m1:.2f} ({d:+.2f} vs {sd2:.2f}; "
-                       f"{'met' if d > sd2 else 'NOT met'})")
+                       f"{'met' if d > sd2 else 'NOT met'}{ci})")
     if not spread.empty:
         worst = spread["max_abs_diff"].max()
         out.append(f"- A rerun seed reproduces its mIoU within 0.5: largest difference {worst:.3f} "
@@ -217,7 +282,7 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
     if 0 in rungs:
         r0 = rungs[0]
         for b in baselines:
-            if b["components"] in PROPOSAL_BASELINES:
+            if b["components"] in ORACLE_BASELINES:
                 continue
             out.append(f"- Rung 0 ({r0['mIoU']:.2f}) beats baseline {b['components']} ({b['mIoU']:.2f}) in mIoU: "
                        f"{'met' if r0['mIoU'] > b['mIoU'] else 'NOT met'}")
@@ -227,6 +292,47 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
                            f"({r0['select_mIoU']:.2f}) beats {b['components']} ({b['select_mIoU']:.2f}) in select "
                            f"mIoU: {'met' if r0['select_mIoU'] > b['select_mIoU'] else 'NOT met'}")
     return out
+
+
+def _col(sub: pd.DataFrame, col: str) -> float:
+    return float(sub[col].astype(float).mean()) if col in sub and len(sub) else math.nan
+
+
+def _control_cells(s: dict) -> str:
+    """mIoU, swap mIoU, generic mIoU and text sensitivity cells of a summary line."""
+    sens = s["mIoU"] - s.get("swap_mIoU", math.nan)
+    return (f"{s['mIoU']:.2f} ± {s['mIoU_sd']:.2f} | {_fmt(s.get('swap_mIoU', math.nan))} | "
+            f"{_fmt(s.get('generic_mIoU', math.nan))} | {_fmt(sens)}")
+
+
+def _swap_share(tracker: Tracker, df: pd.DataFrame) -> str:
+    """How many test sentences the swap could score (their image holds another referent)."""
+    fractions = []
+    for run_id in df[df["kind"] == "variant"]["mlflow_run_id"].drop_duplicates()[:1]:
+        fractions.append(tracker.get_run(run_id).data.metrics.get("test_swap_fraction", math.nan))
+    share = f"{100 * fractions[0]:.1f}% of them" if fractions and not math.isnan(fractions[0]) else "those"
+    return f"the swap scores the test sentences whose image holds another referent: {share}"
+
+
+def reference_lines(references: list[dict], variants: list[dict], per_expr: PerExpression) -> list[str]:
+    """The from-scratch reference (no CLIP) beside rung 1: what this data allows at rung 1's training time."""
+    if not references:
+        return []
+    rung1 = next((v for v in variants if v["rung"] == 1), None)
+    out = ["## From-scratch reference (no CLIP)", "",
+           "A small text-conditioned segmenter of our own with no CLIP (`risclip/reference.py`: conv encoder with "
+           "coordinate channels, GRU over the same tokens, FiLM and cross-attention, a light decoder), trained on the "
+           "same train samples for a multiple of rung 1's mean training time and scored exactly like a rung. A "
+           "reference line, not a rung.", "",
+           "| reference | seeds | mIoU | swap mIoU | generic mIoU | text sensitivity | select mIoU | minus rung 1, 95% CI | "
+           "train s |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in references:
+        gap = per_expr.gap(rung1["components"], s["components"], b_kind="reference") if rung1 else None
+        out.append(f"| {s['components']} | {s['seeds']} | {_control_cells(s)} | {_fmt(s['select_mIoU'])} | "
+                   f"{gap.text() if gap is not None else '-'} | {_fmt(s['train_seconds'], 0)} |")
+    if rung1:
+        out += ["", f"Rung 1 trained {_fmt(rung1['train_seconds'], 0)} s on average."]
+    return out + [""]
 
 
 def tuned_lines(tracker: Tracker, df: pd.DataFrame, variants: list[dict], baselines: list[dict],
@@ -397,6 +503,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     variants = sorted([s for s in summary if s["kind"] == "variant"],
                       key=lambda s: (s["rung"] is None, s["rung"] if s["rung"] is not None else 0, s["components"]))
     baselines = [s for s in summary if s["kind"] == "baseline"]
+    references = sorted([s for s in summary if s["kind"] == "reference"], key=lambda s: s["components"])
+    per_expr = PerExpression(tracker, df)
     tags, metrics = parent.data.tags, dict(parent.data.metrics)
     if "proxy_clip_val_retrieval_top1" in metrics and "proxy_clip_pretrain_seconds" not in metrics:
         try:
@@ -443,25 +551,34 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
             proxy = None
     lines += [""] + dataset_lines(dict(parent.data.params), proxy)
     lines += ["## Ladder", "", f"![mIoU per rung]({stem}.png)", "",
-              "| rung | components | seeds | mIoU | oIoU | P@50 | P@70 | P@90 | select mIoU | paper mIoU | gain | "
-              "gain > 2 sd | train s | ms/img | peak MB |", "|" + "---|" * 15]
+              "| rung | components | seeds | mIoU | swap mIoU | generic mIoU | text sensitivity | oIoU | P@50 | P@90 | "
+              "select mIoU | paper mIoU | gain, 95% CI | CI above 0 | train s | ms/img | peak MB |", "|" + "---|" * 17]
     prev = None
     for s in variants:
         gain, sep = "-", "-"
         if prev is not None and s["rung"] is not None and prev["rung"] is not None:
-            d = s["mIoU"] - prev["mIoU"]
-            gain = f"{d:+.2f}"
-            sep = "yes" if d > 2 * max(s["mIoU_sd"], prev["mIoU_sd"]) else "no"
+            gap = per_expr.gap(prev["components"], s["components"])
+            if gap is not None:
+                gain, sep = gap.text(), ("yes" if gap.low > 0 else "no")
+            else:
+                gain = f"{s['mIoU'] - prev['mIoU']:+.2f}"
         lines.append(f"| {s['rung'] if s['rung'] is not None else '-'} | {s['components']} | {s['seeds']} | "
-                     f"{s['mIoU']:.2f} ± {s['mIoU_sd']:.2f} | {s['oIoU']:.2f} ± {s['oIoU_sd']:.2f} | {_fmt(s['P@50'])} | "
-                     f"{_fmt(s['P@70'])} | {_fmt(s['P@90'])} | {_fmt(s['select_mIoU'])} ± {_fmt(s['select_mIoU_sd'])} | "
+                     + _control_cells(s) + f" | {s['oIoU']:.2f} ± {s['oIoU_sd']:.2f} | {_fmt(s['P@50'])} | "
+                     f"{_fmt(s['P@90'])} | {_fmt(s['select_mIoU'])} ± {_fmt(s['select_mIoU_sd'])} | "
                      f"{_fmt(s['paper_mIoU'])} | {gain} | {sep} | "
                      f"{_fmt(s['train_seconds'], 0)} | {_fmt(s['inference_ms_per_image'], 1)} | "
                      f"{_fmt(s['peak_memory_mb'], 0)} |")
         if s["rung"] is not None:
             prev = s
-    lines += ["", "`gain` is the change in mean mIoU from the rung above; `gain > 2 sd` compares it with twice the "
-              "larger of the two rungs' seed standard deviations. `select mIoU` scores the variant's map as a chooser "
+    lines += ["", "Does the model read its text? `swap mIoU`: each test sentence whose image holds another referent "
+              "is replaced by a sentence of that other referent (a seeded choice, the same for every variant) and the "
+              "prediction is scored against the *true* mask; a model that masks the object its sentence names scores "
+              "near zero there, one that segments objects whatever the text says scores about its mIoU. `generic "
+              "mIoU`: every sentence replaced by 'the object'. `text sensitivity` = mIoU - swap mIoU "
+              f"({_swap_share(tracker, df)}; `risclip/data/controls.py`).", "",
+              "`gain` is the change in mean mIoU from the rung above, with its paired bootstrap 95% CI: test "
+              "expressions and seeds resampled together, the same draw for both rungs (`bench/bootstrap.py`; every "
+              "test expression is scored). `select mIoU` scores the variant's map as a chooser "
               "among the image's ground-truth instance masks (the one with the highest mean map value; "
               "`bench/proposals.py`), the terms the oracle-proposal baselines below play on; on SynthRef it is the "
               "share of expressions whose referent was chosen. `ms/img` (batch 1) and `peak MB` (growth of the "
@@ -472,20 +589,24 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
         lines.append(f"| {s['components']} | {s['mIoU']:.2f} | {s['oIoU']:.2f} | {_fmt(s['P@50'])} | "
                      f"{_fmt(s['select_mIoU'])} |")
     lines += ["", "`largest-object` and `random-object` pick a ground-truth instance mask (oracle proposals) without "
-              "reading the text; `centre-blob` is sized to the mean referent area on train.", "",
+              "reading the text; `centre-blob` is sized to the mean referent area on train; `objectness` is the union "
+              "of every instance mask of the image (what a model that segments all objects and ignores the text "
+              "would score). A text-blind prediction scores the same under both controls.", ""]
+    lines += reference_lines(references, variants, per_expr)
+    lines += [
               "## mIoU by expression kind (mean over seeds)", "",
-              "mIoU, then select mIoU in brackets.", "",
+              "mIoU, then select mIoU in brackets, then swap mIoU after the slash.", "",
               "| rung | components | " + " | ".join(KINDS) + " |", "|---|---|" + "---|" * len(KINDS)]
-    for s in variants + baselines:
+    for s in variants + references + baselines:
         sub = df[(df["kind"] == s["kind"]) & (df["components"] == s["components"])]
         rung = s["rung"] if s["rung"] is not None else "-"
-        name = s["components"] if s["kind"] == "variant" else f"baseline: {s['components']}"
+        name = f"baseline: {s['components']}" if s["kind"] == "baseline" else s["components"]
         lines.append(f"| {rung} | {name} | "
                      + " | ".join(f"{_fmt(sub[f'{k}_mIoU'].mean())} ({_fmt(sub[f'{k}_select_mIoU'].mean())})"
-                                  for k in KINDS) + " |")
+                                  f" / {_fmt(_col(sub, f'{k}_swap_mIoU'))}" for k in KINDS) + " |")
     spread = rerun_spread(tracker, df)
     lines += ["", "## Targets, checked from the numbers above", ""] + target_lines(
-        variants, baselines, spread, metrics, df, minutes=30.0 if preset == "synth-cpu" else 60.0)
+        variants, baselines, spread, metrics, df, minutes=30.0 if preset == "synth-cpu" else 60.0, per_expr=per_expr)
     if draw == "0":
         lines += tuned_lines(tracker, df, variants, baselines, 30.0 if preset == "synth-cpu" else 60.0)
     else:
