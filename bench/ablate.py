@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "objectness)")
     what.add_argument("--reference", default="1,3", metavar="MULTIPLES",
                       help="when rung 1 runs: also train the from-scratch reference (no CLIP; risclip/reference.py) for "
-                           "these multiples of rung 1's mean training time, every seed (default %(default)s; "
+                           "these multiples of rung 1's median training time over the seeds, every seed (default %(default)s; "
                            "'' for none)")
     how = p.add_argument_group("how")
     how.add_argument("--preset", default=P.DEFAULT_PRESET, choices=sorted(P.PRESETS),
@@ -418,7 +419,7 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
                            f"(trained {row['train_seconds']:.0f} s)")
         rung1 = [r["train_seconds"] for r in rows if r["kind"] == "variant" and r.get("rung") == 1]
         if multiples and rung1 and main_process and not dist.active():
-            seconds = sum(rung1) / len(rung1)
+            seconds = statistics.median(rung1)  # robust to one run slowed by a neighbouring job
             refs = [(m, s) for m in multiples for s in seeds]
             for m, seed in tqdm(refs, desc="reference", unit="run", disable=None if progress is None else not progress):
                 try:

@@ -2,7 +2,8 @@
 same train samples as the rungs for a multiple of rung 1's training time, scored exactly like a rung
 (test mIoU, select mIoU, text controls), tracked and reused like a variant (kind ``reference``).
 
-The budget is wall time: ``multiplier`` x rung 1's mean training seconds in the same invocation. It is
+The budget is wall time: ``multiplier`` x rung 1's median training seconds over the seeds of the same
+invocation. It is
 turned into a whole number of epochs before training starts, by timing a few steps
 (:func:`risclip.reference.seconds_per_epoch`), so that the schedule is known up front and the run is
 deterministic given that number; the epochs and the seconds actually spent are logged beside it. The run's

@@ -322,7 +322,7 @@ def reference_lines(references: list[dict], variants: list[dict], per_expr: PerE
     out = ["## From-scratch reference (no CLIP)", "",
            "A small text-conditioned segmenter of our own with no CLIP (`risclip/reference.py`: conv encoder with "
            "coordinate channels, GRU over the same tokens, FiLM and cross-attention, a light decoder), trained on the "
-           "same train samples for a multiple of rung 1's mean training time and scored exactly like a rung. A "
+           "same train samples for a multiple of rung 1's median training time over its seeds, and scored exactly like a rung. A "
            "reference line, not a rung.", "",
            "| reference | seeds | mIoU | swap mIoU | generic mIoU | text sensitivity | select mIoU | minus rung 1, 95% CI | "
            "train s |", "|---|---|---|---|---|---|---|---|---|"]
@@ -331,7 +331,7 @@ def reference_lines(references: list[dict], variants: list[dict], per_expr: PerE
         out.append(f"| {s['components']} | {s['seeds']} | {_control_cells(s)} | {_fmt(s['select_mIoU'])} | "
                    f"{gap.text() if gap is not None else '-'} | {_fmt(s['train_seconds'], 0)} |")
     if rung1:
-        out += ["", f"Rung 1 trained {_fmt(rung1['train_seconds'], 0)} s on average."]
+        out += ["", f"Rung 1 trained {_fmt(rung1['train_seconds'], 0)} s on average over its seeds."]
     return out + [""]
 
 

@@ -270,7 +270,10 @@ class Objective:
             grid = workdir / "val_predictions.png"
             hooks = (TrackingHook(self.tracker, run_id), prune,
                      GridHook(preset, model_cfg, grid, f"{comp}, trial {trial.number} (val)"))
-            scores = score_variant(preset, model_cfg, train_cfg, workdir, Path(self.cfg.workdir) / "stage1", hooks)
+            # trials are chosen on val: the text controls are left to bench.ablate, which scores them from the
+            # checkpoint when it reuses a trial's run (--tuned)
+            scores = score_variant(preset, model_cfg, train_cfg, workdir, Path(self.cfg.workdir) / "stage1", hooks,
+                                   text_controls=False)
             cost = {}
             if "latency_ms" in self.spec.objectives:  # a fresh process per measurement: only where it is an objective
                 cost = study_latency(model_cfg, scores.result.checkpoint, self.cfg.device)
