@@ -1,0 +1,30 @@
+"""bench.bootstrap: paired gaps over expressions and seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.bootstrap import paired_gap, table
+
+
+def test_a_constant_shift_is_found_exactly_and_noise_straddles_zero():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 100, size=(3, 400))
+    shifted = paired_gap(a, a + 5.0)
+    assert shifted.estimate == pytest.approx(5.0) and shifted.low == pytest.approx(5.0) and shifted.excludes_zero
+    noise = paired_gap(a, a + rng.normal(0, 20, size=a.shape))
+    assert noise.low < 0 < noise.high and not noise.excludes_zero
+    assert "[" in shifted.text() and shifted.expressions == 400 and shifted.seeds == 3
+
+
+def test_a_rung_that_trains_nothing_stands_for_every_seed_and_tables_pair_expressions():
+    rung0 = {0: {1: 10.0, 2: 20.0, 3: 30.0}}
+    rung1 = {0: {1: 20.0, 2: 30.0, 3: 40.0, 4: 0.0}, 1: {1: 30.0, 2: 40.0, 3: 50.0}}
+    exprs = [1, 2, 3]  # expressions every run scored
+    a, b = table(rung0, exprs, [0, 1]), table(rung1, exprs, [0, 1])
+    assert a.shape == b.shape == (2, 3) and (a[0] == a[1]).all()
+    gap = paired_gap(a, b)
+    assert gap.estimate == pytest.approx(15.0) and 10.0 <= gap.low <= gap.high <= 20.0
+    with pytest.raises(ValueError, match="different expressions"):
+        paired_gap(a, b[:, :2])
