@@ -208,7 +208,8 @@ def run_ladder(cfg: RunConfig, workers: int, final_seeds: tuple[int, ...], comma
     from bench import ablate
 
     argv = ["--preset", cfg.preset, "--tuned", os.path.relpath(path), "--seeds", ",".join(map(str, final_seeds)),
-            "--tracking-uri", cfg.tracking_uri, "--workdir", cfg.workdir, "--no-progress"]
+            "--tracking-uri", cfg.tracking_uri, "--workdir", cfg.workdir, "--no-progress",
+            "--reference", ""]  # the from-scratch reference does not depend on tuning: the plain ladder's serves
     if cfg.pretrained:
         argv += ["--pretrained", cfg.pretrained]
     if cfg.quick:
