@@ -234,10 +234,13 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
     """The SynthRef issue's targets, each with the measured value and whether it is met."""
     rungs = {s["rung"]: s for s in variants if s["rung"] is not None}
     out = []
-    wall = metrics.get("wall_seconds", math.nan)
+    ref = metrics.get("reference_seconds", 0.0)
+    wall = metrics.get("wall_seconds", math.nan) - ref
     seeds = max((s["seeds"] for s in variants), default=0)
+    less = f" less its from-scratch reference runs ({ref / 60:.1f} min)" if ref else ""
     out.append(f"- Whole ladder, {seeds} seeds, in at most {minutes:.0f} minutes: {wall / 60:.1f} min "
-               f"({'met' if wall <= 60 * minutes else 'NOT met'}; wall time of this invocation, proxy CLIP and data cached)")
+               f"({'met' if wall <= 60 * minutes else 'NOT met'}; wall time of this invocation{less}, proxy CLIP and "
+               "data cached)")
     for a, b in ((0, 1), (1, 2)):
         if a in rungs and b in rungs:
             gap = per_expr.gap(rungs[a]["components"], rungs[b]["components"]) if per_expr else None
@@ -511,6 +514,9 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
             metrics["proxy_clip_pretrain_seconds"] = tracker.load_json(parent.info.run_id, "proxy_clip.json")["seconds"]
         except (OSError, KeyError, ValueError):
             pass
+    metrics["reference_seconds"] = sum(  # trained and scored in this invocation: not the ladder's time
+        float(r["train_seconds"]) + tracker.get_run(r["mlflow_run_id"]).data.metrics.get("eval_seconds", 0.0)
+        for _, r in df[df["kind"] == "reference"].iterrows() if str(r["reused"]) not in ("True", "true", "1"))
     preset = tags.get("preset", "?")
     if preset.startswith("synth"):
         title, whose = "SynthRef", ("**Every number in the tables below is ours, measured on SynthRef, our synthetic "
