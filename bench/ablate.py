@@ -139,7 +139,7 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
     if ctx.force and workdir.exists() and dist.is_main():
         shutil.rmtree(workdir)
     dist.barrier()
-    try:
+    with ctx.tracker.ending(run_id):
         ctx.tracker.log_params(run_id, {"preset": preset.name, "components": str(components), "seed": seed,
                                         "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
                                         "data": preset.data.to_dict()})
@@ -157,13 +157,6 @@ def run_one(ctx: Context, components: Components, seed: int) -> dict:
         cost = profile_variant(model_cfg.to_dict(), scores.result.checkpoint, batch_size=1,
                                device=ctx.device_for_profile())
         log_variant(ctx.tracker, run_id, scores, cost, grid_path)
-        ctx.tracker.end(run_id, "FINISHED")
-    except KeyboardInterrupt:
-        ctx.tracker.end(run_id, "KILLED")
-        raise
-    except BaseException:
-        ctx.tracker.end(run_id, "FAILED")
-        raise
     ctx.finished[run_hash] = run_id
     return row_from_run(ctx.tracker.get_run(run_id), "variant", str(components), seed, rung, reused=False)
 

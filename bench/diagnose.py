@@ -276,13 +276,8 @@ class MarginHook(Hook):
         self.ds, self.indices, self.device, self.rows = ds, indices, device, []
 
     def epoch_end(self, model, stage, epoch, row) -> None:
-        was = [p.requires_grad for p in model.parameters()]
-        training = {m: m.training for m in model.modules()}
+        # referent_margin puts the model in eval mode; train_stage sets its stage again after every hook
         m = referent_margin(model, self.ds, self.indices, self.device)
-        for p, r in zip(model.parameters(), was):
-            p.requires_grad_(r)
-        for mod, t in training.items():
-            mod.train(t)
         self.rows.append({"stage": stage, "epoch": epoch, "loss": row["loss"], **m})
 
 

@@ -71,7 +71,7 @@ def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
             "seed": str(seed), "rung": "", "preset": ctx.preset.name, "git_revision": ctx.git_rev,
             "data_fingerprint": ctx.fingerprint, "multiplier": f"{multiplier:g}"}
     run_id = ctx.tracker.start(f"{name} s{seed}", tags, parent_id=ctx.parent_id)
-    try:
+    with ctx.tracker.ending(run_id):
         ctx.tracker.log_params(run_id, {"reference": cfg.to_dict(), "multiplier": multiplier, "seed": seed,
                                         "epochs": epochs, "budget_seconds": round(budget, 1),
                                         "estimated_seconds_per_epoch": round(per_epoch, 2),
@@ -96,11 +96,4 @@ def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
                            per_sample=test.per_sample, controls=controls)
         log_variant(ctx.tracker, run_id, Scores(result, selection.compute()), {"epochs": float(epochs),
                                                                               "budget_seconds": budget})
-        ctx.tracker.end(run_id, "FINISHED")
-    except KeyboardInterrupt:
-        ctx.tracker.end(run_id, "KILLED")
-        raise
-    except BaseException:
-        ctx.tracker.end(run_id, "FAILED")
-        raise
     return row_from_run(ctx.tracker.get_run(run_id), REFERENCE_KIND, name, seed, None, reused=False)

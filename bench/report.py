@@ -310,10 +310,9 @@ def _control_cells(s: dict) -> str:
 
 def _swap_share(tracker: Tracker, df: pd.DataFrame) -> str:
     """How many test sentences the swap could score (their image holds another referent)."""
-    fractions = []
-    for run_id in df[df["kind"] == "variant"]["mlflow_run_id"].drop_duplicates()[:1]:
-        fractions.append(tracker.get_run(run_id).data.metrics.get("test_swap_fraction", math.nan))
-    share = f"{100 * fractions[0]:.1f}% of them" if fractions and not math.isnan(fractions[0]) else "those"
+    runs = df[df["kind"] == "variant"]["mlflow_run_id"]  # every variant scores the same swaps: one run says
+    fraction = tracker.get_run(runs.iloc[0]).data.metrics.get("test_swap_fraction", math.nan) if len(runs) else math.nan
+    share = "those" if math.isnan(fraction) else f"{100 * fraction:.1f}% of them"
     return f"the swap scores the test sentences whose image holds another referent: {share}"
 
 

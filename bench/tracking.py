@@ -12,6 +12,7 @@ configs plus the data fingerprint); a FINISHED child with the same hash is reuse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -118,6 +119,20 @@ class Tracker:
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         _retry(self.client.set_terminated, run_id, status=status)
 
+    @contextlib.contextmanager
+    def ending(self, run_id: str):
+        """End ``run_id`` FINISHED when the block completes, KILLED on Ctrl-C, FAILED on any other error
+        (which propagates)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.end(run_id, "KILLED")
+            raise
+        except BaseException:
+            self.end(run_id, "FAILED")
+            raise
+        self.end(run_id, "FINISHED")
+
     # --------------------------------------------------------------------------------------- queries
     def get_run(self, run_id: str) -> mlflow.entities.Run:
         return _retry(self.client.get_run, run_id)
@@ -205,6 +220,10 @@ class NullTracker:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         pass
+
+    @contextlib.contextmanager
+    def ending(self, run_id: str):
+        yield
 
     def find_finished(self, run_hash: str) -> None:
         return None

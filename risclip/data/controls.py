@@ -34,7 +34,7 @@ def swap_candidates(dataset: ReferDataset) -> dict[int, list[dict]]:
     """image id -> every ref of the dataset's split in that image (all of the split's refs, even where the
     dataset scores only its first ``max_samples`` sentences)."""
     by_image: dict[int, list[dict]] = defaultdict(list)
-    for ref in getattr(dataset, "refs", None) or list({id(r): r for r, _ in dataset.samples}.values()):
+    for ref in dataset.refs:
         if ref.get("sentences"):
             by_image[ref["image_id"]].append(ref)
     return by_image
