@@ -7,6 +7,8 @@ in environments of their own: torch is large and is installed exactly once.
                                 (posargs go to pytest, e.g. -- --variant adapters,decoder --shapes synth-cpu)
     .venv/bin/nox -s benchmark_gpu   the same on CUDA with bf16 autocast, plus the SynthRef ladder on the GPU
                                      against the CPU's -> reports/benchmark-gpu.md
+    .venv/bin/nox -s services   PostgreSQL + an MLflow tracking server for many machines (docs/scaling.md);
+                                posargs go to `python -m bench.services start`, e.g. -- --host 0.0.0.0 --dir /srv/x
 """
 
 import shutil
@@ -56,7 +58,16 @@ def benchmark_gpu(session: nox.Session) -> None:
     """The suite on CUDA with bf16 autocast, then the SynthRef ladder on the GPU (3 seeds, a few minutes)
     to check that CUDA results match the committed CPU ladder within seed noise."""
     ladder = Path(".benchmarks") / "ladder-cuda.json"
-    session.run(PY, "-m", "bench.device_ladder", "--device", "cuda", "--seeds", "0,1,2", "--workers", "8",
-                "--no-progress", "--out", str(ladder))
+    session.run(PY, "-m", "bench.ablate", "--preset", "synth-cpu", "--device", "cuda", "--seeds", "0,1,2",
+                "--set", "train.num_workers=8", "--tracking-uri", "none", "--no-baselines", "--reference", "",
+                "--no-progress", "--output", str(ladder))
     _benchmark(session, "benchmark-gpu", ["--bench-device", "cuda", "--bench-autocast"],
                ["--ladder-check", str(ladder)])
+
+
+@nox.session(python=False)
+def services(session: nox.Session) -> None:
+    """PostgreSQL and an MLflow tracking server backed by it (artifacts served by the server), in the foreground
+    until Ctrl-C; prints the two URLs (docs/scaling.md)."""
+    # Ctrl-C reaches the command too, which stops both services; give it the time that takes
+    session.run(PY, "-m", "bench.services", "start", *session.posargs, interrupt_timeout=60, terminate_timeout=10)

@@ -106,8 +106,16 @@ def _stable_hash(obj: Any) -> str:
 
 
 class _Hashable:
+    # fields added after runs were tracked, with the value every earlier config had: left out of to_dict (and
+    # so of the hash) while they hold it, so that earlier runs keep their identity and are still reused
+    _LATER_FIELDS: dict[str, Any] = {}
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[arg-type]
+        d = dataclasses.asdict(self)  # type: ignore[arg-type]
+        for k, default in self._LATER_FIELDS.items():
+            if d.get(k) == default:
+                d.pop(k)
+        return d
 
     def config_hash(self) -> str:
         """A short hash of every field; stable across processes and Python versions."""
@@ -237,6 +245,16 @@ class DataConfig(_Hashable):
     test_split: str = "test"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    # which train sentences max_train_samples keeps: "first" (the refs file's order: whole images, few of
+    # them) or "spread" (a random subset drawn with a fixed seed, the same for every training seed, so the
+    # same number of sentences covers many more images)
+    train_subset: str = "first"
+
+    _LATER_FIELDS = {"train_subset": "first"}
+
+    def __post_init__(self) -> None:
+        if self.train_subset not in ("first", "spread"):
+            raise ValueError(f"unknown train_subset '{self.train_subset}'; valid: first, spread")
 
     def images_dir(self) -> Path:
         return Path(self.image_root) if self.image_root else Path(self.data_root) / "images"

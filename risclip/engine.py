@@ -481,7 +481,8 @@ def build_dataset(data: DataConfig, model_cfg: ModelConfig, split: str, train: b
     limit = data.max_train_samples if train else data.max_eval_samples
     return ReferDataset(data.data_root, data.dataset, data.split_by, split, data.images_dir(),
                         image_size=model_cfg.image_size, context_length=model_cfg.context_length,
-                        keep_original_mask=not train, max_samples=limit)
+                        keep_original_mask=not train, max_samples=limit,
+                        sample_order="spread" if train and data.train_subset == "spread" else "first")
 
 
 def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig) -> str:

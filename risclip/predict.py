@@ -6,9 +6,11 @@
       --out mask.png                       # two sentences: mask-1.png, mask-2.png from one image pass
 
 The checkpoint is the ``model.pt`` that every training run writes in its run folder (its model config
-and component weights; ``bench.ablate`` tags each MLflow run with its path). ``--run`` finds it in the
-local MLflow store (``--tracking-uri``, default ``sqlite:///mlflow.db``, read directly: this library
-never imports MLflow); for a remote tracking server, download the file and pass ``--checkpoint``.
+and component weights; ``bench.ablate`` tags each MLflow run with its path). ``--run`` finds it through
+``--tracking-uri``: a local store (default ``sqlite:///mlflow.db``, read with sqlite3) or a tracking server
+(``http://host:5000``, read over MLflow's REST API with the standard library: this library never imports
+MLflow). Where the tagged file is not on this machine, the run's ``model.pt`` artifact is used (fetched
+from the server into ``--cache-dir``).
 The frozen CLIP comes from the checkpoint's config (an open_clip tag or a local file); ``--pretrained``
 points it elsewhere, e.g. at the same weights on another machine.
 
@@ -42,26 +44,76 @@ class PredictError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------- inputs
-def checkpoint_of_run(run_id: str, tracking_uri: str = "sqlite:///mlflow.db") -> Path:
-    """The ``checkpoint`` tag of an MLflow run in a local SQLite store (read with sqlite3, not MLflow)."""
+def checkpoint_of_run(run_id: str, tracking_uri: str = "sqlite:///mlflow.db", cache_dir: str | Path | None = None) -> Path:
+    """A run's checkpoint: the file its ``checkpoint`` tag names when it is on this machine, else the run's
+    ``model.pt`` artifact (a local store's artifact folder, or downloaded from a tracking server)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return _checkpoint_from_server(run_id, tracking_uri.rstrip("/"), Path(cache_dir or Path.home() / ".cache" / "risclip"))
     if not tracking_uri.startswith("sqlite:///"):
-        raise PredictError(f"--run reads a local sqlite:/// MLflow store, not {tracking_uri}; download the run's "
-                           f"checkpoint and pass --checkpoint")
+        raise PredictError(f"--run reads a local sqlite:/// MLflow store or an http(s):// tracking server, not "
+                           f"{tracking_uri}; download the run's checkpoint and pass --checkpoint")
     db = Path(tracking_uri[len("sqlite:///"):])
     if not db.is_file():
         raise PredictError(f"{db}: no MLflow store here (run from the folder that holds it, or pass --tracking-uri)")
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         row = con.execute("SELECT value FROM tags WHERE run_uuid = ? AND key = 'checkpoint'", (run_id,)).fetchone()
-        known = con.execute("SELECT 1 FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        known = con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
     if known is None:
         raise PredictError(f"no MLflow run {run_id} in {db}")
     if row is None or not row[0]:
         raise PredictError(f"MLflow run {run_id} has no checkpoint tag (baselines and runs older than predict "
                            f"have none); pass --checkpoint runs/<hash>/model.pt")
     path = Path(row[0])
-    if not path.is_file():
-        raise PredictError(f"MLflow run {run_id}'s checkpoint {path} is gone (deleted, or another machine's)")
-    return path
+    if path.is_file():
+        return path
+    art = str(known[0] or "")
+    logged = Path(art[len("file://"):] if art.startswith("file://") else art) / "model.pt"
+    if art and logged.is_file():
+        return logged
+    raise PredictError(f"MLflow run {run_id}'s checkpoint {path} is gone (deleted, or another machine's) and the run "
+                       f"holds no model.pt artifact")
+
+
+def _get(url: str, what: str) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.read()
+    except urllib.error.HTTPError as e:
+        raise PredictError(f"{what}: the tracking server answered {e.code} ({url})") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise PredictError(f"{what}: cannot reach the tracking server ({getattr(e, 'reason', e)})") from None
+
+
+def _checkpoint_from_server(run_id: str, uri: str, cache_dir: Path) -> Path:
+    """The run's tags over MLflow's REST API; the tagged file if it is here, else its ``model.pt`` artifact,
+    downloaded once into ``cache_dir/<run id>/`` (atomically: an interrupted download leaves nothing)."""
+    import json
+    import urllib.parse
+
+    q = urllib.parse.urlencode({"run_id": run_id})
+    try:
+        run = json.loads(_get(f"{uri}/api/2.0/mlflow/runs/get?{q}", f"run {run_id}"))["run"]
+    except PredictError as e:
+        if "answered 404" in str(e) or "answered 400" in str(e):
+            raise PredictError(f"no MLflow run {run_id} at {uri}") from None
+        raise
+    tags = {t["key"]: t.get("value", "") for t in run.get("data", {}).get("tags", [])}
+    local = Path(tags.get("checkpoint") or "")
+    if tags.get("checkpoint") and local.is_file():
+        return local
+    out = cache_dir / run_id / "model.pt"
+    if out.is_file():
+        return out
+    q = urllib.parse.urlencode({"path": "model.pt", "run_uuid": run_id})
+    data = _get(f"{uri}/get-artifact?{q}", f"run {run_id}'s model.pt artifact")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(out)
+    return out
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -158,8 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a run's model.pt (runs/<hash>/model.pt)")
-    src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="an MLflow run id of bench.ablate (local store)")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store for --run (default %(default)s)")
+    src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="an MLflow run id of bench.ablate (local store or server)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db",
+                   help="MLflow store or tracking server (http://host:5000) for --run (default %(default)s)")
+    p.add_argument("--cache-dir", default=None, help="where --run keeps checkpoints fetched from a tracking server "
+                                                     "(default ~/.cache/risclip)")
     p.add_argument("--image", required=True, help="the image (any format PIL reads)")
     p.add_argument("--text", action="append", required=True, help="the referring expression; repeat for several")
     p.add_argument("--out", required=True, help="mask PNG (several --text: numbered -1, -2, ...)")
@@ -178,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 < a.threshold < 1:
             raise PredictError(f"--threshold must lie strictly between 0 and 1 (got {a.threshold})")
         image = read_image(a.image)
-        ckpt = Path(a.checkpoint) if a.checkpoint else checkpoint_of_run(a.run, a.tracking_uri)
+        ckpt = Path(a.checkpoint) if a.checkpoint else checkpoint_of_run(a.run, a.tracking_uri, a.cache_dir)
         model = load_model(ckpt, torch.device(a.device), a.pretrained, a.components, a.clip_model)
         masks = predict(model, image, a.text, a.threshold)
         out = Path(a.out)

@@ -1,5 +1,5 @@
 """Optuna studies over RISCLIP variants: each a small declarative module (search space, objective,
-budget, report) run through the same spine as ``bench.ablate`` (``bench.variant``, ``run_variant``).
+budget, report) run through the same spine as ``bench.ablate`` (``bench.spine.variant``, ``run_variant``).
 
   python -m studies list
   python -m studies run NAME [--preset P] [--trials N] [--workers K] [--storage URL] [--quick]

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from bench.presets import DEFAULT_PRESET
+from bench.spine.presets import DEFAULT_PRESET
 
 from . import STUDIES, get_study
 from .runner import (
@@ -103,7 +103,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def config_from(a: argparse.Namespace, trials: int | None = None) -> RunConfig:
-    from bench import presets as P
+    from bench.spine import presets as P
 
     spec = get_study(a.name)
     if a.preset not in P.PRESETS:
@@ -153,7 +153,7 @@ def cmd_list() -> int:
 
 
 def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
-    from bench.tracking import git_revision
+    from bench.spine.tracking import git_revision
 
     from .runner import make_tracker
 
@@ -192,7 +192,7 @@ def run_ladder(cfg: RunConfig, workers: int, final_seeds: tuple[int, ...], comma
                tuned_out: str | None = None) -> dict:
     import dataclasses
 
-    from bench.tracking import git_revision
+    from bench.spine.tracking import git_revision
     from risclip.config import LADDER
 
     from .ladder import choose, rung_study_name, write_tuned
@@ -205,7 +205,7 @@ def run_ladder(cfg: RunConfig, workers: int, final_seeds: tuple[int, ...], comma
     chosen = choose(make_storage(cfg.storage, cfg.heartbeat_interval), cfg.study_name, git_revision(), cfg.storage)
     preset_name = cfg.preset + ("-quick" if cfg.quick else "")
     path = write_tuned(preset_name, chosen, command, tuned_out)
-    from bench import ablate
+    from bench.spine import ablate
 
     argv = ["--preset", cfg.preset, "--tuned", os.path.relpath(path), "--seeds", ",".join(map(str, final_seeds)),
             "--tracking-uri", cfg.tracking_uri, "--workdir", cfg.workdir, "--no-progress",
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             worker(get_study(a.name), cfg)
             return 0
         if a.command == "report":
-            from .report import write_report
+            from bench.reporting.report import write_report
 
             cfg = config_from(a)
             if a.remeasure < 0:

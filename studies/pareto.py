@@ -1,4 +1,4 @@
-"""``pareto``: val mIoU up, inference latency down (``bench.profiling``, the benchmark suite's measuring
+"""``pareto``: val mIoU up, inference latency down (``bench.costs.profiling``, the benchmark suite's measuring
 code), over components and widths; the Pareto front plotted and listed."""
 
 from __future__ import annotations

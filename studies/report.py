@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from bench.tracking import NullTracker, Tracker  # noqa: E402
+from bench.spine.tracking import NullTracker, Tracker  # noqa: E402
 
 from . import get_study  # noqa: E402
 from .runner import RunConfig, build_preset, make_storage  # noqa: E402
@@ -162,7 +162,7 @@ def _pareto(study: optuna.Study, out: Path, stem: str) -> list[str]:
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     lines = [f"![Pareto front]({name})", "",
              "Latency: batch-1 inference ms per image of each trained trial, measured in a fresh process on the machine "
-             "named above (`bench/profiling.py`, the benchmark suite's code). On a 2-core CPU two runs of the same "
+             "named above (`bench/costs/profiling.py`, the benchmark suite's code). On a 2-core CPU two runs of the same "
              "code differ by up to 30% (reports/benchmark.md), so latency gaps smaller than that are noise.", "",
              "## The Pareto front (val mIoU up, latency down)", "",
              "| trial | val mIoU | ms / image | variant | settings |", "|---|---|---|---|---|"]
@@ -190,7 +190,7 @@ def _remeasured(study: optuna.Study, preset, tracker: Tracker, sittings: int, de
     spell of the machine falls on all trials alike), in one sitting of this report: the median and the range
     beside the number the study was scored on, and the front under the re-measured medians. On a shared
     2-core VM one fresh-process measurement can be off by half; a reused run's latency comes from another day."""
-    from bench import presets as P
+    from bench.spine import presets as P
     from risclip.config import Components
 
     from .runner import study_latency
@@ -396,7 +396,7 @@ def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, 
                      "own": bool(best.user_attrs.get("from_preset")),
                      "settings": " ".join(o for o in best.user_attrs.get("overrides", "").split(";") if o)})
     preset_name = cfg.preset + ("-quick" if cfg.quick else "")
-    from bench.report import latest_plain_ladder, latest_tuned_invocation, variant_summaries
+    from bench.reporting.report import latest_plain_ladder, latest_tuned_invocation, variant_summaries
 
     tuned_parent = latest_tuned_invocation(tracker)
     plain = latest_plain_ladder(tracker)

@@ -33,10 +33,10 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from bench import presets as P
-from bench.assets import data_fingerprint, ensure_backbone, ensure_data
-from bench.tracking import DEFAULT_TRACKING_URI, NullTracker, Tracker, git_revision
-from bench.variant import (
+from bench.spine import presets as P
+from bench.spine.assets import data_fingerprint, ensure_backbone, ensure_data
+from bench.spine.tracking import DEFAULT_TRACKING_URI, NullTracker, Tracker, git_revision
+from bench.spine.variant import (
     GridHook,
     TrackingHook,
     find_reusable,
@@ -289,7 +289,7 @@ class Objective:
             self.tracker.end(run_id, "FAILED")
             raise
         if isinstance(self.tracker, NullTracker):  # no store to read back: the metrics as logged would be
-            from bench.variant import final_metrics
+            from bench.spine.variant import final_metrics
 
             return self._values(final_metrics(scores.result, scores.select, cost))
         return self._values(self.tracker.get_run(run_id).data.metrics)
@@ -308,7 +308,7 @@ def study_latency(model_cfg, checkpoint: str | None, device: str = "auto") -> di
     """How every study measures a trial's cost: batch-1 inference ms per image and peak MB of ``model_cfg`` (a
     ``ModelConfig``) with ``checkpoint`` loaded, in a fresh process (``bench.profiling.profile_variant``). The
     objective, a reused run's re-measurement and ``report --remeasure`` all call this one."""
-    from bench.profiling import profile_variant
+    from bench.costs.profiling import profile_variant
 
     return profile_variant(model_cfg.to_dict(), checkpoint, batch_size=1, device=str(resolve_device(device)))
 
@@ -365,6 +365,29 @@ def sampler_seed(cfg: RunConfig, trials_so_far: int) -> int:
     return cfg.sampler_seed + cfg.worker_index + 7919 * trials_so_far
 
 
+def close_lost_runs(study: optuna.Study, tracker) -> int:
+    """End FAILED the MLflow runs of trials whose worker died (SIGKILL, a lost machine): Optuna marks such a
+    trial FAIL once its heartbeat lapses, but the run it opened would stay RUNNING forever, since the process
+    that would have ended it is gone. Any worker of the study does this for the others; returns how many."""
+    if isinstance(tracker, NullTracker):
+        return 0
+    closed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if not run_id or t.user_attrs.get("reused"):
+            continue
+        try:
+            if tracker.get_run(run_id).info.status != "RUNNING":
+                continue
+        except Exception:  # a run another store holds, or one deleted by hand: nothing to close here
+            continue
+        tracker.set_tags(run_id, {"ended_by": f"a worker of {study.study_name}: trial {t.number}'s worker stopped "
+                                              f"beating (killed or lost) and Optuna failed the trial"})
+        tracker.end(run_id, "FAILED")
+        closed += 1
+    return closed
+
+
 def worker(spec: StudySpec, cfg: RunConfig, poll_s: float = 2.0) -> int:
     """Run trials until the study holds exactly the wanted number of COMPLETE or PRUNED trials."""
     storage = make_storage(cfg.storage, cfg.heartbeat_interval)
@@ -377,6 +400,7 @@ def worker(spec: StudySpec, cfg: RunConfig, poll_s: float = 2.0) -> int:
     ran = 0
     while True:
         optuna.storages.fail_stale_trials(study)
+        close_lost_runs(study, objective.tracker)
         c = counts(study)
         done = c["COMPLETE"] + c["PRUNED"]
         if done >= wanted:

@@ -88,8 +88,8 @@ def refcoco_root(tmp_path) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def quick_root(tmp_path_factory) -> Path:
     """The --quick preset's SynthRef and proxy CLIP, made once per test session (real-process tests)."""
-    from bench.assets import ensure_backbone, ensure_data
-    from bench.presets import DEFAULT_PRESET, get_preset, quick, with_data_root
+    from bench.spine.assets import ensure_backbone, ensure_data
+    from bench.spine.presets import DEFAULT_PRESET, get_preset, quick, with_data_root
 
     root = tmp_path_factory.mktemp("quick") / "data"
     preset = with_data_root(quick(get_preset(DEFAULT_PRESET)), str(root))

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from bench import ablate
-from bench.ablate import choose_variants, parse_seeds, run_identity
-from bench.presets import DEFAULT_PRESET, get_preset, quick
+from bench.spine import ablate
+from bench.spine.ablate import choose_variants, parse_seeds, run_identity
+from bench.spine.presets import DEFAULT_PRESET, get_preset, quick
 from risclip.config import LADDER, Components
 
 
@@ -56,7 +56,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
               str(tmp_path / "runs"), "--no-progress", "--output", str(tmp_path / "rows.json")]
 
     # 1. interrupt the run of rung 2: rungs 0 and 1 must survive
-    from bench import variant
+    from bench.spine import variant
 
     real = variant.run_variant
 
@@ -72,7 +72,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
 
     # 2. the same command continues: rungs 0-1 reused, 2-4 trained
     assert ablate.main(common) == 0
-    rows = json.loads((tmp_path / "rows.json").read_text())
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     variants = [r for r in rows if r["kind"] == "variant"]
     assert [r["rung"] for r in variants] == [0, 1, 2, 3, 4]
     assert [r["reused"] for r in variants] == [True, True, False, False, False]
@@ -92,12 +92,12 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
 
     # 3. a third time nothing trains
     assert ablate.main(common) == 0
-    again = json.loads((tmp_path / "rows.json").read_text())
+    again = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert all(r["reused"] for r in again if r["kind"] == "variant")
     assert [r["mIoU"] for r in again if r["kind"] == "variant"] == [r["mIoU"] for r in variants]
 
     # the tracked runs: one killed run for rung 2, finished children with params, tags and artifacts
-    from bench.tracking import Tracker
+    from bench.spine.tracking import Tracker
 
     tracker = Tracker(uri, "risclip-synth-refcoco-quick")
     runs = tracker.runs({"kind": "variant"}, status=None)
@@ -111,7 +111,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert {"config.json", "metrics.json", "val_predictions.png"} <= artifacts
 
     # 4. the report renders from the store, from the latest plain ladder: a later --set run does not displace it
-    from bench import report
+    from bench.reporting import report
 
     assert ablate.main(common + ["--components", "adapters", "--set", "train.lr=0.01", "--no-baselines"]) == 0
 
@@ -134,7 +134,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
                               "trials": 2, "from_preset": r != 1, "preset_val_mIoU": 0.5} for r, c in enumerate(LADDER)}
     tuned.write_text(json.dumps({"preset": "synth-refcoco-quick", "variants": variants_file}))
     assert ablate.main(common + ["--tuned", str(tuned), "--no-baselines"]) == 0
-    rows = json.loads((tmp_path / "rows.json").read_text())
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert all(r["reused"] for r in rows)  # rung 1's settings ran as the --set probe above; the rest are the preset's
     assert report.main(["--tracking-uri", uri, "--experiment", "risclip-synth-refcoco-quick",
                         "--out-dir", str(tmp_path / "reports")]) == 0
@@ -146,7 +146,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
 
 
 def test_set_overrides_fields_with_types_and_clear_errors(capsys):
-    from bench.presets import override
+    from bench.spine.presets import override
 
     p = get_preset("synth-cpu")
     q = override(p, ["train.stage1_epochs=8", "train.lr=1e-2", "model.cfe_layers=[0,2]", "model.cfe_norm=false",
@@ -165,8 +165,8 @@ def test_set_overrides_fields_with_types_and_clear_errors(capsys):
 
 
 def test_synthref_of_another_profile_in_the_data_folder_is_a_clear_error(dense_root):
-    from bench.assets import UsageError, ensure_data
-    from bench.presets import with_data_root
+    from bench.spine.assets import UsageError, ensure_data
+    from bench.spine.presets import with_data_root
 
     with pytest.raises(UsageError, match="profile: dense here, refcoco wanted"):
         ensure_data(with_data_root(get_preset("synth-refcoco"), str(dense_root)), False)
@@ -185,7 +185,7 @@ def test_fresh_draw_has_its_own_folder_and_seed_and_keeps_the_proxy():
 def test_report_takes_the_plain_ladder_of_the_asked_draw_only():
     from types import SimpleNamespace
 
-    from bench.report import is_plain_ladder
+    from bench.reporting.report import is_plain_ladder
 
     def run(**tags):
         base = {"variants": ";".join(str(c) for c in LADDER)}
@@ -200,7 +200,7 @@ def test_tuning_probes_of_another_draw_are_not_set_beside_this_draws_runs():
     """A --set probe scored other data when it ran on another draw: the report of draw N lists draw N's only."""
     from types import SimpleNamespace
 
-    from bench.report import tuning_runs
+    from bench.reporting.report import tuning_runs
 
     def run(run_id, kind, parent=None, **tags):
         tags = {"kind": kind, **({"mlflow.parentRunId": parent} if parent else {}), **tags}
@@ -218,3 +218,25 @@ def test_tuning_probes_of_another_draw_are_not_set_beside_this_draws_runs():
     assert list(tuning_runs(Store())["components"]) == ["a"]
     assert list(tuning_runs(Store(), data_seed="1")["components"]) == ["b"]
     assert tuning_runs(Store(), data_seed="2").empty
+
+
+@pytest.mark.slow
+def test_tracking_uri_none_runs_without_mlflow_and_keeps_the_rows(quick_root, tmp_path):
+    """A machine without MLflow (a lent GPU machine): runs live in memory, rows and run facts go to --output."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bench.spine import ablate; "
+            f"rc = ablate.main(['--quick', '--components', 'none', '--seeds', '0,1', '--data-root', {str(quick_root)!r}, "
+            f"'--tracking-uri', 'none', '--workdir', {str(tmp_path / 'runs')!r}, '--no-progress', '--output', "
+            f"{str(tmp_path / 'rows.json')!r}]); "
+            "assert 'mlflow' not in sys.modules, 'mlflow was imported'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "not tracked (--tracking-uri none)" in r.stdout
+    out = json.loads((tmp_path / "rows.json").read_text())
+    assert out["device"] == "cpu" and out["seeds"] == [0, 1] and out["wall_seconds"] > 0
+    variants = [row for row in out["rows"] if row["kind"] == "variant"]
+    assert [row["seed"] for row in variants] == [0, 1] and variants[1]["reused"]  # rung 0: one run for both seeds
+    assert 0.0 <= variants[0]["mIoU"] <= 100.0 and 0.0 <= variants[0]["swap_mIoU"] <= 100.0
+    assert {row["components"] for row in out["rows"] if row["kind"] == "baseline"} >= {"objectness"}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.baselines import BASELINES, centre_blob, evaluate_baselines
-from bench.profiling import inference_ms, profile_variant
+from bench.costs.profiling import inference_ms, profile_variant
+from bench.spine.baselines import BASELINES, centre_blob, evaluate_baselines
 from risclip.config import DataConfig, ModelConfig
 from risclip.model import RISCLIP
 
@@ -35,7 +35,7 @@ def test_peak_memory_sees_an_allocation():
     import subprocess
     import sys
 
-    code = ("import torch; from bench.profiling import peak_memory_mb\n"
+    code = ("import torch; from bench.costs.profiling import peak_memory_mb\n"
             "def alloc():\n    x = torch.ones(64 * 2**20 // 4)\n    x += 1\n    return float(x[0])\n"
             "print(peak_memory_mb(alloc, torch.device('cpu')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from bench import benchmark_report
-from bench.costs import CLIP, RUNG_VARIANTS
+from bench.costs.costs import CLIP, RUNG_VARIANTS
+from bench.reporting import benchmark_report
 
 
 def _bench(kind, shape, variant, batch_kind, batch, median, memory, flops, device="cpu"):

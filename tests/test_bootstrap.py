@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.bootstrap import paired_gap, table
+from bench.reporting.bootstrap import paired_gap, table
 
 
 def test_a_constant_shift_is_found_exactly_and_noise_straddles_zero():

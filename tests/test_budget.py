@@ -1,7 +1,7 @@
 import math
 
-from bench import budget
-from bench.presets import get_preset
+from bench.reporting import budget
+from bench.spine.presets import get_preset
 
 
 def test_stage1_budget_multiplies_sentences_times_epochs():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import costs
+from bench.costs import costs
 from risclip.backbone import create_clip
 
 

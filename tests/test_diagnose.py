@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.diagnose import linear_probe, patch_labels, sentence_program
+from bench.reporting.diagnose import linear_probe, patch_labels, sentence_program
 from risclip.config import DataConfig, ModelConfig
 from risclip.engine import build_dataset
 
@@ -45,7 +45,7 @@ def test_patch_labels_name_the_object_under_each_patch(synthref_root):
 
 
 def test_quick_diagnosis_writes_every_section(tmp_path):
-    from bench import diagnose
+    from bench.reporting import diagnose
 
     out = tmp_path / "diag.md"
     assert diagnose.main(["--quick", "--data-root", str(tmp_path / "data"), "--tracking-uri",

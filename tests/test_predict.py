@@ -88,7 +88,7 @@ def test_errors_are_one_line(trained, tmp_path, capsys):
 
 def test_run_id_is_found_in_the_local_store(trained, tmp_path, capsys):
     ckpt, image, _ = trained
-    from bench.tracking import Tracker
+    from bench.spine.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri, "predict")

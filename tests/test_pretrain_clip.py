@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from bench.pretrain_clip import PretrainConfig, main, pretrain
+from bench.proxy.pretrain_clip import PretrainConfig, main, pretrain
 from risclip.backbone import create_clip
 
 
@@ -51,7 +51,7 @@ def test_v2_pretrains_on_its_own_corpus_and_reports_probes(synthref_root, tmp_pa
 
 
 def test_probe_pairs_differ_only_in_the_probed_word():
-    from bench.clip_probes import SWAPS, probe_pairs
+    from bench.proxy.clip_probes import SWAPS, probe_pairs
 
     objs = [[{"shape": "square", "colour": "red", "size": "large", "striped": False, "cx": 20.0, "cy": 64.0},
              {"shape": "circle", "colour": "blue", "size": "small", "striped": False, "cx": 100.0, "cy": 60.0}]]

@@ -1,10 +1,10 @@
-"""Referent selection among instance masks (bench/proposals.py)."""
+"""Referent selection among instance masks (bench/spine/proposals.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from bench.proposals import ProposalSelection
+from bench.spine.proposals import ProposalSelection
 
 
 def test_select_picks_the_instance_with_the_highest_mean_score():

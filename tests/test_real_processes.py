@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.presets import DEFAULT_PRESET, get_preset, quick, with_data_root
+from bench.spine.presets import DEFAULT_PRESET, get_preset, quick, with_data_root
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def _env() -> dict:
 
 
 def _rows(work: Path) -> list[dict]:
-    return [r for r in json.loads((work / "rows.json").read_text()) if r["kind"] == "variant"]
+    return [r for r in json.loads((work / "rows.json").read_text())["rows"] if r["kind"] == "variant"]
 
 
 EPOCHS = ["--set", "train.stage1_epochs=6"]
@@ -97,7 +97,7 @@ def test_torchrun_two_gloo_processes_train_and_evaluate_like_one(quick_root, tmp
     for k in ("mIoU", "oIoU", "P@50", "P@90"):
         assert row[k] == pytest.approx(one.metrics[k], abs=1e-9), k
 
-    from bench.tracking import Tracker
+    from bench.spine.tracking import Tracker
 
     tracker = Tracker(f"sqlite:///{work / 'mlflow.db'}", "risclip-synth-refcoco-quick")
     run = tracker.client.get_run(row["mlflow_run_id"])

@@ -1,16 +1,14 @@
 """Optuna studies with real processes: 2 workers end with exactly N trials (and every trial's MLflow run),
 a worker killed with SIGKILL mid-trial loses nothing finished and its trial is retried, pruning stops a
-clearly worse trial, --quick runs each study end to end, and 2 workers on a real PostgreSQL server."""
+clearly worse trial, and --quick runs each study end to end. Two workers on a real PostgreSQL server
+and an MLflow tracking server: tests/test_services.py."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bench.tracking import Tracker
+from bench.spine.tracking import Tracker
 from studies import get_study
 from studies.__main__ import main as studies_main
 from studies.runner import RunConfig, create, make_storage, spawn_workers, worker
@@ -162,51 +160,12 @@ def test_bad_input_is_a_one_line_error(capsys):
     assert "valid: synth-refcoco" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
-    assert found, f"PostgreSQL's {name} is missing: .ci/run installs Debian's postgresql package"
-    return str(found)
-
-
-def test_two_workers_on_a_real_postgresql_server(quick_root, tmp_path):
-    # PostgreSQL refuses to run as root: the cluster belongs to the postgres user, in a folder it can reach
-    pg = Path(tempfile.mkdtemp(prefix="risclip-pg-", dir="/tmp"))
-    os.chmod(pg, 0o777)
-    port = _free_port()
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def pg_run(*cmd: str) -> None:
-        r = subprocess.run([*as_pg, *cmd], cwd=pg, capture_output=True, text=True)
-        assert r.returncode == 0, f"{cmd[0]}: {r.stderr[-1000:]}"
-
-    pg_run(_pg_bin("initdb"), "-D", str(pg / "data"), "--auth=trust", "-U", "postgres")
-    pg_run(_pg_bin("pg_ctl"), "-D", str(pg / "data"), "-l", str(pg / "log"), "-w", "-o",
-           f"-p {port} -k {pg} -c listen_addresses=127.0.0.1", "start")
-    try:
-        pg_run(_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "studies")
-        storage = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/studies"
-        _run(["run", "tune", *_args(quick_root, tmp_path, storage, "--trials", "3", "--workers", "2", "--workdir",
-                                    str(tmp_path / "runs"))])
-        states = _states(storage, "tune-synth-refcoco-quick")
-        assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 3
-    finally:
-        subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(pg / "data"), "-m", "immediate", "stop"],
-                       cwd=pg, capture_output=True)
-        shutil.rmtree(pg, ignore_errors=True)
-
-
 @pytest.mark.parametrize("preset_name", ["synth-refcoco", "synth-cpu"])
 def test_ladder_first_trial_is_exactly_the_preset(preset_name):
     """The preset's settings, fed through the tune space as an enqueued trial would be, give the preset's
     own run identity (so seed 0 reuses the preset ladder's run), for every rung."""
-    from bench import presets as P
-    from bench.variant import run_identity
+    from bench.spine import presets as P
+    from bench.spine.variant import run_identity
     from risclip.config import LADDER
     from studies.base import StudyContext
     from studies.tune import preset_params, tune_space
@@ -244,7 +203,7 @@ def test_a_resumed_worker_does_not_replay_the_first_workers_draws(tmp_path):
 def test_time_cap_counts_training_only_and_never_stops_a_finished_trial():
     import dataclasses
 
-    from bench import presets as P
+    from bench.spine import presets as P
     from risclip.config import Components
     from studies.runner import PruneHook
 
@@ -268,7 +227,7 @@ def test_time_cap_counts_training_only_and_never_stops_a_finished_trial():
 
 def test_a_decoder_variant_reports_to_the_pruner_from_stage_2_only():
     """Until stage 2 a decoder variant's output is its untrained decoder's: no evaluation (and no step) then."""
-    from bench import presets as P
+    from bench.spine import presets as P
     from risclip.config import Components
     from studies.runner import PruneHook
 

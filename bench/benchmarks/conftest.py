@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.costs import CLIP, RUNG_VARIANTS, SHAPES
+from bench.costs.costs import CLIP, RUNG_VARIANTS, SHAPES
 from risclip.config import Components
 
 

@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from bench import costs
-from bench.profiling import measure_in_fresh_process, peak_memory_mb
+from bench.costs import costs
+from bench.costs.profiling import measure_in_fresh_process, peak_memory_mb
 
 # batch sizes: 1 (latency) and a larger batch (throughput); on the CPU the paper shape's larger batch is
 # small to keep the suite short, on CUDA both shapes use the paper's training batch (32)
@@ -110,8 +110,8 @@ def test_tracking_overhead(benchmark, tmp_path, device):
 
     from tqdm import tqdm
 
-    from bench.presets import get_preset
-    from bench.tracking import Tracker
+    from bench.spine.presets import get_preset
+    from bench.spine.tracking import Tracker
 
     preset = get_preset("synth-cpu")
     batch = preset.train.batch_size

@@ -8,6 +8,11 @@ the object named before it ("... and a blue circle above it"), or an extreme amo
 shape ("two squares, the left one red"). Every statement is true of the scene; what makes the grounding
 weak is that most captions say nothing about where things are.
 
+Vocabulary ``v3`` (:attr:`CorpusConfig.vocabulary`) keeps every v2 caption form and adds the phrasings a
+web corpus also holds and v2 never wrote: superlatives ("the leftmost square is red", for the extremes
+above, half of the time) and "over" / "under" for "above" / "below" (half of the time). How often
+captions say where things are is unchanged.
+
 The corpus (``python -m risclip.data.synthref captions --out DIR --images N``) holds scenes of its own,
 drawn from a random stream no RIS image uses, so no image of the RIS train, val or test splits is in it::
 
@@ -26,12 +31,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .scenes import SynthRefConfig, make_scene_refcoco, render
+
 CORPUS_DIR = "caption_corpus"
 CORPUS_STREAM = 7919  # the corpus's scenes come from default_rng([seed, CORPUS_STREAM, i]); RIS images use [seed, i]
 # how often a caption says each thing (our choice: spatial words present but sparse)
 P_COLOUR, P_SIZE, P_STRIPES = 0.8, 0.35, 0.5
 P_PLACE, P_RELATION, P_EXTREME = 0.3, 0.25, 0.15
 MAX_WORDS = 20  # captions fit RIS-Tiny's 24-token context with room for start/end tokens
+VOCABULARIES = ("v2", "v3")
 NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
 EXTREME_WORDS = {(0, -1): "left", (0, 1): "right", (1, -1): "top", (1, 1): "bottom"}
 
@@ -71,7 +79,11 @@ def relation_word(o, anchor) -> str | None:
     return None
 
 
-def _extreme(objs: Sequence, rng: np.random.Generator) -> str | None:
+SUPERLATIVES = {(0, -1): "leftmost", (0, 1): "rightmost", (1, -1): "topmost", (1, 1): "bottommost"}
+SYNONYMS = {"above": "over", "below": "under"}  # v3: the other phrasing, half of the time
+
+
+def _extreme(objs: Sequence, rng: np.random.Generator, vocabulary: str = "v2") -> str | None:
     """"two squares, the left one red": an extreme among the objects of one shape, by a clear margin."""
     shapes = sorted({o.shape for o in objs if sum(p.shape == o.shape for p in objs) >= 2})
     if not shapes:
@@ -83,15 +95,17 @@ def _extreme(objs: Sequence, rng: np.random.Generator) -> str | None:
     a, b = ranked[0], ranked[1]
     if abs((a.cx - b.cx) if axis == 0 else (a.cy - b.cy)) < 8:
         return None
+    if vocabulary == "v3" and rng.random() < 0.5:
+        return f"the {SUPERLATIVES[(axis, sign)]} {shape} is {a.colour}"
     return f"{NUMBERS.get(len(group), 'several')} {shape}s, the {EXTREME_WORDS[(axis, sign)]} one {a.colour}"
 
 
-def alt_text(objs: Sequence, rng: np.random.Generator, size: int) -> str:
+def alt_text(objs: Sequence, rng: np.random.Generator, size: int, vocabulary: str = "v2") -> str:
     """One caption of a scene (see the module docstring); at most :data:`MAX_WORDS` words."""
     if not objs:
         return "an empty picture"
     if rng.random() < P_EXTREME:
-        text = _extreme(objs, rng)
+        text = _extreme(objs, rng, vocabulary)
         if text is not None:
             return text
     k = int(rng.integers(1, min(3, len(objs)) + 1))
@@ -103,6 +117,8 @@ def alt_text(objs: Sequence, rng: np.random.Generator, size: int) -> str:
         rel = relation_word(o, chosen[j - 1]) if j > 0 else None
         place = place_word(o, size)
         if rel is not None and u < P_RELATION:
+            if vocabulary == "v3" and rel in SYNONYMS and rng.random() < 0.5:
+                rel = SYNONYMS[rel]
             part += f" {rel} it"
         elif place is not None and u < P_RELATION + P_PLACE:
             part += f" {place}"
@@ -123,27 +139,35 @@ class CorpusConfig:
     images: int = 10000
     seed: int = 0
     size: int = 128
+    vocabulary: str = "v2"  # "v3": also superlatives and over / under (module docstring)
+
+    def __post_init__(self) -> None:
+        if self.vocabulary not in VOCABULARIES:
+            raise ValueError(f"unknown caption vocabulary '{self.vocabulary}'; valid: {', '.join(VOCABULARIES)}")
 
 
 def corpus_scene(index: int, cfg: CorpusConfig):
     """Image ``index`` of the corpus: (pixels, objects, two captions). Depends only on (seed, index)."""
-    from .synthref import SynthRefConfig, make_scene_refcoco, render
-
     scfg = SynthRefConfig(images=cfg.images, seed=cfg.seed, size=cfg.size, profile="refcoco")
     rng = np.random.default_rng([cfg.seed, CORPUS_STREAM, index])
     objs = make_scene_refcoco(rng, scfg)
     pixels = render(objs, rng, scfg)
-    return pixels, objs, [alt_text(objs, rng, cfg.size) for _ in range(2)]
+    return pixels, objs, [alt_text(objs, rng, cfg.size, cfg.vocabulary) for _ in range(2)]
 
 
-def corpus_path(root: str | Path) -> Path:
-    return Path(root) / CORPUS_DIR / "captions.json"
+def corpus_dir(vocabulary: str = "v2") -> str:
+    """The corpus's folder under the data root: v2's keeps its first name, later ones get their own."""
+    return CORPUS_DIR if vocabulary == "v2" else f"{CORPUS_DIR}_{vocabulary}"
+
+
+def corpus_path(root: str | Path, vocabulary: str = "v2") -> Path:
+    return Path(root) / corpus_dir(vocabulary) / "captions.json"
 
 
 def generate_corpus(root: str | Path, cfg: CorpusConfig, progress: bool | None = None) -> Path:
     """Write the corpus under ``root/caption_corpus`` (captions.json last, so a complete file means a
     complete corpus); returns the captions file. Object attributes are kept for the probes."""
-    out = Path(root) / CORPUS_DIR
+    out = Path(root) / corpus_dir(cfg.vocabulary)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations, objects = [], [], []
     bar = tqdm(range(cfg.images), desc="caption corpus", unit="img", leave=False,
@@ -157,7 +181,10 @@ def generate_corpus(root: str | Path, cfg: CorpusConfig, progress: bool | None =
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "caption": c})
         objects.append([{"shape": o.shape, "colour": o.colour, "size": o.size, "striped": o.striped,
                          "cx": o.cx, "cy": o.cy} for o in objs])
-    data = {"info": {"description": "SynthRef caption corpus (risclip-bench)", "config": cfg.__dict__},
+    config = dict(cfg.__dict__)
+    if cfg.vocabulary == "v2":
+        config.pop("vocabulary")  # v2's file stays byte-identical to the one written before v3 existed
+    data = {"info": {"description": "SynthRef caption corpus (risclip-bench)", "config": config},
             "images": images, "annotations": annotations, "objects": objects}
     tmp = out / "captions.json.tmp"
     tmp.write_text(json.dumps(data, separators=(",", ":")))

@@ -172,6 +172,7 @@ class ReferDataset(Dataset):
         transform: Callable[[Image.Image, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
         keep_original_mask: bool = False,
         max_samples: int | None = None,
+        sample_order: str = "first",
     ) -> None:
         self.data_root = Path(data_root)
         self.dataset, self.split_by, self.split = dataset, split_by, split
@@ -214,7 +215,11 @@ class ReferDataset(Dataset):
                                  f"absent from {self.instances_path.name}")
             for sent in ref.get("sentences", []):
                 self.samples.append((ref, sent))
-        if max_samples is not None:
+        if max_samples is not None and sample_order == "spread" and max_samples < len(self.samples):
+            # a fixed draw (seed 0), kept in file order: the same subset whatever the training seed
+            keep = np.sort(np.random.default_rng(0).choice(len(self.samples), size=max_samples, replace=False))
+            self.samples = [self.samples[i] for i in keep]
+        elif max_samples is not None:
             self.samples = self.samples[:max_samples]
 
         self.transform = transform or ResizeNormalize(image_size)

@@ -94,8 +94,8 @@ def inference_ms(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Ten
 
 def _measure_shape_spec(spec: dict) -> dict[str, float]:
     """Peak memory of one forward pass (``mode`` inference) or one training step (``mode`` train) of a
-    benchmark shape's variant (see :mod:`bench.costs`), the first such call in this process."""
-    from . import costs
+    benchmark shape's variant (see :mod:`bench.costs.costs`), the first such call in this process."""
+    from bench.costs import costs
 
     device = torch.device(spec.get("device", "cpu"))
     model = costs.build(spec["shape"], spec["variant"]).to(device)
@@ -118,7 +118,7 @@ def measure_in_fresh_process(spec: dict, timeout: float = 900) -> dict[str, floa
     import json
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "bench.profiling", json.dumps(spec)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "bench.costs.profiling", json.dumps(spec)], capture_output=True,
                           text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -139,7 +139,7 @@ def _measure_spec(spec: dict) -> dict[str, float]:
     model = RISCLIP.from_config(cfg).to(device).eval()
     if spec.get("state"):
         model.load_component_state_dict(torch.load(spec["state"], map_location=device, weights_only=True)["model"])
-    from .costs import random_inputs
+    from bench.costs.costs import random_inputs
 
     b = int(spec.get("batch_size", 1))
     images, tokens = random_inputs(cfg, b, device)

@@ -19,12 +19,11 @@ import time
 
 from tqdm import tqdm
 
+from bench.spine.proposals import ProposalSelection
+from bench.spine.results import row_from_run
+from bench.spine.variant import Scores, log_variant
 from risclip.engine import RunResult, build_dataset, evaluate, evaluate_text_controls, resolve_device
 from risclip.reference import ReferenceConfig, seconds_per_epoch, train_reference
-
-from .proposals import ProposalSelection
-from .results import row_from_run
-from .variant import Scores, log_variant
 
 REFERENCE_KIND = "reference"
 

@@ -33,7 +33,7 @@ ORACLE_BASELINES: tuple[str, ...] = (*PROPOSAL_BASELINES, "objectness")  # they 
 
 class InstanceMasks:
     """Every annotated instance mask of an image, decoded once and cached: the oracle proposals that
-    ``largest-object``, ``random-object`` and :mod:`bench.proposals` choose among."""
+    ``largest-object``, ``random-object`` and :mod:`bench.spine.proposals` choose among."""
 
     def __init__(self, annotations: Iterable[dict]) -> None:
         self._anns: dict[int, list[dict]] = defaultdict(list)

@@ -8,10 +8,9 @@ import math
 import statistics
 from pathlib import Path
 
+from bench.spine.tracking import metric_key
 from risclip.config import PAPER_MIOU
 from risclip.metrics import METRIC_NAMES
-
-from .tracking import metric_key
 
 KINDS = ("attribute", "position", "relation")  # SynthRef's expression kinds (RefCOCO sentences have none)
 CONTROL_FIELDS = ("swap_mIoU", "generic_mIoU", *(f"{k}_swap_mIoU" for k in KINDS),
@@ -99,11 +98,12 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_output(rows: list[dict], path: Path) -> None:
+def write_output(rows: list[dict], path: Path, facts: dict | None = None) -> None:
+    """One row per variant and seed: CSV, or JSON ``{"rows": [...], **facts}`` (where and how they were made)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = [{k: r.get(k) for k in ROW_FIELDS} for r in rows]
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(clean, indent=2))
+        path.write_text(json.dumps({**(facts or {}), "rows": clean}, indent=2))
         return
     import csv
 

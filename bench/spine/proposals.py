@@ -1,6 +1,6 @@
 """Referent selection among ground-truth instance proposals: rung 0 on the baselines' own terms.
 
-The ``largest-object`` and ``random-object`` baselines (:mod:`bench.baselines`) choose a
+The ``largest-object`` and ``random-object`` baselines (:mod:`bench.spine.baselines`) choose a
 ground-truth instance mask of the image without reading the text. A variant's raw mIoU is not
 comparable with them: it must also draw the mask, from a 12x12 patch map. This scorer gives every
 variant the same oracle proposals and lets its map choose: the instance whose mean map value (the
@@ -18,12 +18,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bench.spine.baselines import InstanceMasks
 from risclip import distributed as dist
 from risclip.data.refer import ReferDataset
 from risclip.metrics import RISMetrics
 from risclip.model import RISOutput
-
-from .baselines import InstanceMasks
 
 
 class ProposalSelection:

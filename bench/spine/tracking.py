@@ -245,3 +245,89 @@ class NullTracker:
 
     def log_file(self, run_id: str, path: str | Path) -> None:
         pass
+
+
+class MemoryTracker(NullTracker):
+    """``--tracking-uri none`` in ``bench.ablate``: runs kept in memory for this invocation only (the table and
+    ``--output`` rows are made from them), nothing written, MLflow never imported. For a machine without
+    MLflow, such as a lent GPU machine; reuse across invocations needs a store, resuming from ``--workdir``
+    checkpoints does not."""
+
+    uri = "none"
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self._ns = SimpleNamespace
+        self._runs: dict[str, Any] = {}
+
+    def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
+        run_id = f"memory-{len(self._runs)}"
+        tags = {k: str(v) for k, v in tags.items()}
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        self._runs[run_id] = self._ns(info=self._ns(run_id=run_id, run_name=name, status="RUNNING"),
+                                      data=self._ns(tags=tags, params={}, metrics={}), artifacts={})
+        return run_id
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        if run_id in self._runs:
+            self._runs[run_id].info.status = status
+
+    @contextlib.contextmanager
+    def ending(self, run_id: str):
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.end(run_id, "KILLED")
+            raise
+        except BaseException:
+            self.end(run_id, "FAILED")
+            raise
+        self.end(run_id, "FINISHED")
+
+    def get_run(self, run_id: str):
+        if run_id not in self._runs:
+            raise LookupError(f"no run {run_id} in this invocation (--tracking-uri none keeps nothing across runs)")
+        return self._runs[run_id]
+
+    def runs(self, tags: dict[str, str] | None = None, status: str | None = "FINISHED", parent_id: str | None = None,
+             newest_first: bool = True, limit: int = 5000) -> list:
+        out = [r for r in self._runs.values()
+               if all(r.data.tags.get(k) == str(v) for k, v in (tags or {}).items())
+               and (status is None or r.info.status == status)
+               and (parent_id is None or r.data.tags.get("mlflow.parentRunId") == parent_id)]
+        return (out[::-1] if newest_first else out)[:limit]
+
+    def find_finished(self, run_hash: str):
+        found = self.runs({"run_hash": run_hash}, limit=1)
+        return found[0] if found else None
+
+    def finished_children(self, tag: str, value: str) -> list:
+        return self.runs({tag: value})
+
+    def load_json(self, run_id: str, name: str):
+        art = self.get_run(run_id).artifacts
+        if name not in art:
+            raise LookupError(f"run {run_id} has no {name}")
+        return art[name]
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        self.get_run(run_id).data.params.update(flatten(params))
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.get_run(run_id).data.tags.update({k: str(v) for k, v in tags.items()})
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        self.get_run(run_id).data.metrics.update({metric_key(k): float(v) for k, v in metrics.items()})
+
+    def log_json(self, run_id: str, obj: Any, name: str) -> None:
+        self.get_run(run_id).artifacts[name] = json.loads(json.dumps(obj, default=str))
+
+
+def open_tracker(uri: str, experiment: str):
+    """The tracker a command's ``--tracking-uri`` names: ``none`` keeps runs in memory only, anything else is
+    an MLflow store or server."""
+    if uri.strip().lower() == "none":
+        return MemoryTracker()
+    return Tracker(uri, experiment)

@@ -17,12 +17,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.spine import presets as P
+from bench.spine.proposals import ProposalSelection
+from bench.spine.tracking import metric_key
 from risclip.config import PAPER_MIOU, Components, ModelConfig, TrainConfig
 from risclip.engine import Hook, RunResult, build_dataset, run_variant
-
-from . import presets as P
-from .proposals import ProposalSelection
-from .tracking import metric_key
 
 VARIANT_KIND = "variant"
 
@@ -123,7 +122,7 @@ def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> di
 
 def log_variant(tracker, run_id: str, scores: Scores, cost: dict[str, float], grid_path: Path | None = None) -> None:
     """Log a finished variant: stage-1 epochs reused from the cache, final metrics, checkpoint path,
-    ``metrics.json`` (with the per-expression IoUs) and the prediction grid."""
+    ``metrics.json`` (with the per-expression IoUs), the prediction grid and the checkpoint (``model.pt``)."""
     result = scores.result
     tracker.set_tags(run_id, {"stage1_reused": str(result.stage1_reused),
                               "checkpoint": str(Path(result.checkpoint).resolve()) if result.checkpoint else ""})
@@ -143,6 +142,10 @@ def log_variant(tracker, run_id: str, scores: Scores, cost: dict[str, float], gr
                          "controls_per_sample.json")
     if grid_path is not None and grid_path.is_file():
         tracker.log_file(run_id, grid_path)
+    if result.checkpoint and Path(result.checkpoint).is_file():
+        # the checkpoint travels with the run (a few MB at SynthRef scale), so `risclip.predict --run` works
+        # from any machine that reaches the tracking server, not only the one that trained it
+        tracker.log_file(run_id, result.checkpoint)
 
 
 def add_text_controls(tracker, run, preset: P.Preset, components: Components, train_cfg: TrainConfig) -> bool:
@@ -192,7 +195,7 @@ class GridHook(Hook):
 
         if not dist.is_main():
             return
-        from .figures import prediction_grid
+        from bench.spine.figures import prediction_grid
 
         val = build_dataset(self.preset.data, self.model_cfg, self.preset.data.val_split, train=False)
         prediction_grid(model, val, self.path, title=self.title)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import presets as P
+from bench.spine import presets as P
 
 
 class UsageError(Exception):
@@ -80,7 +80,7 @@ def ensure_backbone(preset: P.Preset, progress: bool | None, pretrained: str | N
         return dataclasses.replace(preset, model=dataclasses.replace(preset.model, pretrained=pretrained)), {}
     if preset.proxy_clip is None:
         return preset, {}
-    from .pretrain_clip import pretrain
+    from bench.proxy.pretrain_clip import pretrain
 
     path = preset.proxy_clip.cache_path()
     if not path.is_file():
