@@ -30,7 +30,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # every study worker and every tracking-server worker holds a pool of connections: PostgreSQL's default of
 # 100 runs out at a few dozen workers
 MAX_CONNECTIONS = 400
