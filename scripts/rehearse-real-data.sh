@@ -22,7 +22,7 @@ python -m studies run tune --preset paper-b --pretrained $W --data-root data/sta
 python -m studies report tune --preset paper-b --components adapters,cfe --quick --storage sqlite:///$RH/studies.db --tracking-uri sqlite:///$RH/mlflow.db --out-dir $RH/reports
 RUN=$(RH=$RH python - <<'PY'
 import os
-from bench.tracking import Tracker
+from bench.spine.tracking import Tracker
 t = Tracker(f"sqlite:///{os.environ['RH']}/mlflow.db", "risclip-paper-b-quick")
 print(next(r.info.run_id for r in t.runs({"kind": "variant"}) if r.data.tags.get("checkpoint")))
 PY

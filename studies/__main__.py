@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             worker(get_study(a.name), cfg)
             return 0
         if a.command == "report":
-            from bench.reporting.report import write_report
+            from .report import write_report
 
             cfg = config_from(a)
             if a.remeasure < 0:

@@ -1,5 +1,6 @@
-"""The pieces of the v3 proxy CLIP and of the synth-ground preset: hard negatives, the v3 caption vocabulary,
-region pairs, the spread train subset, and config identities that earlier runs keep."""
+"""The pieces of the candidate v3 proxy CLIP recipes (bench.proxy_trials): hard negatives, the v3 caption
+vocabulary, region pairs, a second resolution, the spread train subset, and config identities that earlier
+runs keep."""
 
 from __future__ import annotations
 

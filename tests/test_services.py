@@ -129,7 +129,9 @@ def test_services_carry_ablate_studies_report_and_predict(quick_root, tmp_path, 
             if p.poll() is None:
                 p.kill()
     study = optuna.load_study(study_name="served", storage=watch)
-    assert study.trials[victim[1]].state == TrialState.FAIL
+    killed = study.trials[victim[1]]
+    assert killed.state == TrialState.FAIL
+    assert [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number], "the killed trial was not retried"
     assert tracker.get_run(victim[2]).info.status == "FAILED"  # closed by the surviving worker, not RUNNING forever
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) == n

@@ -8,6 +8,8 @@ embedding is closer to the true one (chance: 50%):
 * ``relation``: "a red square and a blue circle above it" against "... below it" (left of / right of
   likewise): the test the review ran on the first proxy (42-53%). A web-trained CLIP is weak at it too,
   so it is reported, not targeted.
+* ``shape``: "a red square" against "a red diamond", no diamond being in the image (drawn from a stream
+  of its own, so adding it left the other probes' pairs as they were).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import open_clip
 import torch
 
 from risclip.data.alttext import place_word, relation_word
-from risclip.data.synthref import COLOURS
+from risclip.data.scenes import COLOURS, SHAPES
 
 SWAPS = {"on the left": "on the right", "on the right": "on the left", "at the top": "at the bottom",
          "at the bottom": "at the top", "above": "below", "below": "above",
@@ -29,7 +31,8 @@ SWAPS = {"on the left": "on the right", "on the right": "on the left", "at the t
 def probe_pairs(objects: list[list[dict]], size: int, seed: int) -> dict[str, list[tuple[int, str, str]]]:
     """(image index, true caption, false caption) for each probe, at most one of each per image."""
     rng = np.random.default_rng(seed)
-    out: dict[str, list[tuple[int, str, str]]] = {"attribute": [], "place": [], "relation": []}
+    out: dict[str, list[tuple[int, str, str]]] = {"attribute": [], "place": [], "relation": [], "shape": []}
+    shape_rng = np.random.default_rng([seed, 1])
     for i, objs in enumerate(objects):
         os_ = [SimpleNamespace(**o) for o in objs]
         if not os_:
@@ -48,6 +51,10 @@ def probe_pairs(objects: list[list[dict]], size: int, seed: int) -> dict[str, li
             a, b, w = pairs[int(rng.integers(0, len(pairs)))]
             head = f"a {a.colour} {a.shape} and a {b.colour} {b.shape}"
             out["relation"].append((i, f"{head} {w} it", f"{head} {SWAPS[w]} it"))
+        absent = [sh for sh in SHAPES if sh not in {p.shape for p in os_}]
+        if absent:
+            p = os_[int(shape_rng.integers(0, len(os_)))]
+            out["shape"].append((i, f"a {p.colour} {p.shape}", f"a {p.colour} {absent[int(shape_rng.integers(0, len(absent)))]}"))
     return out
 
 

@@ -1,5 +1,5 @@
 """Data and backbone weights a preset needs, made or found before anything trains (no MLflow here, so
-that machines without it, such as a lent GPU machine running :mod:`bench.device_ladder`, can use it)."""
+that machines without it, such as a lent GPU machine running ``bench.ablate --tracking-uri none``, can use it)."""
 
 from __future__ import annotations
 

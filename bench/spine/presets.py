@@ -1,15 +1,10 @@
 """Named experiment presets for ``bench.ablate``: model, training, data and where the backbone comes from.
 
-* ``synth-ground`` (default): the SynthRef ladder on a 2-core CPU, on SynthRef's refcoco profile (few,
-  large referents, RefCOCO-like), 4,000 images. RIS-Tiny at 128 px (16x16 patches) with the v3 proxy CLIP:
-  the image tower average-pools its patch tokens (``RIS-Tiny-AP``, so the image embedding is the mean of
-  the patch embeddings in the shared space), pre-trained at 64 px then briefly at 128 px, the RIS input
-  size, on the v3 caption corpus (v2's plus superlatives and over/under). Stage 1 reads 2,000 train
-  sentences spread over the split's images. The fix of the "models do not read their text" issue
-  (reports/synth-refcoco-diagnosis.md): every change is in the backbone or the data mix, the same for
-  every rung.
-* ``synth-refcoco``: the default before it, kept so its reports stay reproducible: 2,000 images, the v2
-  proxy CLIP (CLS pooling, 64 px only, v2 corpus), the first 2,000 train sentences.
+* ``synth-refcoco`` (default): the SynthRef ladder on a 2-core CPU, on SynthRef's refcoco profile (few,
+  large referents, RefCOCO-like). RIS-Tiny at 128 px (16x16 patches) with the v2 proxy CLIP, pre-trained
+  at 64 px on a caption corpus of its own whose alt-text captions use spatial words now and then.
+  Candidate v3 proxy recipes (average pooling, hard negatives, region pairs, a second resolution, the v3
+  caption vocabulary) are compared by ``python -m bench.proxy_trials`` before one becomes a preset.
 * ``synth-cpu``: the first SynthRef ladder, kept so its results stay reproducible: SynthRef's dense
   profile (small referents), RIS-Tiny at 96 px (12x12 patches), the v1 proxy CLIP pre-trained on the
   RIS train captions (no spatial word in them), the ClearCLIP-style value path.
@@ -64,7 +59,7 @@ class Preset:
         return "\n".join(lines)
 
 
-DEFAULT_PRESET = "synth-ground"
+DEFAULT_PRESET = "synth-refcoco"
 
 
 def _synth_train() -> TrainConfig:
@@ -100,24 +95,6 @@ def _synth_refcoco() -> Preset:
                   synthref=SynthRefConfig(images=2000, seed=0, size=128, profile="refcoco"),
                   proxy_clip=PretrainConfig(data_root="data/synthref-refcoco", image_size=64, steps=PROXY_V2_STEPS,
                                             corpus_images=10000))
-
-
-# v3 proxy CLIP (synth-ground): optimiser steps at batch 128, 64 px then 128 px, sized to the 30-minute
-# pre-training budget on 2 cores (corpus generation included); chosen on rung 0's val select mIoU
-PROXY_V3_STEPS, PROXY_V3_HIRES_STEPS = 800, 160
-
-
-def _synth_ground() -> Preset:
-    model = ModelConfig.tiny(tau=0.7, image_size=128, clip_model="RIS-Tiny-AP")
-    train = _synth_train()
-    data = DataConfig(data_root="data/synth-ground", max_train_samples=2000, max_eval_samples=None,
-                      train_subset="spread")
-    return Preset("synth-ground", "SynthRef ladder on a CPU: refcoco profile, 4,000 images, RIS-Tiny 128 px (16x16 "
-                  "patches), proxy CLIP v3 (average-pooled, 64 then 128 px, v3 caption corpus)", model, train, data,
-                  synthref=SynthRefConfig(images=4000, seed=0, size=128, profile="refcoco"),
-                  proxy_clip=PretrainConfig(data_root="data/synth-ground", clip_model="RIS-Tiny-AP", image_size=64,
-                                            steps=PROXY_V3_STEPS, corpus_images=10000, hires_steps=PROXY_V3_HIRES_STEPS,
-                                            hires_size=128, vocabulary="v3"))
 
 
 OURS = "ours (the paper does not state it)"
@@ -191,7 +168,6 @@ def with_refer(p: Preset, name: str, eval_split: str | None = None) -> Preset:
 
 
 PRESETS = {
-    "synth-ground": _synth_ground,
     "synth-refcoco": _synth_refcoco,
     "synth-cpu": _synth_cpu,
     "paper-b": lambda: _paper("paper-b", "ViT-B-16", 416),
