@@ -230,6 +230,12 @@ def _corpus_splits(cfg: PretrainConfig) -> tuple[dict[str, set[int]], Path]:
     return _split_image_ids(root), root / "images"
 
 
+def held_out_pairs(cfg: PretrainConfig, image_size: int) -> CaptionPairs:
+    """The images retrieval and the probes are scored on (the corpus's held-out images; v1: RIS val)."""
+    splits, image_dir = _corpus_splits(cfg)
+    return CaptionPairs(cfg.captions_file(), image_dir, splits.get("val", set()), image_size, cfg.context_length)
+
+
 def _pairs(cfg: PretrainConfig, image_size: int) -> tuple[CaptionPairs, CaptionPairs]:
     splits, image_dir = _corpus_splits(cfg)
     captions = cfg.captions_file()
@@ -237,7 +243,7 @@ def _pairs(cfg: PretrainConfig, image_size: int) -> tuple[CaptionPairs, CaptionP
     if cfg.region_fraction > 0:
         files = {i["id"]: i["file_name"] for i in json.loads(captions.read_text())["images"]}
         train.add_regions(image_dir, files, image_size, cfg.seed)
-    return train, CaptionPairs(captions, image_dir, splits.get("val", set()), image_size, cfg.context_length)
+    return train, held_out_pairs(cfg, image_size)
 
 
 def _train(model: open_clip.CLIP, train: CaptionPairs, cfg: PretrainConfig, steps: int, lr: float,

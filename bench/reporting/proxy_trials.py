@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from bench.proxy.clip_probes import run_probes
-from bench.proxy.pretrain_clip import _pairs, pretrain
+from bench.proxy.pretrain_clip import held_out_pairs, pretrain
 from bench.reporting.diagnose import model_for, zero_shot_grounding
 from bench.spine import presets as P
 from bench.spine.assets import ensure_data
@@ -59,7 +59,7 @@ def score_trial(preset: P.Preset, name: str, val_samples: int, progress: bool | 
     cfg = dataclasses.replace(preset.proxy_clip, **overrides)
     path, summary = pretrain(cfg, progress=progress)
     clip = create_clip(cfg.clip_model, str(path), cfg.image_size)
-    _, held_out = _pairs(cfg, cfg.image_size)
+    held_out = held_out_pairs(cfg, cfg.image_size)  # the train images are not needed here
     probes = run_probes(clip, held_out, cfg.context_length, cfg.seed)
     model_cfg = dataclasses.replace(preset.model, pretrained=str(path), clip_model=cfg.clip_model)
     p = dataclasses.replace(preset, model=model_cfg, data=dataclasses.replace(preset.data, max_eval_samples=val_samples))

@@ -89,7 +89,28 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-class Tracker:
+class _Ending:
+    """``ending``, for any tracker whose ``end`` records a status."""
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def ending(self, run_id: str):
+        """End ``run_id`` FINISHED when the block completes, KILLED on Ctrl-C, FAILED on any other error
+        (which propagates)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.end(run_id, "KILLED")
+            raise
+        except BaseException:
+            self.end(run_id, "FAILED")
+            raise
+        self.end(run_id, "FINISHED")
+
+
+class Tracker(_Ending):
     """A thin layer over ``MlflowClient`` with the calls the harness needs."""
 
     def __init__(self, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str = DEFAULT_EXPERIMENT) -> None:
@@ -118,20 +139,6 @@ class Tracker:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         _retry(self.client.set_terminated, run_id, status=status)
-
-    @contextlib.contextmanager
-    def ending(self, run_id: str):
-        """End ``run_id`` FINISHED when the block completes, KILLED on Ctrl-C, FAILED on any other error
-        (which propagates)."""
-        try:
-            yield
-        except KeyboardInterrupt:
-            self.end(run_id, "KILLED")
-            raise
-        except BaseException:
-            self.end(run_id, "FAILED")
-            raise
-        self.end(run_id, "FINISHED")
 
     # --------------------------------------------------------------------------------------- queries
     def get_run(self, run_id: str) -> mlflow.entities.Run:
@@ -247,7 +254,7 @@ class NullTracker:
         pass
 
 
-class MemoryTracker(NullTracker):
+class MemoryTracker(_Ending, NullTracker):
     """``--tracking-uri none`` in ``bench.ablate``: runs kept in memory for this invocation only (the table and
     ``--output`` rows are made from them), nothing written, MLflow never imported. For a machine without
     MLflow, such as a lent GPU machine; reuse across invocations needs a store, resuming from ``--workdir``
@@ -273,18 +280,6 @@ class MemoryTracker(NullTracker):
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         if run_id in self._runs:
             self._runs[run_id].info.status = status
-
-    @contextlib.contextmanager
-    def ending(self, run_id: str):
-        try:
-            yield
-        except KeyboardInterrupt:
-            self.end(run_id, "KILLED")
-            raise
-        except BaseException:
-            self.end(run_id, "FAILED")
-            raise
-        self.end(run_id, "FINISHED")
 
     def get_run(self, run_id: str):
         if run_id not in self._runs:
