@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels as K
+
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(_CONFIG_DIR)  # registers our small configs (RIS-Tiny) with open_clip
 OUR_MODELS: tuple[str, ...] = tuple(sorted(p.stem for p in _CONFIG_DIR.glob("*.json")))
@@ -80,10 +82,22 @@ def apply_adapter(adapter: nn.Module | None, h: torch.Tensor) -> torch.Tensor:
     return h if adapter is None else adapter(h)
 
 
+def _fusable(block: nn.Module) -> bool:
+    attn = getattr(block, "attn", None)
+    return isinstance(attn, nn.MultiheadAttention) and attn.batch_first and not hasattr(block, "ln_1_kv")
+
+
 def block_forward(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                  adapters: nn.Module | None = None) -> torch.Tensor:
-    """One open_clip ResidualAttentionBlock; adapters (if any) act on the attention and MLP outputs."""
-    a = block.ls_1(block.attention(block.ln_1(x), attn_mask=attn_mask))
+                  adapters: nn.Module | None = None, fused: bool = False, causal: bool = False) -> torch.Tensor:
+    """One open_clip ResidualAttentionBlock; adapters (if any) act on the attention and MLP outputs.
+    ``fused``: the attention as one ``scaled_dot_product_attention`` call (:mod:`risclip.kernels`), with
+    ``causal`` standing for ``attn_mask`` when that is the causal mask."""
+    h = block.ln_1(x)
+    if fused and _fusable(block):
+        mask = None if causal or attn_mask is None else attn_mask.to(h.dtype)
+        a = block.ls_1(K.self_attention(block.attn, h, causal=causal, mask=mask))
+    else:
+        a = block.ls_1(block.attention(h, attn_mask=attn_mask))
     a = apply_adapter(getattr(adapters, "attn", None), a)
     x = x + a
     m = block.ls_2(block.mlp(block.ln_2(x)))
@@ -92,14 +106,20 @@ def block_forward(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | N
 
 
 def value_block_forward(block: nn.Module, x: torch.Tensor, adapters: nn.Module | None = None,
-                        residual: bool = False, mlp: bool = False) -> torch.Tensor:
+                        residual: bool = False, mlp: bool = False,
+                        fused_projection: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """MaskCLIP's value path through the last vision block: out_proj(value_proj(ln_1(x))), no query-key
-    attention; the block's residual and MLP are kept only when ``residual`` / ``mlp`` say so."""
-    attn: nn.MultiheadAttention = block.attn
-    d = x.shape[-1]
-    w_v = attn.in_proj_weight[2 * d:]
-    b_v = attn.in_proj_bias[2 * d:] if attn.in_proj_bias is not None else None
-    a = block.ls_1(attn.out_proj(F.linear(block.ln_1(x), w_v, b_v)))
+    attention; the block's residual and MLP are kept only when ``residual`` / ``mlp`` say so.
+    ``fused_projection``: (W_o W_v, W_o b_v + b_o), :func:`risclip.kernels.fused_value_projection`, one
+    product instead of slicing W_v and applying W_o after it."""
+    if fused_projection is not None:
+        a = block.ls_1(F.linear(block.ln_1(x), *fused_projection))
+    else:
+        attn: nn.MultiheadAttention = block.attn
+        d = x.shape[-1]
+        w_v = attn.in_proj_weight[2 * d:]
+        b_v = attn.in_proj_bias[2 * d:] if attn.in_proj_bias is not None else None
+        a = block.ls_1(attn.out_proj(F.linear(block.ln_1(x), w_v, b_v)))
     a = apply_adapter(getattr(adapters, "attn", None), a)
     y = x + a if residual else a
     if mlp:

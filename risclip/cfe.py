@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .kernels import attention
+
 
 def fusion_points(vision_layers: int, text_layers: int) -> list[tuple[int, int]]:
     """(vision block, text block) pairs after which a CFE may act, one per block of the shallower tower."""
@@ -36,8 +38,9 @@ def fusion_points(vision_layers: int, text_layers: int) -> list[tuple[int, int]]
 
 class CrossModalFusion(nn.Module):
     def __init__(self, vision_width: int, text_width: int, dim: int, heads: int, norm: bool = True,
-                 gate: bool = False) -> None:
+                 gate: bool = False, fused: bool = True) -> None:
         super().__init__()
+        self.fused = fused  # attention by one SDPA call per direction (risclip.kernels), or nn.MultiheadAttention's
         self.norm_v = nn.LayerNorm(vision_width) if norm else nn.Identity()
         self.norm_t = nn.LayerNorm(text_width) if norm else nn.Identity()
         self.v2s = nn.Linear(vision_width, dim)
@@ -60,8 +63,8 @@ class CrossModalFusion(nn.Module):
         """``v`` (B, Nv, Dv), ``t`` (B, T, Dt), ``text_padding`` (B, T) True where a token is padding."""
         vs = self.v2s(self.norm_v(v))
         ts = self.t2s(self.norm_t(t))
-        tm = self.text_queries_image(ts, vs, vs, need_weights=False)[0]
-        vm = self.image_queries_text(vs, ts, ts, key_padding_mask=text_padding, need_weights=False)[0]
+        tm = attention(self.text_queries_image, ts, vs, None, self.fused)
+        vm = attention(self.image_queries_text, vs, ts, text_padding, self.fused)
         dv, dt = self.s2v(vm), self.s2t(tm)
         if self.gate_v is not None:
             dv, dt = torch.tanh(self.gate_v) * dv, torch.tanh(self.gate_t) * dt

@@ -141,6 +141,7 @@ class _Hashable:
 
 
 SKE_FORMS: tuple[str, ...] = ("maps", "joint")
+KERNELS: tuple[str, ...] = ("fused", "eager")  # ModelConfig.kernels (risclip.kernels)
 # value path forms by name: (keep the last block's residual, keep its MLP)
 VALUE_PATHS: dict[str, tuple[bool, bool]] = {"maskclip": (True, True), "clearclip": (False, False)}
 
@@ -186,8 +187,16 @@ class ModelConfig(_Hashable):
     # decoder
     decoder_dims: tuple[int, int, int, int] = (256, 128, 64, 32)  # widths of D_4, D_3, D_2, D_1
     decoder_layers: tuple[int, int, int, int] | None = None  # vision blocks giving v_1..v_4 (None: evenly spaced)
+    # how the forward pass is computed, not what it computes (risclip.kernels): "fused" (SDPA attention, one
+    # fused value projection, a channels-last decoder) or "eager", the path of every run before it; both
+    # give the same outputs, so the default stays out of the config hash
+    kernels: str = "fused"
+
+    _LATER_FIELDS = {"kernels": "fused"}
 
     def __post_init__(self) -> None:
+        if self.kernels not in KERNELS:
+            raise ValueError(f"unknown kernels '{self.kernels}'; valid: {', '.join(KERNELS)}")
         if self.value_path not in VALUE_PATHS:
             raise ValueError(f"unknown value_path '{self.value_path}'; valid: {', '.join(VALUE_PATHS)}")
         if self.ske_form not in SKE_FORMS:

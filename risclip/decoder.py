@@ -24,8 +24,11 @@ def conv_relu_bn(cin: int, cout: int) -> nn.Sequential:
 
 
 class LAVTDecoder(nn.Module):
-    def __init__(self, vision_width: int, dims: tuple[int, int, int, int]) -> None:
+    def __init__(self, vision_width: int, dims: tuple[int, int, int, int], channels_last: bool = False) -> None:
         super().__init__()
+        # channels-last layout (NHWC) for every conv, the one cuDNN and oneDNN prefer under bf16 autocast;
+        # the same arithmetic as the default layout (risclip.kernels)
+        self.channels_last = channels_last
         d4, d3, d2, d1 = dims
         self.lateral = nn.ModuleList(nn.Conv2d(vision_width, d, 1) for d in (d4, d3, d2, d1))
         self.stages = nn.ModuleList([
@@ -35,9 +38,13 @@ class LAVTDecoder(nn.Module):
             conv_relu_bn(d2 + d1, d1),
         ])
         self.classifier = nn.Conv2d(d1, 1, 1)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, feats: list[torch.Tensor], patch_map: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
         """``feats`` = [v_1, v_2, v_3, v_4], each (B, Dv, h, w); ``patch_map`` (B, h, w). Returns (B, H, W)."""
+        if self.channels_last:
+            feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
         v1, v2, v3, v4 = feats
         d = torch.cat([self.lateral[0](v4), patch_map[:, None].to(v4.dtype)], dim=1)
         for k, v in enumerate((None, v3, v2, v1)):

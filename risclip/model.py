@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backbone as bb
+from . import kernels as K
 from .adapters import encoder_adapters
 from .cfe import CrossModalFusion, fusion_points
 from .config import ModelConfig
@@ -77,6 +78,8 @@ class RISCLIP(nn.Module):
         self.text_width = clip.token_embedding.embedding_dim
         self.embed_dim = visual.proj.shape[1] if visual.proj is not None else self.vision_width
         self.grid = tuple(visual.grid_size)
+        self.fused = cfg.kernels == "fused"  # risclip.kernels: SDPA attention, fused value projection, NHWC decoder
+        self.text_causal = self.fused and K.is_causal_mask(clip.attn_mask)
 
         # learned affine of the patch map; trained in stage 1 together with the patch-level components
         self.map_log_scale = nn.Parameter(torch.tensor(math.log(cfg.map_scale_init)))
@@ -98,7 +101,7 @@ class RISCLIP(nn.Module):
                 raise ValueError(f"cfe_layers {bad} out of range: this backbone has {len(self.points)} fusion points")
             self.cfe = nn.ModuleDict({
                 str(i): CrossModalFusion(self.vision_width, self.text_width, cfg.cfe_dim, cfg.cfe_heads, cfg.cfe_norm,
-                                 cfg.cfe_gate)
+                                         cfg.cfe_gate, self.fused)
                 for i in chosen
             })
 
@@ -107,13 +110,36 @@ class RISCLIP(nn.Module):
         self.ske = None
         if comp.ske:
             self.ske = (SharedSpaceKnowledge(len(self.ske_layers), self.embed_dim, cfg.ske_dim) if cfg.ske_form == "maps"
-                        else JointSpaceSKE(self.embed_dim, cfg.ske_blocks))
+                        else JointSpaceSKE(self.embed_dim, cfg.ske_blocks, self.fused))
 
         self.decoder_layers = cfg.decoder_layers or evenly_spaced(self.vision_layers)
-        self.decoder = LAVTDecoder(self.vision_width, cfg.decoder_dims) if comp.decoder else None
+        self.decoder = LAVTDecoder(self.vision_width, cfg.decoder_dims, self.fused) if comp.decoder else None
         for idx in (*self.ske_layers, *self.decoder_layers):
             if not 0 <= idx < self.vision_layers:
                 raise ValueError(f"block index {idx} out of range for a {self.vision_layers}-block vision tower")
+
+        # the value path's two frozen projections as one matrix (fused kernels): buffers that move with the
+        # model but stay out of checkpoints, recomputed when a state dict changes the CLIP weights
+        self._value_source: tuple[int, ...] | None = None
+        if comp.value and self.fused and bb._fusable(visual.transformer.resblocks[-1]):
+            w, b = K.fused_value_projection(visual.transformer.resblocks[-1])
+            self.register_buffer("value_weight", w, persistent=False)
+            self.register_buffer("value_bias", b, persistent=False)
+            self._value_source = self._value_versions()
+            self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_value_projection())
+
+    def _value_versions(self) -> tuple[int, ...]:
+        attn = self.clip.visual.transformer.resblocks[-1].attn
+        return tuple(p._version for p in (attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight,
+                                          attn.out_proj.bias) if p is not None)
+
+    def _refresh_value_projection(self) -> None:
+        if self._value_source is not None and self._value_versions() != self._value_source:
+            w, b = K.fused_value_projection(self.clip.visual.transformer.resblocks[-1])
+            with torch.no_grad():
+                self.value_weight.copy_(w)
+                self.value_bias.copy_(b)
+            self._value_source = self._value_versions()
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> RISCLIP:
@@ -209,14 +235,16 @@ class RISCLIP(nn.Module):
             while next_v <= lv:
                 adapters = self.vision_adapters[next_v] if self.vision_adapters is not None else None
                 if next_v == self.vision_layers - 1 and self.cfg.components.value:
-                    v = bb.value_block_forward(v_blocks[next_v], v, adapters, self.cfg.value_residual, self.cfg.value_mlp)
+                    fused = (self.value_weight, self.value_bias) if self._value_source is not None else None
+                    v = bb.value_block_forward(v_blocks[next_v], v, adapters, self.cfg.value_residual, self.cfg.value_mlp,
+                                               fused)
                 else:
-                    v = bb.block_forward(v_blocks[next_v], v, None, adapters)
+                    v = bb.block_forward(v_blocks[next_v], v, None, adapters, self.fused)
                 vision_out[next_v] = v
                 next_v += 1
             while next_t <= lt:
                 adapters = self.text_adapters[next_t] if self.text_adapters is not None else None
-                t = bb.block_forward(t_blocks[next_t], t, text_mask, adapters)
+                t = bb.block_forward(t_blocks[next_t], t, text_mask, adapters, self.fused, self.text_causal)
                 next_t += 1
             if self.cfe is not None and str(point) in self.cfe:
                 v, t = self.cfe[str(point)](v, t, padding)
@@ -255,9 +283,13 @@ class RISCLIP(nn.Module):
             logits = self.map_log_scale.exp() * cos + self.map_bias
         if isinstance(self.ske, SharedSpaceKnowledge):
             s = F.normalize(sentence.float(), dim=-1)
-            maps = torch.stack([
-                patch_cosine(bb.to_shared_space(self.clip, vision_out[i][:, 1:]), sentence).view(b, h, w)
-                for i in self.ske_layers], dim=1)
+            if self.fused:  # every layer through ln_post and proj in one call
+                shared = bb.to_shared_space(self.clip, torch.stack([vision_out[i][:, 1:] for i in self.ske_layers], 1))
+                maps = torch.einsum("bkne,be->bkn", F.normalize(shared.float(), dim=-1), s).view(b, -1, h, w)
+            else:
+                maps = torch.stack([
+                    patch_cosine(bb.to_shared_space(self.clip, vision_out[i][:, 1:]), sentence).view(b, h, w)
+                    for i in self.ske_layers], dim=1)
             p = F.normalize(patch.float(), dim=-1).transpose(1, 2).reshape(b, -1, h, w)
             logits = self.ske(maps, p, s, logits)
         feats = [self._grid(vision_out[i]) for i in self.decoder_layers] if self.decoder is not None else None

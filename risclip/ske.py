@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import attention
+
 
 class SharedSpaceKnowledge(nn.Module):
     def __init__(self, n_maps: int, embed_dim: int, dim: int) -> None:
@@ -64,8 +66,9 @@ class JointSpaceBlock(nn.Module):
     """One block of :class:`JointSpaceSKE`: patch->text and text->patch cross-attention, joint
     self-attention, MLP; each residual, pre-LayerNorm, with a zero-initialised output projection."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, fused: bool = True) -> None:
         super().__init__()
+        self.fused = fused  # attention by SDPA (risclip.kernels) or nn.MultiheadAttention's own path
         self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(6)])
         self.patch_reads_text = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.text_reads_patch = nn.MultiheadAttention(dim, heads, batch_first=True)
@@ -77,11 +80,11 @@ class JointSpaceBlock(nn.Module):
     def forward(self, p: torch.Tensor, t: torch.Tensor, text_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n_p, n_t, n_j, n_tt, n_m, n_mt = self.norms
         pn, tn = n_p(p), n_t(t)
-        p = p + self.patch_reads_text(pn, tn, tn, key_padding_mask=text_padding, need_weights=False)[0]
-        t = t + self.text_reads_patch(tn, pn, pn, need_weights=False)[0]
+        p = p + attention(self.patch_reads_text, pn, tn, text_padding, self.fused)
+        t = t + attention(self.text_reads_patch, tn, pn, None, self.fused)
         x = torch.cat([n_j(p), n_tt(t)], dim=1)
         pad = torch.cat([torch.zeros_like(text_padding[:, :1]).expand(-1, p.shape[1]), text_padding], dim=1)
-        x = self.joint(x, x, x, key_padding_mask=pad, need_weights=False)[0]
+        x = attention(self.joint, x, x, pad, self.fused)
         p, t = p + x[:, : p.shape[1]], t + x[:, p.shape[1]:]
         p = p + self.mlp(n_m(p))
         t = t + self.mlp(n_mt(t))
@@ -89,9 +92,9 @@ class JointSpaceBlock(nn.Module):
 
 
 class JointSpaceSKE(nn.Module):
-    def __init__(self, embed_dim: int, blocks: int = 2) -> None:
+    def __init__(self, embed_dim: int, blocks: int = 2, fused: bool = True) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList([JointSpaceBlock(embed_dim, max(1, embed_dim // 64)) for _ in range(blocks)])
+        self.blocks = nn.ModuleList([JointSpaceBlock(embed_dim, max(1, embed_dim // 64), fused) for _ in range(blocks)])
 
     def forward(self, patch: torch.Tensor, text: torch.Tensor, text_padding: torch.Tensor,
                 eos: torch.Tensor) -> torch.Tensor:

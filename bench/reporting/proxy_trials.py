@@ -48,6 +48,7 @@ TRIALS: dict[str, tuple[str, dict]] = {
                {"clip_model": "RIS-Tiny-AP", "hard_negatives": True}),
     "ap-neg-regions": ("ap-neg with half of each batch region pairs (a window on one object, its phrase)",
                        {"clip_model": "RIS-Tiny-AP", "hard_negatives": True, "region_fraction": 0.5}),
+    "ap-deep": ("ap with a vision tower twice as deep (8 blocks, RIS-Deep-AP)", {"clip_model": "RIS-Deep-AP"}),
 }
 PROMPTS = ("a {shape}", "a {colour} object", "a {colour} {shape}")
 PROBES = ("attribute", "shape", "place", "relation")
@@ -57,7 +58,8 @@ PROBES = ("attribute", "shape", "place", "relation")
 def score_trial(preset: P.Preset, name: str, val_samples: int, progress: bool | None) -> dict:
     what, overrides = TRIALS[name]
     cfg = dataclasses.replace(preset.proxy_clip, **overrides)
-    path, summary = pretrain(cfg, progress=progress)
+    with torch.enable_grad():  # an uncached proxy pre-trains here, inside this function's no_grad
+        path, summary = pretrain(cfg, progress=progress)
     clip = create_clip(cfg.clip_model, str(path), cfg.image_size)
     held_out = held_out_pairs(cfg, cfg.image_size)  # the train images are not needed here
     probes = run_probes(clip, held_out, cfg.context_length, cfg.seed)
