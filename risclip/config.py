@@ -142,6 +142,7 @@ class _Hashable:
 
 SKE_FORMS: tuple[str, ...] = ("maps", "joint")
 KERNELS: tuple[str, ...] = ("fused", "eager")  # ModelConfig.kernels (risclip.kernels)
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 # value path forms by name: (keep the last block's residual, keep its MLP)
 VALUE_PATHS: dict[str, tuple[bool, bool]] = {"maskclip": (True, True), "clearclip": (False, False)}
 
@@ -295,3 +296,19 @@ class TrainConfig(_Hashable):
     device: str = "auto"
     num_workers: int = 0
     progress: bool | None = None  # None: bars only on a terminal
+    # the data loaders (risclip.engine.loader_options; fields added later, out of the hash at their defaults):
+    # pinned host memory (None: on CUDA), workers kept between epochs, batches each worker loads ahead
+    pin_memory: bool | None = None
+    persistent_workers: bool = True
+    prefetch_factor: int = 4
+    # torch.compile of the forward pass (risclip.kernels.compile_model): "off" or a mode ("default",
+    # "reduce-overhead" adds CUDA graphs, "max-autotune"); compile time is reported apart (RunResult)
+    compile: str = "off"
+
+    _LATER_FIELDS = {"pin_memory": None, "persistent_workers": True, "prefetch_factor": 4, "compile": "off"}
+
+    def __post_init__(self) -> None:
+        if self.compile not in ("off", *COMPILE_MODES):
+            raise ValueError(f"unknown compile '{self.compile}'; valid: off, {', '.join(COMPILE_MODES)}")
+        if self.prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be at least 1, not {self.prefetch_factor}")

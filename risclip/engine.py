@@ -26,7 +26,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Sampler, Subset
 from tqdm import tqdm
 
 from . import distributed as dist
@@ -113,6 +113,53 @@ class RunResult:
     per_sample: list[dict] = field(default_factory=list)  # every test expression's IoU (sent_id, kind, iou)
     controls: dict[str, dict] = field(default_factory=dict)  # evaluate_text_controls on test, when asked for
     checkpoint: str | None = None  # the last checkpoint written (self-describing: see ``load_checkpoint``)
+    compile_seconds: float = 0.0  # with TrainConfig.compile: compiling the inference graph, apart from the rest
+
+
+class EpochSampler(Sampler[int]):
+    """The sampler of a training loader made once per stage (so that persistent workers live across epochs):
+    each epoch the trainer sets the order it yields (:class:`~risclip.distributed.ShardedOrder`). It runs in
+    the main process, so the workers see each new order."""
+
+    def __init__(self) -> None:
+        self.order: Sampler[int] | list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def loader_options(cfg: TrainConfig, device: torch.device) -> dict:
+    """DataLoader settings from ``cfg``: ``num_workers`` processes; with workers, each keeps
+    ``prefetch_factor`` batches ahead and (``persistent_workers``) lives across epochs; host memory is pinned
+    (``pin_memory``; None: on CUDA) so that copies to the GPU can overlap compute. The loader benchmark
+    (``bench/benchmarks/test_loader.py``, ``reports/benchmark-gpu.md``) says how many workers a GPU needs."""
+    opts: dict = {"num_workers": cfg.num_workers,
+                  "pin_memory": device.type == "cuda" if cfg.pin_memory is None else cfg.pin_memory}
+    if cfg.num_workers > 0:
+        opts.update(persistent_workers=cfg.persistent_workers, prefetch_factor=cfg.prefetch_factor)
+    return opts
+
+
+def compile_for(model: RISCLIP, cfg: TrainConfig, sample: tuple[torch.Tensor, torch.Tensor] | None) -> float:
+    """``torch.compile`` the model when ``cfg.compile`` asks for it, and compile its inference graph now on
+    ``sample`` (images, tokens) so that the time is reported apart (returned, seconds; 0 when off). The
+    training graphs compile in the first training step, inside that epoch's seconds."""
+    if cfg.compile == "off":
+        return 0.0
+    from .kernels import compile_model
+    compile_model(model, cfg.compile)
+    if sample is None:
+        return 0.0
+    model.set_stage(None)
+    t0 = time.perf_counter()
+    with torch.no_grad(), _autocast(sample[0].device, cfg.amp):
+        model(*sample)
+    if sample[0].device.type == "cuda":
+        torch.cuda.synchronize(sample[0].device)
+    return time.perf_counter() - t0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -254,7 +301,7 @@ class PatchLevelCache:
     def __init__(self, model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device) -> None:
         model.set_stage(PIXEL_STAGE)  # stage-1 modules in eval mode, as when stage 2 computes them itself
         loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=refer_collate,
-                            num_workers=cfg.num_workers)
+                            **dict(loader_options(cfg, device), persistent_workers=False))
         logits, cosine, masks, feats = [], [], [], []
         disable = None if cfg.progress is None else not cfg.progress
         with torch.no_grad():
@@ -299,9 +346,10 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
     optimizer, scheduler = make_optimizer(model, rule, cfg, steps_per_epoch)
     ckpt = checkpoint_path(workdir, stage) if workdir is not None else None
     start_epoch, history = resume(ckpt, run_key, model, optimizer, scheduler, device)
-    cache = None
+    cache = loader = None
     if rule.pixel_level and start_epoch < rule.epochs and PatchLevelCache.fits(model, dataset):
         cache = PatchLevelCache(model, dataset, cfg, device)
+    sampler = EpochSampler()
     for epoch in range(start_epoch, rule.epochs):
         model.set_stage(stage)
         order = dist.ShardedOrder(epoch_order(len(dataset), cfg, stage, epoch), dist.rank(), world)
@@ -310,8 +358,11 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
             idx = list(order)
             batches = (cache.batch(idx[i:i + batch_size]) for i in range(0, len(idx), batch_size))
         else:
-            batches = DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=refer_collate,
-                                 num_workers=cfg.num_workers, drop_last=False)
+            sampler.order = order
+            if loader is None:  # one loader per stage: its workers (if persistent) serve every epoch
+                loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=refer_collate,
+                                    drop_last=False, **loader_options(cfg, device))
+            batches = loader
         total, count = train_epoch(net, model, batches, rule, cfg, device, optimizer, scheduler, params,
                                    f"epoch {epoch + 1}/{rule.epochs}", ckpt, cache)
         dist.broadcast_state(model)  # BatchNorm statistics: process 0's everywhere, before saving and evaluating
@@ -415,7 +466,7 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
     meters = {p.name: RISMetrics(inclusive=p.inclusive) for p in chosen}
     shard = Subset(dataset, dist.shard_indices(len(dataset), dist.rank(), dist.world_size())) if dist.active() else dataset
     loader = DataLoader(shard, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=refer_collate,
-                        num_workers=cfg.num_workers)
+                        **dict(loader_options(cfg, device), persistent_workers=False))
     disable = (None if cfg.progress is None else not cfg.progress) if dist.is_main() else True
     for ev in evaluators:
         ev.reset()
@@ -491,7 +542,8 @@ def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCon
     settings train identical stage-1 weights; this key is the same for them."""
     comp = dataclasses.replace(model_cfg.components, decoder=False)
     m = dataclasses.replace(model_cfg, components=comp, decoder_dims=(0, 0, 0, 0), decoder_layers=None)
-    t = dataclasses.replace(train_cfg, stage2_epochs=0, decoder_lr=0.0, progress=None, num_workers=0,
+    t = dataclasses.replace(train_cfg, stage2_epochs=0, decoder_lr=0.0, progress=None, num_workers=0, pin_memory=None,
+                            persistent_workers=True, prefetch_factor=4,
                             eval_batch_size=0)
     return f"{m.config_hash()}-{t.config_hash()}-{data_cfg.config_hash()}"
 
@@ -522,6 +574,12 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     if wd is not None:
         wd.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
+    test_set = build_dataset(data_cfg, model_cfg, eval_split or data_cfg.test_split, train=False)
+    sample = None
+    if train_cfg.compile != "off" and len(test_set):
+        first = refer_collate([test_set[i] for i in range(min(len(test_set), train_cfg.eval_batch_size))])
+        sample = (first["image"].to(device), first["tokens"].to(device))
+    compile_seconds = compile_for(model, train_cfg, sample)
     t0 = time.perf_counter()
     stage1_reused = False
     if model_cfg.components.trains_anything:
@@ -559,7 +617,6 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     if evaluate_val:
         val_metrics = evaluate(model, build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False),
                                train_cfg, device, desc="val", protocols=protocols[:1]).metrics
-    test_set = build_dataset(data_cfg, model_cfg, eval_split or data_cfg.test_split, train=False)
     test = evaluate(model, test_set, train_cfg, device, desc="test", evaluators=evaluators, protocols=protocols)
     controls = evaluate_text_controls(model, test_set, train_cfg, device, protocol=protocols[0]) if text_controls else {}
     return RunResult(
@@ -567,7 +624,7 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         metrics=test.metrics, by_kind=test.by_kind, val_metrics=val_metrics, history=history,
         train_seconds=train_seconds, eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set),
         stage1_reused=stage1_reused, protocol_metrics=test.protocols, checkpoint=str(final) if final else None,
-        per_sample=test.per_sample, controls=controls,
+        per_sample=test.per_sample, controls=controls, compile_seconds=compile_seconds,
     )
 
 

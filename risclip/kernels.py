@@ -31,9 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import KERNELS  # noqa: F401  (re-exported: the names of the paths)
-
-COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
+from .config import COMPILE_MODES, KERNELS  # noqa: F401  (KERNELS re-exported: the names of the paths)
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:

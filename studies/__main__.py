@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                             "the factorial's per-expression IoUs, live in the Optuna storage alone)")
         q.add_argument("--data-root", default=None)
         q.add_argument("--pretrained", default=None, help="CLIP weights, a tag or a local file (default: the preset's)")
+        q.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
+                       help="torch.compile every trial's model (mode default, reduce-overhead, max-autotune)")
 
     run = sub.add_parser("run", help="run (or resume) a study")
     common(run)
@@ -120,7 +122,8 @@ def config_from(a: argparse.Namespace, trials: int | None = None) -> RunConfig:
                      tracking_uri=a.tracking_uri, parent_run_id=getattr(a, "parent_run", ""),
                      sampler_seed=getattr(a, "sampler_seed", 0), workdir=getattr(a, "workdir", "runs"),
                      device=getattr(a, "device", "auto"), heartbeat_interval=getattr(a, "heartbeat", 10),
-                     data_root=a.data_root, pretrained=a.pretrained, worker_index=getattr(a, "worker_index", 0))
+                     data_root=a.data_root, pretrained=a.pretrained, worker_index=getattr(a, "worker_index", 0),
+                     compile=a.compile)
 
 
 def run_study(cfg: RunConfig, workers: int) -> dict[str, int]:

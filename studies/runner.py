@@ -112,6 +112,7 @@ class RunConfig:
     heartbeat_interval: int = 10
     data_root: str | None = None
     pretrained: str | None = None  # CLIP weights (a tag or a local file) instead of the preset's
+    compile: str = "off"  # torch.compile mode of every trial's model (TrainConfig.compile)
     worker_index: int = 0  # seeds each worker's sampler differently: sampler_seed + worker_index
     command: str = ""  # the invocation, kept with the study (not passed to workers)
 
@@ -129,6 +130,8 @@ class RunConfig:
             out += ["--data-root", self.data_root]
         if self.pretrained:
             out += ["--pretrained", self.pretrained]
+        if self.compile != "off":
+            out += ["--compile", self.compile]
         return out
 
 
@@ -139,6 +142,8 @@ def build_preset(cfg: RunConfig) -> P.Preset:
     root = cfg.data_root or (f"{preset.data.data_root}-quick" if cfg.quick and preset.synthref else None)
     if root:
         preset = P.with_data_root(preset, root)
+    if cfg.compile != "off":
+        preset = P.override(preset, [f"train.compile={cfg.compile}"])
     return preset
 
 

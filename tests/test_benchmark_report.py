@@ -80,3 +80,45 @@ def test_report_without_benchmarks_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty.json").write_text(json.dumps({"benchmarks": []}))
     assert benchmark_report.main([str(tmp_path / "empty.json"), "--out-dir", str(tmp_path)]) == 2
     assert "no risclip benchmarks" in capsys.readouterr().err
+
+
+def test_paths_loader_and_profile_sections(tmp_path):
+    """One run with the eager, fused and compiled paths, loader rates and a profiler summary: the report sets
+    the paths side by side as ratios, names the best path in the two summary lines, and sizes the loader."""
+    full = RUNG_VARIANTS[-1]
+    benches = []
+    for path, speed in (("eager", 1.0), ("fused", 0.8), ("compiled", 0.5)):
+        for v in (CLIP, full):
+            if v == CLIP and path == "eager":
+                continue
+            for bk, b in (("batch1", 1), ("batchN", 32)):
+                t = 0.01 * b * ((2.0 * speed) if v == full else (0.9 if path == "compiled" else 1.0))
+                row = _bench("inference", "paper-b", v, bk, b, t, 100.0, 1e9)
+                row["extra_info"].update(path=path, compile_seconds=12.0 if path == "compiled" else 0.0,
+                                         compile_mode="reduce-overhead" if path == "compiled" else None)
+                benches.append(row)
+        row = _bench("train", "paper-b", RUNG_VARIANTS[2], None, 32, 0.32 * speed, 300.0, 3e9)
+        row["extra_info"].update(path=path, stage=1)
+        benches.append(row)
+    for w, rate in ((0, 20.0), (4, 80.0)):
+        benches.append({"name": f"test_loader[{w}]", "params": {}, "stats": {"median": 1.0},
+                        "extra_info": {"kind": "loader", "workers": w, "images_per_s": rate,
+                                       "images_per_s_per_worker": rate / max(1, w)}})
+    (tmp_path / "b.json").write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "commit_info": {},
+                                                "datetime": "now"}))
+    prof = {"command": "python -m bench.costs.trace", "torch": "x", "rows": [
+        {"mode": "inference", "variant": full, "path": "fused", "batch": 1, "wall_ms": 5.0, "launches": 900,
+         "outside_kernels_ms": float("nan"), "device": "cpu", "top": [{"op": "aten::addmm", "share": 0.5}]}]}
+    (tmp_path / "p.json").write_text(json.dumps(prof))
+    assert benchmark_report.main([str(tmp_path / "b.json"), "--out-dir", str(tmp_path), "--name", "r",
+                                  "--ladder-csv", "", "--profile", str(tmp_path / "p.json")]) == 0
+    md = (tmp_path / "r.md").read_text()
+    # best path at batch 1: compiled, 2.0 * 0.5 / 0.9 over the compiled CLIP
+    m = re.search(r"^ratio full/CLIP at paper shape \(ViT-B/16\), batch 1: ([0-9.]+) \(compiled", md, re.M)
+    assert m is not None and float(m.group(1)) == pytest.approx(1.0 / 0.9, abs=0.01)
+    assert re.search(r"^ratio full/CLIP at paper shape \(ViT-B/16\), batch 32: ", md, re.M)
+    # the fused path is 1.25x faster than eager, and the stage-1 step likewise
+    assert "| paper-b | " + full + " | 1 | fused | 16.00 |" in md and "1.25x" in md
+    # the fastest training rate 32 / 0.16 = 200 img/s at 20 img/s per worker needs ceil(1.25 * 10) = 13 workers
+    assert "**13 loader workers**" in md
+    assert "| inference | " + full + " | fused | 1 | 5.0 | 900 |" in md and "addmm 50%" in md

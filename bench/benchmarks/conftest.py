@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from bench.costs.costs import CLIP, RUNG_VARIANTS, SHAPES
+from bench.costs.costs import CLIP, PATHS, RUNG_VARIANTS, SHAPES
+from bench.costs.loader import LOADER_WORKERS
 from risclip.config import Components
 
 
@@ -16,6 +19,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="an extra variant to measure, by component names (e.g. adapters,decoder); repeatable")
     g.addoption("--bench-device", default="cpu", help="cpu or cuda (default cpu)")
     g.addoption("--bench-autocast", action="store_true", help="bf16 autocast (CUDA only)")
+    g.addoption("--bench-paths", default="fused,eager",
+                help=f"how the models run, comma-separated of {', '.join(PATHS)} (default fused,eager: the fused "
+                     "kernels and the old path side by side; compiled adds torch.compile, its compile time apart)")
+    g.addoption("--bench-compile-mode", default=None,
+                help="torch.compile mode for the compiled path (default: reduce-overhead, i.e. CUDA graphs, for "
+                     "inference on CUDA; default otherwise)")
 
 
 def _variants(config: pytest.Config) -> list[str]:
@@ -27,10 +36,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         raise pytest.UsageError(f"unknown --shapes {unknown}; valid: {', '.join(SHAPES)}")
+    if "workers" in metafunc.fixturenames:
+        kind = metafunc.config.getoption("--bench-device").split(":")[0]
+        metafunc.parametrize("workers", [w for w in LOADER_WORKERS.get(kind, (0,)) if w <= (os.cpu_count() or 1)])
     if "shape" in metafunc.fixturenames:
         metafunc.parametrize("shape", shapes)
     if "variant" in metafunc.fixturenames:
         variants = _variants(metafunc.config)
+        paths = [p.strip() for p in metafunc.config.getoption("--bench-paths").split(",") if p.strip()]
+        bad = [p for p in paths if p not in PATHS]
+        if bad or not paths:
+            raise pytest.UsageError(f"unknown --bench-paths {bad}; valid: {', '.join(PATHS)}")
         if metafunc.function.__name__ == "test_train_step":
             # (variant, stage) pairs that train something: stage 1 (adapters, CFE, SKE), stage 2 (the decoder);
             # the frozen CLIP and rung 0 train nothing
@@ -38,12 +54,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for v in variants:
                 c = None if v == CLIP else Components.from_names(v)
                 if c is not None and c.trains_patch_level:
-                    pairs.append((v, 1))
+                    pairs += [(v, 1, p) for p in paths]
                 if c is not None and c.decoder:
-                    pairs.append((v, 2))
-            metafunc.parametrize("variant,stage", pairs)
+                    pairs += [(v, 2, p) for p in paths]
+            metafunc.parametrize("variant,stage,path", pairs)
         else:
-            metafunc.parametrize("variant", variants)
+            # the frozen CLIP is open_clip's own forward: the same under "eager" and "fused", so measured once
+            pairs = [(v, p) for v in variants for p in paths if not (v == CLIP and p == "eager" and "fused" in paths)]
+            metafunc.parametrize("variant,path", pairs)
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +70,11 @@ def device(pytestconfig) -> torch.device:
     if d.type == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--bench-device cuda, but CUDA is not available")
     return d
+
+
+@pytest.fixture(scope="session")
+def compile_mode(pytestconfig):
+    return pytestconfig.getoption("--bench-compile-mode")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 
 import pytest
 import torch
@@ -52,40 +53,53 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _compile_mode(mode: str | None, device: torch.device, inference: bool) -> str:
+    return mode or ("reduce-overhead" if inference and device.type == "cuda" else "default")
+
+
 @pytest.mark.parametrize("batch_kind", ["batch1", "batchN"])
-def test_inference(benchmark, shape, variant, batch_kind, device, autocast):
+def test_inference(benchmark, shape, variant, path, batch_kind, device, autocast, compile_mode):
     batch = BATCHES[device.type][shape][0 if batch_kind == "batch1" else 1]
-    model = costs.build(shape, variant).to(device)
+    plain = costs.build(shape, variant, "fused" if path == "compiled" else path)
+    total, trainable = costs.param_counts(plain)
     images, tokens = costs.inputs(shape, batch, device)
-    total, trainable = costs.param_counts(model)
-    flops = costs.forward_flops(model.cpu(), images[:1].cpu(), tokens[:1].cpu())  # counted on the CPU kernels
-    model.to(device)
-    memory = _memory({"shape": shape, "variant": variant, "batch_size": batch, "device": str(device),
-                      "mode": "inference", "autocast": autocast}, model, images, tokens)
+    flops = costs.forward_flops(plain, images[:1].cpu(), tokens[:1].cpu())  # counted on the CPU kernels
+    mode = _compile_mode(compile_mode, device, True)
+    model = (costs.build(shape, variant, path, mode) if path == "compiled" else plain).to(device)
+    memory = math.nan
+    if path != "compiled":  # a fresh process per measurement would compile again; compiled memory is not measured
+        memory = _memory({"shape": shape, "variant": variant, "batch_size": batch, "device": str(device),
+                          "mode": "inference", "autocast": autocast, "path": path}, model, images, tokens)
 
     def run():
         with torch.no_grad(), _ctx(autocast):
             model(images, tokens)
         _sync(device)
 
+    compile_s = 0.0
+    if path == "compiled":  # the first calls compile (CUDA graphs record on the second and third): timed apart
+        t0 = time.perf_counter()
+        for _ in range(3):
+            run()
+        compile_s = time.perf_counter() - t0
     benchmark.group = f"{shape} inference {batch_kind}"
     benchmark.extra_info.update(kind="inference", shape=shape, variant=variant, batch=batch, device=str(device),
-                                autocast=autocast, params_total=total, params_trainable=trainable,
+                                autocast=autocast, params_total=total, params_trainable=trainable, path=path,
+                                compile_seconds=compile_s, compile_mode=mode if path == "compiled" else None,
                                 flops_per_image=flops, peak_memory_mb=memory)
     benchmark.pedantic(run, rounds=ROUNDS[device.type][shape], warmup_rounds=2, iterations=1)
-    assert flops > 0 and total > 0 and memory >= 0
+    assert flops > 0 and total > 0 and (memory >= 0 or path == "compiled")
 
 
-def test_train_step(benchmark, shape, variant, stage, device, autocast):
+def test_train_step(benchmark, shape, variant, stage, path, device, autocast, compile_mode):
     """One optimiser step of stage 1 (adapters, CFE, SKE) or stage 2 (the decoder, the rest frozen)."""
     batch = TRAIN_BATCH[device.type][shape]
     flops = costs.train_step_flops(costs.build(shape, variant), *costs.inputs(shape, 1), stage=stage)  # CPU kernels
-    model = costs.build(shape, variant).to(device)
+    mode = _compile_mode(compile_mode, device, False)
+    model = costs.build(shape, variant, path, mode).to(device)
     images, tokens = costs.inputs(shape, batch, device)
     step = costs.train_step_fn(model, images, tokens, stage)
     assert step is not None, f"{variant} trains nothing in stage {stage}"
-    memory = _memory({"shape": shape, "variant": variant, "batch_size": batch, "device": str(device),
-                      "mode": "train", "autocast": autocast}, model, images, tokens, step=step)
 
     def run():
         with _ctx(autocast):
@@ -93,9 +107,19 @@ def test_train_step(benchmark, shape, variant, stage, device, autocast):
         _sync(device)
         return loss
 
+    compile_s, memory = 0.0, math.nan
+    if path == "compiled":
+        t0 = time.perf_counter()
+        for _ in range(2):
+            run()
+        compile_s = time.perf_counter() - t0
+    else:
+        memory = _memory({"shape": shape, "variant": variant, "batch_size": batch, "device": str(device),
+                          "mode": "train", "autocast": autocast, "path": path}, model, images, tokens, step=step)
     benchmark.group = f"{shape} train step, stage {stage}"
     benchmark.extra_info.update(kind="train", stage=stage, shape=shape, variant=variant, batch=batch, device=str(device),
-                                autocast=autocast, flops_per_image=flops, peak_memory_mb=memory)
+                                autocast=autocast, flops_per_image=flops, peak_memory_mb=memory, path=path,
+                                compile_seconds=compile_s, compile_mode=mode if path == "compiled" else None)
     loss = benchmark.pedantic(run, rounds=max(2, ROUNDS[device.type][shape] // 2), warmup_rounds=2, iterations=1)
     assert math.isfinite(loss)
 

@@ -9,6 +9,8 @@ figure is divided by is ``clip``: the frozen CLIP alone, both towers (``encode_i
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 from torch.utils import flop_counter as _fc
@@ -17,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from risclip.backbone import create_clip
 from risclip.config import LADDER, ModelConfig, TrainConfig
 from risclip.engine import stage_rule
+from risclip.kernels import compile_model
 from risclip.losses import dice_focal_loss
 from risclip.model import RISCLIP
 
@@ -40,15 +43,31 @@ class FrozenCLIP(nn.Module):
         return self.clip.encode_image(images), self.clip.encode_text(tokens)
 
 
-def build(shape: str, variant: str) -> nn.Module:
-    """``variant`` is ``clip`` or component names (``adapters,cfe``, ``value+adapters``, ...)."""
+# how a model is run (risclip.kernels): "eager" (the path of every run before the fused kernels), "fused" (the
+# default), "compiled" (fused, then torch.compile); the frozen CLIP runs as open_clip's own forward, compiled
+# for "compiled" and plain otherwise
+PATHS: tuple[str, ...] = ("eager", "fused", "compiled")
+
+
+def build(shape: str, variant: str, path: str = "fused", compile_mode: str = "default") -> nn.Module:
+    """``variant`` is ``clip`` or component names (``adapters,cfe``, ``value+adapters``, ...); ``path`` one of
+    :data:`PATHS` (``compiled`` compiles with ``compile_mode``; the first call then compiles)."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape '{shape}'; valid: {', '.join(SHAPES)}")
+    if path not in PATHS:
+        raise ValueError(f"unknown path '{path}'; valid: {', '.join(PATHS)}")
     torch.manual_seed(0)
     cfg = SHAPES[shape]
     if variant == CLIP:
-        return FrozenCLIP(cfg).eval()
-    return RISCLIP.from_config(cfg.with_components(variant)).eval()
+        model = FrozenCLIP(cfg).eval()
+        if path == "compiled":
+            model.forward = torch.compile(model.forward, mode=compile_mode)
+        return model
+    model = RISCLIP.from_config(dataclasses.replace(cfg.with_components(variant),
+                                                    kernels="eager" if path == "eager" else "fused")).eval()
+    if path == "compiled":
+        compile_model(model, compile_mode)
+    return model
 
 
 def inputs(shape: str, batch: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -98,7 +98,7 @@ def _measure_shape_spec(spec: dict) -> dict[str, float]:
     from bench.costs import costs
 
     device = torch.device(spec.get("device", "cpu"))
-    model = costs.build(spec["shape"], spec["variant"]).to(device)
+    model = costs.build(spec["shape"], spec["variant"], spec.get("path", "fused")).to(device)
     images, tokens = costs.inputs(spec["shape"], int(spec.get("batch_size", 1)), device)
     if spec.get("mode", "inference") == "train":
         step = costs.train_step_fn(model, images, tokens)

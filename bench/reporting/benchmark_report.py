@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.costs.costs import CLIP, RUNG_VARIANTS  # noqa: E402
+from bench.costs.loader import workers_needed  # noqa: E402
 
 FULL = RUNG_VARIANTS[-1]
 
@@ -46,7 +47,10 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
                "params_total": e.get("params_total", math.nan), "params_trainable": e.get("params_trainable", math.nan),
                "device": e.get("device"), "autocast": e.get("autocast"),
                "overhead_fraction": e.get("overhead_fraction", math.nan), "epoch_seconds": e.get("epoch_seconds", math.nan),
-               "batch_kind": (b.get("params") or {}).get("batch_kind")}
+               "batch_kind": (b.get("params") or {}).get("batch_kind"), "path": e.get("path") or "fused",
+               "compile_seconds": e.get("compile_seconds", math.nan), "compile_mode": e.get("compile_mode"),
+               "workers": e.get("workers"), "loader_images_per_s": e.get("images_per_s", math.nan),
+               "loader_per_worker": e.get("images_per_s_per_worker", math.nan)}
         if row["batch"]:
             row["ms_per_image"] = 1000 * s["median"] / row["batch"]
             row["images_per_s"] = row["batch"] / s["median"] if s["median"] else math.nan
@@ -59,13 +63,16 @@ def with_ratios(df: pd.DataFrame) -> pd.DataFrame:
     (training steps: over the CLIP forward of the larger batch, per image)."""
     df = df.copy()
     inf = df[(df["kind"] == "inference") & (df["variant"] == CLIP)]
-    ref = {(r["shape"], r["batch_kind"]): r for _, r in inf.iterrows()}
+    # eager and fused rows divide by open_clip's own forward; compiled rows by the compiled CLIP (if measured)
+    ref = {(r["shape"], r["batch_kind"], r["path"]): r for _, r in inf.iterrows()}
     for col in ("ms_per_image", "peak_memory_mb", "flops_per_image", "ms_ratio_lo", "ms_ratio_hi"):
         df[f"{col}_ratio" if not col.startswith("ms_ratio") else col] = math.nan
     for i, r in df.iterrows():
-        if r["kind"] == "overhead":
+        if r["kind"] in ("overhead", "loader"):
             continue
-        base = ref.get((r["shape"], r["batch_kind"] if r["kind"] == "inference" else "batchN"))
+        key = (r["shape"], r["batch_kind"] if r["kind"] == "inference" else "batchN")
+        base = ref.get((*key, "compiled")) if r["path"] == "compiled" else None
+        base = base if base is not None else ref.get((*key, "fused"))
         if base is None:
             continue
         for col in ("ms_per_image", "peak_memory_mb", "flops_per_image"):
@@ -221,6 +228,106 @@ def summary_section(df: pd.DataFrame, on_gpu: bool, run: str) -> str | None:
     return "\n".join(lines)
 
 
+def _best(every: pd.DataFrame, shape: str, batch_kind: str) -> pd.Series | None:
+    """The full model's inference row with the lowest latency ratio over the paths measured."""
+    rows = every[(every["kind"] == "inference") & (every["shape"] == shape) & (every["batch_kind"] == batch_kind)
+                 & (every["variant"] == FULL)].dropna(subset=["ms_per_image_ratio"])
+    return None if rows.empty else rows.sort_values("ms_per_image_ratio").iloc[0]
+
+
+def ratio_lines(every: pd.DataFrame) -> list[str]:
+    """The two summary lines of issue 22: full/CLIP latency at the paper shape at batch 1 and the larger batch,
+    on the best path measured (named; a compiled one says so)."""
+    lines = []
+    for kind in ("batch1", "batchN"):
+        r = _best(every, "paper-b", kind)
+        if r is None:
+            continue
+        how = {"compiled": f"compiled ({r['compile_mode']}), against the compiled CLIP", "fused": "fused kernels",
+               "eager": "eager path"}.get(r["path"], r["path"])
+        lines += [f"ratio full/CLIP at paper shape (ViT-B/16), batch {int(r['batch'])}: {r['ms_per_image_ratio']:.2f} "
+                  f"({how})", ""]
+    return lines
+
+
+def paths_section(every: pd.DataFrame, run: str) -> str | None:
+    """Before and after from one run: each path's full/CLIP latency ratio, the fused and compiled paths'
+    speed-up over the eager one, and compile times apart."""
+    inf = every[(every["kind"] == "inference") & (every["variant"] != CLIP)]
+    if inf["path"].nunique() < 2:
+        return None
+    lines = [f"Measured: {run}. Every path in the same run; eager is the path of every run before the fused "
+             "kernels (`--set model.kernels=eager`), fused the default, compiled the fused path under `torch.compile` "
+             "(its compile time apart, below). Ratios over the frozen CLIP (open_clip's forward; compiled rows over "
+             "the compiled CLIP where measured).", "",
+             "| shape | variant | batch | path | ms/img | x CLIP (spread) | speed-up over eager | compile s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (shape, variant, batch), g in inf.groupby(["shape", "variant", "batch"], sort=False):
+        eager = g[g["path"] == "eager"]
+        base = float(eager["ms_per_image"].iloc[0]) if not eager.empty else math.nan
+        for _, r in g.sort_values("path", key=lambda c: c.map({"eager": 0, "fused": 1, "compiled": 2})).iterrows():
+            comp = _f(r["compile_seconds"], 1) if r["path"] == "compiled" else "-"
+            lines.append(f"| {shape} | {variant} | {int(batch)} | {r['path']} | {_f(r['ms_per_image'], 2)} | "
+                         f"{_ratio(r)} | {_f(base / r['ms_per_image'], 2)}x | {comp} |")
+    tr = every[every["kind"] == "train"]
+    if tr["path"].nunique() >= 2:
+        lines += ["", "Training steps (img/s; speed-up over eager):", "",
+                  "| shape | variant | stage | batch | path | img/s | speed-up over eager | compile s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for (shape, variant, stage), g in tr.groupby(["shape", "variant", "stage"], sort=False):
+            eager = g[g["path"] == "eager"]
+            base = float(eager["images_per_s"].iloc[0]) if not eager.empty else math.nan
+            for _, r in g.iterrows():
+                comp = _f(r["compile_seconds"], 1) if r["path"] == "compiled" else "-"
+                lines.append(f"| {shape} | {variant} | {int(stage)} | {int(r['batch'])} | {r['path']} | "
+                             f"{_f(r['images_per_s'], 1)} | {_f(r['images_per_s'] / base, 2)}x | {comp} |")
+    return "\n".join(lines)
+
+
+def loader_section(every: pd.DataFrame, run: str) -> str | None:
+    """The refer loader's measured rate at 416 px and the workers the measured training rate needs."""
+    ld = every[every["kind"] == "loader"]
+    if ld.empty:
+        return None
+    lines = [f"The engine's training loader over COCO-like JPEGs (640 x 480, about COCO's file size; "
+             f"`bench/costs/loader.py`): decode, resize to 416 px, mask, tokenise, collate. Measured: {run}.", "",
+             "| workers | img/s | img/s per worker |", "|---|---|---|"]
+    for _, r in ld.sort_values("workers").iterrows():
+        lines.append(f"| {int(r['workers'])} | {_f(r['loader_images_per_s'], 1)} | {_f(r['loader_per_worker'], 1)} |")
+    per_worker = float(ld[ld["workers"] > 0]["loader_per_worker"].min()) if (ld["workers"] > 0).any() else \
+        float(ld["loader_per_worker"].iloc[0])
+    tr = every[(every["kind"] == "train") & (every["shape"] == "paper-b") & (every["stage"] == 1)]
+    if not tr.empty:
+        fastest = float(tr["images_per_s"].max())
+        lines += ["", f"The fastest stage-1 training step measured at the paper shape runs {fastest:.0f} img/s; at "
+                      f"{per_worker:.1f} img/s per worker (the lowest measured with workers) it needs "
+                      f"**{workers_needed(fastest, per_worker)} loader workers** (25% headroom). `train.num_workers` "
+                      "sets them (0 on the CPU presets, where workers would compete with the model for 2 cores)."]
+    return "\n".join(lines)
+
+
+def profile_section(path: Path) -> str | None:
+    """The torch.profiler summary written by ``python -m bench.costs.trace``."""
+    if path is None or not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    rows = data.get("rows", [])
+    if not rows:
+        return None
+    on_cuda = any(str(r["device"]).startswith("cuda") for r in rows)
+    lines = [f"Made by: `{data.get('command', 'python -m bench.costs.trace')}` (torch {data.get('torch')}). "
+             + ("Launches: kernels the GPU ran per call; outside kernels: wall time minus the GPU's busy time."
+                if on_cuda else "On the CPU nothing is launched: 'launches' counts operator calls, each of which "
+                                "would launch at least one kernel on a GPU."), "",
+             "| mode | variant | path | batch | ms/call | launches | outside kernels ms | top operators (share of operator time) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        top = ", ".join(f"{t['op'].replace('aten::', '')} {100 * t['share']:.0f}%" for t in r["top"][:4])
+        lines.append(f"| {r['mode']} | {r['variant']} | {r['path']} | {r['batch']} | {_f(r['wall_ms'], 1)} | "
+                     f"{r['launches']:.0f} | {_f(r['outside_kernels_ms'], 1)} | {top} |")
+    return "\n".join(lines)
+
+
 def shape_section(df: pd.DataFrame, shape: str, run: str, figs: list[str], on_gpu: bool) -> str:
     sub = df[df["shape"] == shape]
     lines = [f"## {shape}", "", f"Measured: {run}.", ""]
@@ -352,11 +459,12 @@ def ladder_check_section(path: Path, ladder_csv: Path | None) -> str | None:
 
 def render(json_path: Path, out_dir: Path, stem: str, previous: Path | None, threshold: float,
            ladder_csv: Path | None, command: str, ladder_check: Path | None = None,
-           paper_epochs: tuple[int, int] = (20, 10)) -> tuple[Path, pd.DataFrame]:
+           paper_epochs: tuple[int, int] = (20, 10), profile: Path | None = None) -> tuple[Path, pd.DataFrame]:
     df, raw = load(json_path)
     if df.empty:
         raise ValueError(f"{json_path}: no risclip benchmarks in it (run nox -s benchmark)")
-    df = with_ratios(df)
+    every = with_ratios(df)
+    df = every[every["path"] == "fused"]  # the default path: every section below but the paths comparison
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stem}.md"
     sections = read_sections(path)
@@ -379,7 +487,12 @@ def render(json_path: Path, out_dir: Path, stem: str, previous: Path | None, thr
         (" On CUDA, bf16 autocast as in training." if on_gpu else "")])
     summary = summary_section(df, on_gpu, run)
     if summary:
-        sections["summary"] = summary
+        sections["summary"] = summary + "\n" + "\n".join(ratio_lines(every))
+    for name, title, text in (("paths", "Eager, fused and compiled paths", paths_section(every, run)),
+                              ("loader", "Does the data keep up?", loader_section(every, run)),
+                              ("profile", "Where the time goes (torch.profiler)", profile_section(profile))):
+        if text:
+            sections[name] = f"## {title}\n\n{text}"
     ov = df[df["kind"] == "overhead"]
     if not ov.empty:
         r = ov.iloc[0]
@@ -435,11 +548,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ladder-check", default=None, metavar="JSON",
                    help="a JSON of bench.ablate --tracking-uri none --output (the SynthRef ladder on another device) to set "
                         "beside the CPU ladder")
+    p.add_argument("--profile", default=None, metavar="JSON",
+                   help="a torch.profiler summary of python -m bench.costs.trace, rendered as its own section")
     a = p.parse_args(argv)
     try:
         path, reg = render(Path(a.json), Path(a.out_dir), a.name, Path(a.previous) if a.previous else None,
                            a.threshold, Path(a.ladder_csv) if a.ladder_csv else None, a.command,
-                           Path(a.ladder_check) if a.ladder_check else None)
+                           Path(a.ladder_check) if a.ladder_check else None,
+                           profile=Path(a.profile) if a.profile else None)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

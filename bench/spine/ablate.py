@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "Overridden fields enter the config hash, so such runs are tracked as their own variants")
     how.add_argument("--device", default="auto", help="auto (CUDA when present; under torchrun cuda:LOCAL_RANK), cpu, "
                                                        "cuda, cuda:1 ...")
+    how.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                     help="torch.compile the forward pass (mode default, or reduce-overhead for CUDA graphs, "
+                          "max-autotune); the same as --set train.compile=MODE. Compiling the inference graph is "
+                          "timed apart (metric compile_seconds); the old eager path is --set model.kernels=eager")
     how.add_argument("--protocol", default=None, metavar="NAMES",
                      help="also score test under peers' evaluation protocols, comma-separated: "
                           + "; ".join(f"{k}: {v.description}" for k, v in PROTOCOLS.items() if k != "ours")
@@ -326,6 +330,8 @@ def prepare(a: argparse.Namespace, progress: bool | None) -> tuple[P.Preset, dic
         preset = P.with_data_seed(preset, a.data_seed)
     if a.dataset or a.eval_split:
         preset = P.with_refer(preset, a.dataset or "refcocog", a.eval_split)
+    if a.compile is not None:
+        a.overrides.append(f"train.compile={a.compile}")
     preset = P.override(preset, a.overrides)
     error = None
     if dist.is_main():

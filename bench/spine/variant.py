@@ -115,7 +115,7 @@ def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> di
         final["test_select_mIoU"] = select["overall"]["mIoU"]
         final.update({f"test_{kind}_select_mIoU": ms["mIoU"] for kind, ms in select["by_kind"].items()})
     final.update(control_metrics(result.controls))
-    final.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
+    final.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds, compile_seconds=result.compile_seconds,
                  eval_samples=result.eval_samples, **cost)
     return final
 
