@@ -19,6 +19,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="an extra variant to measure, by component names (e.g. adapters,decoder); repeatable")
     g.addoption("--bench-device", default="cpu", help="cpu or cuda (default cpu)")
     g.addoption("--bench-autocast", action="store_true", help="bf16 autocast (CUDA only)")
+    g.addoption("--bench-variants", default=None,
+                help="measure only these variants, ';'-separated (clip; component names as in --variant), instead "
+                     "of the frozen CLIP and the ladder's rungs")
     g.addoption("--bench-paths", default="fused,eager",
                 help=f"how the models run, comma-separated of {', '.join(PATHS)} (default fused,eager: the fused "
                      "kernels and the old path side by side; compiled adds torch.compile, its compile time apart)")
@@ -28,6 +31,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _variants(config: pytest.Config) -> list[str]:
+    only = config.getoption("--bench-variants")
+    if only:
+        chosen = [v.strip() for v in only.split(";") if v.strip()]
+        return [v if v == CLIP else str(Components.from_names(v)) for v in chosen]
     return list(dict.fromkeys([CLIP, *RUNG_VARIANTS, *config.getoption("--variant")]))
 
 

@@ -380,25 +380,31 @@ def shape_section(df: pd.DataFrame, shape: str, run: str, figs: list[str], on_gp
 REFCOCOG_UMD = {"train": 80512, "val": 4896, "test": 9602}
 
 
-def estimate_section(df: pd.DataFrame, run: str, epochs: tuple[int, int]) -> str | None:
+def estimate_section(df: pd.DataFrame, run: str, epochs: tuple[int, int], loader: pd.DataFrame | None = None) -> str | None:
     """Hours for the paper's ladder on one such GPU from the measured paper-shape throughputs (compute only)."""
     sub = df[df["shape"] == "paper-b"]
     if sub.empty or sub[sub["kind"] == "train"].empty:
         return None
     e1, e2 = epochs
     n_train, n_eval = REFCOCOG_UMD["train"], REFCOCOG_UMD["val"] + REFCOCOG_UMD["test"]
+    ld = loader[loader["kind"] == "loader"] if loader is not None else pd.DataFrame()
+    feed = float(ld["loader_images_per_s"].max()) if not ld.empty else math.inf
+    feed_note = (f"Data loading is in it: a stage runs at the slower of its training step and the loader's best "
+                 f"measured rate, {feed:.0f} img/s with {int(ld.loc[ld['loader_images_per_s'].idxmax(), 'workers'])} "
+                 f"workers (loader section)" if not ld.empty else "Data loading is not counted (no loader measurement "
+                 "in this run)")
     lines = [f"Estimated hours for the paper's ladder on this GPU (RefCOCOg-UMD: {n_train:,} training expressions; "
              f"preset paper-b: {e1} stage-1 and {e2} stage-2 epochs, our choice, then val and test once). From the "
-             f"measured training and inference throughput at the paper shape; data loading, checkpoints and "
-             f"evaluation at every epoch are not counted, so a real run takes longer. Measured: {run}.", "",
-             "| rung | variant | stage-1 img/s | stage-2 img/s | infer img/s | hours |", "|---|---|---|---|---|---|"]
+             f"measured training and inference throughput at the paper shape (the default fused path). {feed_note}; "
+             f"checkpoints and evaluation at every epoch are not counted, so a real run takes longer. Measured: {run}.",
+             "", "| rung | variant | stage-1 img/s | stage-2 img/s | infer img/s | hours |", "|---|---|---|---|---|---|"]
     total = 0.0
     for rung, v in enumerate(RUNG_VARIANTS):
         t1 = sub[(sub["kind"] == "train") & (sub["variant"] == v) & (sub["stage"] == 1)]
         t2 = sub[(sub["kind"] == "train") & (sub["variant"] == v) & (sub["stage"] == 2)]
         inf = sub[(sub["kind"] == "inference") & (sub["variant"] == v) & (sub["batch_kind"] == "batchN")]
-        ips1 = float(t1["images_per_s"].iloc[0]) if not t1.empty else math.nan
-        ips2 = float(t2["images_per_s"].iloc[0]) if not t2.empty else math.nan
+        ips1 = min(float(t1["images_per_s"].iloc[0]), feed) if not t1.empty else math.nan
+        ips2 = min(float(t2["images_per_s"].iloc[0]), feed) if not t2.empty else math.nan
         ipsi = float(inf["images_per_s"].iloc[0]) if not inf.empty else math.nan
         secs = n_eval / ipsi if ipsi == ipsi else 0.0
         if rung == 4:  # rung 4 reuses rung 3's stage 1 (same seed): only the decoder trains
@@ -501,7 +507,7 @@ def render(json_path: Path, out_dir: Path, stem: str, previous: Path | None, thr
                                 f"{r['epoch_seconds']:.1f} s epoch); target at most 2%, "
                                 f"{'met' if r['overhead_fraction'] <= 0.02 else 'NOT met'}. Measured: {run}.")
     if on_gpu:
-        est = estimate_section(df, run, paper_epochs)
+        est = estimate_section(df, run, paper_epochs, every)
         if est:
             sections["estimate"] = "## Estimated time for the paper's ladder\n\n" + est
     for shape in [s for s in ("synth-cpu", "paper-b") if s in set(df["shape"])]:
