@@ -93,17 +93,22 @@ def test_paths_loader_and_profile_sections(tmp_path):
                 continue
             for bk, b in (("batch1", 1), ("batchN", 32)):
                 t = 0.01 * b * ((2.0 * speed) if v == full else (0.9 if path == "compiled" else 1.0))
-                row = _bench("inference", "paper-b", v, bk, b, t, 100.0, 1e9)
+                row = _bench("inference", "paper-b", v, bk, b, t, 100.0, 1e9, device="cuda")
                 row["extra_info"].update(path=path, compile_seconds=12.0 if path == "compiled" else 0.0,
                                          compile_mode="reduce-overhead" if path == "compiled" else None)
                 benches.append(row)
-        row = _bench("train", "paper-b", RUNG_VARIANTS[2], None, 32, 0.32 * speed, 300.0, 3e9)
+        row = _bench("train", "paper-b", RUNG_VARIANTS[2], None, 32, 0.32 * speed, 300.0, 3e9, device="cuda")
         row["extra_info"].update(path=path, stage=1)
         benches.append(row)
     for w, rate in ((0, 20.0), (4, 80.0)):
         benches.append({"name": f"test_loader[{w}]", "params": {}, "stats": {"median": 1.0},
                         "extra_info": {"kind": "loader", "workers": w, "images_per_s": rate,
                                        "images_per_s_per_worker": rate / max(1, w)}})
+    timings = {k: {"median_ms": m, "q1_ms": 0.9 * m, "q3_ms": 1.1 * m, "rounds": 40}
+               for k, m in (("clip/fused", 10.0), ("full/eager", 30.0), ("full/fused", 15.0))}
+    benches.append({"name": "test_paths_turn_about[synth-refcoco]", "params": {}, "stats": {"median": 1.0},
+                    "extra_info": {"kind": "turn_about", "shape": "synth-refcoco", "batch": 1, "device": "cuda",
+                                   "timings": timings}})
     (tmp_path / "b.json").write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "commit_info": {},
                                                 "datetime": "now"}))
     prof = {"command": "python -m bench.costs.trace", "torch": "x", "rows": [
@@ -122,3 +127,5 @@ def test_paths_loader_and_profile_sections(tmp_path):
     # the fastest training rate 32 / 0.16 = 200 img/s at 20 img/s per worker needs ceil(1.25 * 10) = 13 workers
     assert "**13 loader workers**" in md
     assert "| inference | " + full + " | fused | 1 | 5.0 | 900 |" in md and "addmm 50%" in md
+    # turn about: fused full 15 ms over CLIP 10 ms, twice as fast as eager
+    assert "| synth-refcoco | 1 | fused | 15.00 | 1.50 (1.23-1.83) | open_clip's forward | 2.00x | 40 |" in md

@@ -205,3 +205,31 @@ def test_evaluation_shares_each_image_tower_pass_across_its_sentences(synthref_r
         repeated = model(batch["image"], batch["tokens"])
     torch.testing.assert_close(shared.mask_logits, repeated.mask_logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(shared.patch_cosine, repeated.patch_cosine, rtol=1e-4, atol=1e-5)
+
+
+def test_loader_workers_persist_across_epochs_and_change_nothing(data, tmp_path):
+    """One training loader per stage with a persistent worker gives the history and metrics of the
+    in-process loader: the per-epoch order reaches the worker through the sampler."""
+    base = TrainConfig(**{**FAST, "stage1_epochs": 2})
+    a = run_variant(ModelConfig.tiny(components="adapters"), base, data, tmp_path / "a")
+    b = run_variant(ModelConfig.tiny(components="adapters"),
+                    TrainConfig(**{**FAST, "stage1_epochs": 2, "num_workers": 1, "prefetch_factor": 2}),
+                    data, tmp_path / "b")
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert a.metrics == b.metrics
+
+
+def test_loader_options_and_runtime_fields_stay_out_of_the_identity(data):
+    cpu = torch.device("cpu")
+    assert engine.loader_options(TrainConfig(), cpu) == {"num_workers": 0, "pin_memory": False}
+    opts = engine.loader_options(TrainConfig(num_workers=3, prefetch_factor=2), torch.device("cuda"))
+    assert opts == {"num_workers": 3, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 2}
+    # earlier runs keep their hash; the loader settings do not change the stage-1 identity
+    assert "compile" not in TrainConfig().to_dict() and "pin_memory" not in TrainConfig().to_dict()
+    m = ModelConfig.tiny(components="adapters")
+    assert engine.stage1_key(m, TrainConfig(), data) == engine.stage1_key(
+        m, TrainConfig(pin_memory=True, persistent_workers=False, prefetch_factor=8), data)
+    assert TrainConfig(compile="default").config_hash() != TrainConfig().config_hash()
+    with pytest.raises(ValueError, match="unknown compile"):
+        TrainConfig(compile="fast")
+    assert engine.compile_for(None, TrainConfig(), None) == 0.0  # off: nothing compiled, no time

@@ -80,6 +80,11 @@ def device(pytestconfig) -> torch.device:
 
 
 @pytest.fixture(scope="session")
+def bench_paths(pytestconfig) -> list[str]:
+    return [p.strip() for p in pytestconfig.getoption("--bench-paths").split(",") if p.strip()]
+
+
+@pytest.fixture(scope="session")
 def compile_mode(pytestconfig):
     return pytestconfig.getoption("--bench-compile-mode")
 

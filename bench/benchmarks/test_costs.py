@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bench.costs import costs
-from bench.costs.profiling import measure_in_fresh_process, peak_memory_mb
+from bench.costs.profiling import interleaved_ms, measure_in_fresh_process, peak_memory_mb
 
 # batch sizes: 1 (latency) and a larger batch (throughput); on the CPU the paper shape's larger batch is
 # small to keep the suite short, on CUDA both shapes use the paper's training batch (32)
@@ -164,3 +164,33 @@ def test_tracking_overhead(benchmark, tmp_path, device):
     benchmark.extra_info.update(kind="overhead", epoch_seconds=epoch_s, steps_per_epoch=steps,
                                 overhead_fraction=median / epoch_s if benchmark.stats else float("nan"))
     assert result is None and epoch_s > 0
+
+
+@pytest.mark.parametrize("batch_kind", ["batch1", "batchN"])
+def test_paths_turn_about(benchmark, shape, device, autocast, batch_kind, compile_mode, bench_paths):
+    """The frozen CLIP and the full model by every --bench-paths path, timed turn about in one loop
+    (bench.costs.profiling.interleaved_ms): the before/after ratios a shared machine's slow spells cannot tilt."""
+    paths = bench_paths
+    batch = BATCHES[device.type][shape][0 if batch_kind == "batch1" else 1]
+    images, tokens = costs.inputs(shape, batch, device)
+    mode = _compile_mode(compile_mode, device, True)
+    models = {f"clip/{p}": costs.build(shape, costs.CLIP, p, mode).to(device) for p in paths if p != "eager"}
+    models.update({f"full/{p}": costs.build(shape, costs.RUNG_VARIANTS[-1], p, mode).to(device) for p in paths})
+
+    def call(m):
+        def run():
+            with torch.no_grad(), _ctx(autocast):
+                m(images, tokens)
+        return run
+
+    result = {}
+
+    def measure():
+        result.update(interleaved_ms({k: call(m) for k, m in models.items()}, rounds=ROUNDS[device.type][shape] * 4,
+                                     device=device))
+
+    benchmark.group = f"{shape} paths turn about {batch_kind}"
+    benchmark.pedantic(measure, rounds=1, warmup_rounds=0, iterations=1)
+    benchmark.extra_info.update(kind="turn_about", shape=shape, batch=batch, device=str(device), autocast=autocast,
+                                compile_mode=mode if "compiled" in paths else None, timings=result)
+    assert all(v["median_ms"] > 0 for v in result.values())

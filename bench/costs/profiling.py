@@ -176,3 +176,30 @@ if __name__ == "__main__":
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(json.dumps(_measure_spec(json.loads(sys.argv[1]))))
+
+
+@torch.no_grad()
+def interleaved_ms(calls: dict[str, Callable[[], object]], rounds: int = 40, warmup: int = 3,
+                   device: torch.device | None = None) -> dict[str, dict[str, float]]:
+    """Latency of several calls measured turn about: every round times each call once, in a rotated order,
+    so that a slow spell of a shared machine touches all of them alike (one benchmark after another would
+    give it to one alone). Returns each call's median and quartiles in ms."""
+    names = list(calls)
+    for _ in range(warmup):
+        for n in names:
+            calls[n]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            if device is not None:
+                _sync(device)
+            t0 = time.perf_counter()
+            calls[n]()
+            if device is not None:
+                _sync(device)
+            times[n].append(1000 * (time.perf_counter() - t0))
+    out = {}
+    for n, ts in times.items():
+        q = statistics.quantiles(ts, n=4)
+        out[n] = {"median_ms": statistics.median(ts), "q1_ms": q[0], "q3_ms": q[2], "rounds": rounds}
+    return out

@@ -50,7 +50,8 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
                "batch_kind": (b.get("params") or {}).get("batch_kind"), "path": e.get("path") or "fused",
                "compile_seconds": e.get("compile_seconds", math.nan), "compile_mode": e.get("compile_mode"),
                "workers": e.get("workers"), "loader_images_per_s": e.get("images_per_s", math.nan),
-               "loader_per_worker": e.get("images_per_s_per_worker", math.nan)}
+               "loader_per_worker": e.get("images_per_s_per_worker", math.nan), "timings": e.get("timings"),
+               "shape_batch": (e.get("shape"), e.get("batch"))}
         if row["batch"]:
             row["ms_per_image"] = 1000 * s["median"] / row["batch"]
             row["images_per_s"] = row["batch"] / s["median"] if s["median"] else math.nan
@@ -68,7 +69,7 @@ def with_ratios(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("ms_per_image", "peak_memory_mb", "flops_per_image", "ms_ratio_lo", "ms_ratio_hi"):
         df[f"{col}_ratio" if not col.startswith("ms_ratio") else col] = math.nan
     for i, r in df.iterrows():
-        if r["kind"] in ("overhead", "loader"):
+        if r["kind"] in ("overhead", "loader", "turn_about"):
             continue
         key = (r["shape"], r["batch_kind"] if r["kind"] == "inference" else "batchN")
         base = ref.get((*key, "compiled")) if r["path"] == "compiled" else None
@@ -284,6 +285,47 @@ def paths_section(every: pd.DataFrame, run: str) -> str | None:
     return "\n".join(lines)
 
 
+def turn_about_rows(every: pd.DataFrame) -> list[dict]:
+    """Full/CLIP ratios from the turn-about measurements: per shape, batch and path of the full model."""
+    out = []
+    for _, r in every[every["kind"] == "turn_about"].iterrows():
+        t = r["timings"] or {}
+        for key, v in t.items():
+            who, path = key.split("/")
+            if who != "full":
+                continue
+            clip = t.get(f"clip/{path}") or t.get("clip/fused")
+            eager = t.get("full/eager")
+            out.append({"shape": r["shape"], "batch": int(r["batch"]), "path": path, "ms": v["median_ms"] / r["batch"],
+                        "ratio": v["median_ms"] / clip["median_ms"] if clip else math.nan,
+                        "lo": v["q1_ms"] / clip["q3_ms"] if clip else math.nan,
+                        "hi": v["q3_ms"] / clip["q1_ms"] if clip else math.nan,
+                        "speedup": eager["median_ms"] / v["median_ms"] if eager else math.nan,
+                        "rounds": v["rounds"], "against": "compiled CLIP" if path == "compiled" and
+                        "clip/compiled" in t else "open_clip's forward"})
+    return out
+
+
+def turn_about_section(every: pd.DataFrame, run: str) -> str | None:
+    rows = turn_about_rows(every)
+    if not rows:
+        return None
+    lines = [f"The frozen CLIP and the full model by each path timed turn about in one loop (every round times each "
+             f"once, in a rotated order; `bench.costs.profiling.interleaved_ms`), so that a slow spell of a shared "
+             f"machine tilts no ratio. Measured: {run}.", "",
+             "| shape | batch | path | ms/img | full/CLIP (quartile spread) | against | speed-up over eager | rounds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['shape']} | {r['batch']} | {r['path']} | {_f(r['ms'], 2)} | {_f(r['ratio'], 2)} "
+                     f"({_f(r['lo'], 2)}-{_f(r['hi'], 2)}) | {r['against']} | {_f(r['speedup'], 2)}x | {r['rounds']} |")
+    cpu = [r for r in rows if r["shape"] == "synth-refcoco" and r["batch"] == 1]
+    if cpu and not any(str(d).startswith("cuda") for d in every["device"].dropna()):
+        best = min(cpu, key=lambda r: r["ratio"])
+        lines += ["", f"CPU target (synth-refcoco, batch 1, full/CLIP at most 1.6x): best path {best['path']}, "
+                      f"{best['ratio']:.2f}x: **{'met' if best['ratio'] <= 1.6 else 'NOT met'}**."]
+    return "\n".join(lines)
+
+
 def loader_section(every: pd.DataFrame, run: str) -> str | None:
     """The refer loader's measured rate at 416 px and the workers the measured training rate needs."""
     ld = every[every["kind"] == "loader"]
@@ -296,7 +338,8 @@ def loader_section(every: pd.DataFrame, run: str) -> str | None:
         lines.append(f"| {int(r['workers'])} | {_f(r['loader_images_per_s'], 1)} | {_f(r['loader_per_worker'], 1)} |")
     per_worker = float(ld[ld["workers"] > 0]["loader_per_worker"].min()) if (ld["workers"] > 0).any() else \
         float(ld["loader_per_worker"].iloc[0])
-    tr = every[(every["kind"] == "train") & (every["shape"] == "paper-b") & (every["stage"] == 1)]
+    tr = every[(every["kind"] == "train") & (every["shape"] == "paper-b") & (every["stage"] == 1)
+               & every["device"].astype(str).str.startswith("cuda")]
     if not tr.empty:
         fastest = float(tr["images_per_s"].max())
         lines += ["", f"The fastest stage-1 training step measured at the paper shape runs {fastest:.0f} img/s; at "
@@ -495,6 +538,7 @@ def render(json_path: Path, out_dir: Path, stem: str, previous: Path | None, thr
     if summary:
         sections["summary"] = summary + "\n" + "\n".join(ratio_lines(every))
     for name, title, text in (("paths", "Eager, fused and compiled paths", paths_section(every, run)),
+                              ("turn-about", "Before and after, timed turn about", turn_about_section(every, run)),
                               ("loader", "Does the data keep up?", loader_section(every, run)),
                               ("profile", "Where the time goes (torch.profiler)", profile_section(profile))):
         if text:
@@ -510,7 +554,7 @@ def render(json_path: Path, out_dir: Path, stem: str, previous: Path | None, thr
         est = estimate_section(df, run, paper_epochs, every)
         if est:
             sections["estimate"] = "## Estimated time for the paper's ladder\n\n" + est
-    for shape in [s for s in ("synth-cpu", "paper-b") if s in set(df["shape"])]:
+    for shape in [s for s in ("synth-refcoco", "synth-cpu", "paper-b") if s in set(df["shape"])]:
         figs = [f for f in (_figure_cost(df, out_dir, stem, shape),
                             _figure_miou_latency(df, out_dir, stem, ladder_csv) if shape == "synth-cpu" else None) if f]
         sections[f"shape:{shape}"] = shape_section(df, shape, run, figs, on_gpu)
