@@ -89,7 +89,7 @@ def with_ratios(df: pd.DataFrame) -> pd.DataFrame:
 
 def regressions(cur: pd.DataFrame, prev: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Latency and memory ratios that grew by more than ``threshold`` since ``prev``."""
-    key = ["kind", "shape", "variant", "batch_kind"]
+    key = ["kind", "shape", "variant", "batch_kind", "stage"]
     m = cur.merge(prev, on=key, suffixes=("", "_prev"))
     out = []
     for _, r in m.iterrows():
@@ -566,6 +566,7 @@ def render(json_path: Path, out_dir: Path, stem: str, previous: Path | None, thr
     reg = pd.DataFrame()
     if previous is not None and previous.is_file() and previous.stat().st_size > 0:
         prev_df = with_ratios(load(previous)[0])
+        prev_df = prev_df[prev_df["path"] == "fused"]  # the default path, as the current rows compared
         reg = regressions(df, prev_df, threshold)
         flagged = reg[reg["regression"]] if not reg.empty else reg
         lines += [f"Previous: `{previous}`; {len(reg)} ratios compared, {len(flagged)} grew by more than "
