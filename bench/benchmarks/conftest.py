@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -22,12 +23,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-variants", default=None,
                 help="measure only these variants, ';'-separated (clip; component names as in --variant), instead "
                      "of the frozen CLIP and the ladder's rungs")
+    g.addoption("--bench-deadline", type=float, default=None, metavar="SECONDS",
+                help="start no benchmark after this many seconds of the session; the ones done are saved (the GPU "
+                     "check's parts use it to end within their time)")
     g.addoption("--bench-paths", default="fused,eager",
                 help=f"how the models run, comma-separated of {', '.join(PATHS)} (default fused,eager: the fused "
                      "kernels and the old path side by side; compiled adds torch.compile, its compile time apart)")
     g.addoption("--bench-compile-mode", default=None,
                 help="torch.compile mode for the compiled path (default: reduce-overhead, i.e. CUDA graphs, for "
                      "inference on CUDA; default otherwise)")
+
+
+_START = time.monotonic()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    deadline = item.config.getoption("--bench-deadline")
+    if deadline is not None and time.monotonic() - _START > deadline:
+        pytest.exit(f"--bench-deadline {deadline:.0f} s reached; the benchmarks done so far are saved", returncode=0)
 
 
 def _variants(config: pytest.Config) -> list[str]:
