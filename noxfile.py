@@ -12,6 +12,7 @@ in environments of their own: torch is large and is installed exactly once.
                                 posargs go to `python -m bench.services start`, e.g. -- --host 0.0.0.0 --dir /srv/x
 """
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def _benchmark(session: nox.Session, name: str, extra: list[str], report_extra: 
         shutil.copyfile(latest, previous)
     session.run(PY, "-m", "pytest", "bench/benchmarks", "-q", "-p", "no:cacheprovider",
                 f"--benchmark-json={latest}", *extra, *session.posargs)
-    command = " ".join(["nox -s", session.name, *(["--", *session.posargs] if session.posargs else [])])
+    command = "nox -s " + shlex.join([session.name, *(["--", *session.posargs] if session.posargs else [])])
     args = [str(latest), "--name", name, "--command", command]
     if previous.is_file():
         args += ["--previous", str(previous)]

@@ -82,7 +82,9 @@ def apply_adapter(adapter: nn.Module | None, h: torch.Tensor) -> torch.Tensor:
     return h if adapter is None else adapter(h)
 
 
-def _fusable(block: nn.Module) -> bool:
+def fusable(block: nn.Module) -> bool:
+    """Whether the fused kernels can run ``block``'s attention: a batch-first packed nn.MultiheadAttention
+    without open_clip's separate key-value norm."""
     attn = getattr(block, "attn", None)
     return isinstance(attn, nn.MultiheadAttention) and attn.batch_first and not hasattr(block, "ln_1_kv")
 
@@ -93,7 +95,7 @@ def block_forward(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | N
     ``fused``: the attention as one ``scaled_dot_product_attention`` call (:mod:`risclip.kernels`), with
     ``causal`` standing for ``attn_mask`` when that is the causal mask."""
     h = block.ln_1(x)
-    if fused and _fusable(block):
+    if fused and fusable(block):
         mask = None if causal or attn_mask is None else attn_mask.to(h.dtype)
         a = block.ls_1(K.self_attention(block.attn, h, causal=causal, mask=mask))
     else:

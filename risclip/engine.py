@@ -41,6 +41,7 @@ from . import distributed as dist
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data.controls import CONTROLS, TextControl
 from .data.refer import ReferDataset, refer_collate
+from .kernels import compile_model
 from .losses import dice_focal_loss
 from .metrics import EvalProtocol, RISMetrics, get_protocol
 from .model import PATCH_STAGE, PIXEL_STAGE, RISCLIP, PatchLevel, RISOutput
@@ -131,15 +132,16 @@ class EpochSampler(Sampler[int]):
         return len(self.order)
 
 
-def loader_options(cfg: TrainConfig, device: torch.device) -> dict:
+def loader_options(cfg: TrainConfig, device: torch.device, persistent: bool = True) -> dict:
     """DataLoader settings from ``cfg``: ``num_workers`` processes; with workers, each keeps
     ``prefetch_factor`` batches ahead and (``persistent_workers``) lives across epochs; host memory is pinned
-    (``pin_memory``; None: on CUDA) so that copies to the GPU can overlap compute. The loader benchmark
+    (``pin_memory``; None: on CUDA) so that copies to the GPU can overlap compute. ``persistent=False`` for a
+    loader iterated once (evaluation), whose workers have no later epoch to serve. The loader benchmark
     (``bench/benchmarks/test_loader.py``, ``reports/benchmark-gpu.md``) says how many workers a GPU needs."""
     opts: dict = {"num_workers": cfg.num_workers,
                   "pin_memory": device.type == "cuda" if cfg.pin_memory is None else cfg.pin_memory}
     if cfg.num_workers > 0:
-        opts.update(persistent_workers=cfg.persistent_workers, prefetch_factor=cfg.prefetch_factor)
+        opts.update(persistent_workers=persistent and cfg.persistent_workers, prefetch_factor=cfg.prefetch_factor)
     return opts
 
 
@@ -149,7 +151,6 @@ def compile_for(model: RISCLIP, cfg: TrainConfig, sample: tuple[torch.Tensor, to
     training graphs compile in the first training step, inside that epoch's seconds."""
     if cfg.compile == "off":
         return 0.0
-    from .kernels import compile_model
     compile_model(model, cfg.compile)
     if sample is None:
         return 0.0
@@ -301,7 +302,7 @@ class PatchLevelCache:
     def __init__(self, model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device) -> None:
         model.set_stage(PIXEL_STAGE)  # stage-1 modules in eval mode, as when stage 2 computes them itself
         loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=refer_collate,
-                            **dict(loader_options(cfg, device), persistent_workers=False))
+                            **loader_options(cfg, device, persistent=False))
         logits, cosine, masks, feats = [], [], [], []
         disable = None if cfg.progress is None else not cfg.progress
         with torch.no_grad():
@@ -466,7 +467,7 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
     meters = {p.name: RISMetrics(inclusive=p.inclusive) for p in chosen}
     shard = Subset(dataset, dist.shard_indices(len(dataset), dist.rank(), dist.world_size())) if dist.active() else dataset
     loader = DataLoader(shard, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=refer_collate,
-                        **dict(loader_options(cfg, device), persistent_workers=False))
+                        **loader_options(cfg, device, persistent=False))
     disable = (None if cfg.progress is None else not cfg.progress) if dist.is_main() else True
     for ev in evaluators:
         ev.reset()
@@ -536,15 +537,19 @@ def build_dataset(data: DataConfig, model_cfg: ModelConfig, split: str, train: b
                         sample_order="spread" if train and data.train_subset == "spread" else "first")
 
 
+# TrainConfig fields that change how a run is executed, never its numbers (stage1_key leaves them out)
+RUNTIME_FIELDS: tuple[str, ...] = ("progress", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
+_TRAIN_DEFAULTS = TrainConfig()
+
+
 def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
     """Identity of a variant's stage-1 training. The decoder is built after every stage-1 module and stays
     frozen (in eval mode) during stage 1, so variants that differ only in the decoder flag and in stage-2
     settings train identical stage-1 weights; this key is the same for them."""
     comp = dataclasses.replace(model_cfg.components, decoder=False)
     m = dataclasses.replace(model_cfg, components=comp, decoder_dims=(0, 0, 0, 0), decoder_layers=None)
-    t = dataclasses.replace(train_cfg, stage2_epochs=0, decoder_lr=0.0, progress=None, num_workers=0, pin_memory=None,
-                            persistent_workers=True, prefetch_factor=4,
-                            eval_batch_size=0)
+    runtime = {k: getattr(_TRAIN_DEFAULTS, k) for k in RUNTIME_FIELDS}  # how the data is fed, not what is learnt
+    t = dataclasses.replace(train_cfg, stage2_epochs=0, decoder_lr=0.0, eval_batch_size=0, **runtime)
     return f"{m.config_hash()}-{t.config_hash()}-{data_cfg.config_hash()}"
 
 

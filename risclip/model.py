@@ -121,7 +121,7 @@ class RISCLIP(nn.Module):
         # the value path's two frozen projections as one matrix (fused kernels): buffers that move with the
         # model but stay out of checkpoints, recomputed when a state dict changes the CLIP weights
         self._value_source: tuple[int, ...] | None = None
-        if comp.value and self.fused and bb._fusable(visual.transformer.resblocks[-1]):
+        if comp.value and self.fused and bb.fusable(visual.transformer.resblocks[-1]):
             w, b = K.fused_value_projection(visual.transformer.resblocks[-1])
             self.register_buffer("value_weight", w, persistent=False)
             self.register_buffer("value_bias", b, persistent=False)

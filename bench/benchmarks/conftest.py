@@ -37,6 +37,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 _START = time.monotonic()
 
 
+def _paths(config: pytest.Config) -> list[str]:
+    paths = [p.strip() for p in config.getoption("--bench-paths").split(",") if p.strip()]
+    bad = [p for p in paths if p not in PATHS]
+    if bad or not paths:
+        raise pytest.UsageError(f"unknown --bench-paths {bad}; valid: {', '.join(PATHS)}")
+    return paths
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     deadline = item.config.getoption("--bench-deadline")
     if deadline is not None and time.monotonic() - _START > deadline:
@@ -63,10 +71,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("shape", shapes)
     if "variant" in metafunc.fixturenames:
         variants = _variants(metafunc.config)
-        paths = [p.strip() for p in metafunc.config.getoption("--bench-paths").split(",") if p.strip()]
-        bad = [p for p in paths if p not in PATHS]
-        if bad or not paths:
-            raise pytest.UsageError(f"unknown --bench-paths {bad}; valid: {', '.join(PATHS)}")
+        paths = _paths(metafunc.config)
         if metafunc.function.__name__ == "test_train_step":
             # (variant, stage) pairs that train something: stage 1 (adapters, CFE, SKE), stage 2 (the decoder);
             # the frozen CLIP and rung 0 train nothing
@@ -94,7 +99,7 @@ def device(pytestconfig) -> torch.device:
 
 @pytest.fixture(scope="session")
 def bench_paths(pytestconfig) -> list[str]:
-    return [p.strip() for p in pytestconfig.getoption("--bench-paths").split(",") if p.strip()]
+    return _paths(pytestconfig)
 
 
 @pytest.fixture(scope="session")

@@ -60,13 +60,17 @@ def build(shape: str, variant: str, path: str = "fused", compile_mode: str = "de
     cfg = SHAPES[shape]
     if variant == CLIP:
         model = FrozenCLIP(cfg).eval()
-        if path == "compiled":
-            model.forward = torch.compile(model.forward, mode=compile_mode)
-        return model
-    model = RISCLIP.from_config(dataclasses.replace(cfg.with_components(variant),
-                                                    kernels="eager" if path == "eager" else "fused")).eval()
-    if path == "compiled":
-        compile_model(model, compile_mode)
+    else:
+        model = RISCLIP.from_config(dataclasses.replace(cfg.with_components(variant),
+                                                        kernels="eager" if path == "eager" else "fused")).eval()
+    return compiled(model, compile_mode) if path == "compiled" else model
+
+
+def compiled(model: nn.Module, mode: str = "default") -> nn.Module:
+    """``model`` (a RISCLIP or the frozen CLIP) under ``torch.compile``, in place; the first call compiles."""
+    if isinstance(model, RISCLIP):
+        return compile_model(model, mode)
+    model.forward = torch.compile(model.forward, mode=mode)
     return model
 
 

@@ -50,8 +50,7 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
                "batch_kind": (b.get("params") or {}).get("batch_kind"), "path": e.get("path") or "fused",
                "compile_seconds": e.get("compile_seconds", math.nan), "compile_mode": e.get("compile_mode"),
                "workers": e.get("workers"), "loader_images_per_s": e.get("images_per_s", math.nan),
-               "loader_per_worker": e.get("images_per_s_per_worker", math.nan), "timings": e.get("timings"),
-               "shape_batch": (e.get("shape"), e.get("batch"))}
+               "loader_per_worker": e.get("images_per_s_per_worker", math.nan), "timings": e.get("timings")}
         if row["batch"]:
             row["ms_per_image"] = 1000 * s["median"] / row["batch"]
             row["images_per_s"] = row["batch"] / s["median"] if s["median"] else math.nan
