@@ -72,6 +72,30 @@ class PretrainConfig:
     # captioned with that object's phrase), as region-text pre-training (RegionCLIP, GLIP) adds to scene
     # captions; the window (0.6 of the side) keeps a large object large and a small one small within it
     region_fraction: float = 0.0
+    # v4: a dense region-phrase loss beside the contrastive one, with this weight (0: none). Each object of a
+    # batch's scenes is one region: the mean of the shared-space patch tokens inside its mask (weighted by
+    # how much of each patch it covers), told apart from the other phrases of the batch by a cross-entropy
+    # (region -> phrase). Its phrase names its shape always, its colour, size and stripes sometimes, and its
+    # place in the image now and then (``dense_phrase``). This imitates a CLIP whose patches carry the
+    # categories and attributes of the objects under them, as region-word alignment (GLIP, RegionCLIP)
+    # trains and as web-scale CLIPs show through MaskCLIP's value path; the masks come from the corpus's
+    # own scenes, never from the RIS splits
+    dense_weight: float = 0.0
+    # v4, with the dense loss: each region's phrase is also told apart from itself minimally changed (its place
+    # or superlative word flipped, else its size, else one shape or colour word), NegCLIP's hard negatives
+    # at the region level; and an object that is the leftmost (rightmost, topmost, bottommost) of two or more
+    # of its shape is now and then called so ("the leftmost square"), a word the v2 captions never use
+    dense_negatives: bool = False
+    dense_superlatives: bool = False
+    # v4: the vision tower's position embeddings: "learned" (open_clip's, from random init) or "sincos", fixed
+    # 2-D sine-cosine codes (as MAE and many later ViTs use) that stay frozen, so that every patch token
+    # starts with a clean, linearly readable code of where it is; at another input size open_clip's loader
+    # interpolates them like learned ones
+    pos_embed: str = "learned"
+
+    def __post_init__(self) -> None:
+        if self.pos_embed not in ("learned", "sincos"):
+            raise ValueError(f"unknown pos_embed '{self.pos_embed}'; valid: learned, sincos")
 
     def captions_file(self) -> Path:
         root = Path(self.data_root)
@@ -90,7 +114,8 @@ class PretrainConfig:
         return Path(self.data_root) / "proxy_clip" / f"{self.clip_model}-{cfg_hash}-{data_hash}.pt"
 
 
-V3_FIELDS = ("hires_steps", "hires_size", "hires_lr", "vocabulary", "hard_negatives", "region_fraction")
+V3_FIELDS = ("hires_steps", "hires_size", "hires_lr", "vocabulary", "hard_negatives", "region_fraction", "dense_weight",
+             "dense_negatives", "dense_superlatives", "pos_embed")
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
 
 
@@ -115,6 +140,7 @@ class CaptionPairs:
         objects = caps.get("objects")  # the corpus records each image's objects (for the probes)
         self.objects = [objects[i - 1] for i in self.ids] if objects else None
         self.source_size = int(caps.get("info", {}).get("config", {}).get("size", 0)) or None
+        self.corpus_config = caps.get("info", {}).get("config")
         texts: dict[int, list[str]] = {i: [] for i in self.ids}
         for a in caps["annotations"]:
             if a["image_id"] in texts:
@@ -155,6 +181,79 @@ class CaptionPairs:
         self.region_owner = np.array(owner)
         self.region_captions = [open_clip.tokenize(t, context_length=self.context_length) for t in texts]
 
+    def add_dense(self, image_size: int, patch: int, seed: int, cache_dir: Path | None = None,
+                  superlatives: bool = False) -> None:
+        """Every object of every image as a dense region: its mask's share of each patch of the ``image_size``
+        grid and two phrases of it (:func:`dense_phrase`). The masks are rebuilt from the corpus's own scene
+        stream (checked against the recorded objects) and cached in ``cache_dir`` per grid."""
+        if self.objects is None or self.corpus_config is None:
+            raise ValueError("the dense loss needs a caption corpus that records each image's objects")
+        g = image_size // patch
+        cache = cache_dir / f"dense-masks-{g}x{g}.pt" if cache_dir is not None else None
+        grids = torch.load(cache, weights_only=True) if cache is not None and cache.is_file() else {}
+        missing = [i for i in self.ids if i not in grids]
+        if missing:
+            grids.update(self._dense_grids(missing, g))
+            if cache is not None:
+                tmp = cache.with_suffix(".tmp")
+                torch.save(grids, tmp)
+                tmp.replace(cache)
+        rng = np.random.default_rng([seed, 4242])
+        size = int(self.corpus_config["size"])
+        weights, texts, spans, owners = [], [], [], []
+        for k, i in enumerate(self.ids):
+            objs = [type("O", (), o) for o in self.objects[k]]
+            start = len(texts)
+            weights.append(grids[i])
+            for o, raw in zip(objs, self.objects[k]):
+                words = superlative_words(o, objs) if superlatives else []
+                texts.append([dense_phrase(o, size, rng, words) for _ in range(2)])
+                owners.append(raw)
+            spans.append((start, len(texts)))
+        self.dense_weights = torch.cat(weights)
+        self.dense_texts = texts
+        self.dense_spans = spans
+        self.dense_objects = owners
+
+    def _dense_grids(self, ids: list[int], g: int) -> dict[int, torch.Tensor]:
+        """{image id: (objects, g*g) mask shares}, the scenes rebuilt from the corpus stream."""
+        from risclip.data.alttext import CORPUS_STREAM
+        from risclip.data.scenes import SynthRefConfig, make_scene_refcoco
+
+        size, cseed = int(self.corpus_config["size"]), int(self.corpus_config["seed"])
+        if size % g:
+            raise ValueError(f"corpus images of {size} px do not pool to a {g}x{g} grid")
+        scfg = SynthRefConfig(images=int(self.corpus_config["images"]), seed=cseed, size=size, profile="refcoco")
+        position = {i: k for k, i in enumerate(self.ids)}
+        out = {}
+        for i in tqdm(ids, desc="dense masks", unit="img", leave=False, disable=None):
+            objs = make_scene_refcoco(np.random.default_rng([cseed, CORPUS_STREAM, i - 1]), scfg)
+            recorded = self.objects[position[i]]
+            if len(objs) != len(recorded) or any(abs(o.cx - r["cx"]) > 1e-6 for o, r in zip(objs, recorded)):
+                raise ValueError(f"corpus image {i}: its scene does not rebuild from the corpus stream")
+            out[i] = torch.from_numpy(np.stack([o.mask.reshape(g, size // g, g, size // g).mean(axis=(1, 3)).reshape(-1)
+                                                for o in objs]).astype(np.float32))
+        return out
+
+    def dense_batch(self, index: np.ndarray, rng: np.random.Generator, negatives: np.random.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The regions of the scenes ``index``: (R, G) patch weights, (R,) their scene's row in the batch,
+        the batch's distinct phrases tokenised (U, T) and each region's phrase among them (R,). Given a
+        ``negatives`` stream, each region's phrase minimally changed (:func:`dense_negative`) joins the phrases."""
+        rows, owner, phrases, extra = [], [], [], []
+        for b, i in enumerate(index):
+            lo, hi = self.dense_spans[int(i)]
+            for r in range(lo, hi):
+                rows.append(r)
+                owner.append(b)
+                phrases.append(self.dense_texts[r][int(rng.integers(2))])
+                if negatives is not None and (neg := dense_negative(phrases[-1], self.dense_objects[r], negatives)):
+                    extra.append(neg)
+        unique = sorted(set(phrases) | set(extra))
+        label = torch.tensor([unique.index(t) for t in phrases])
+        tokens = open_clip.tokenize(unique, context_length=self.context_length)
+        return self.dense_weights[rows], torch.tensor(owner), tokens, label
+
     def region_batch(self, n: int, rng: np.random.Generator, negatives: np.random.Generator | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """``n`` region pairs drawn at random, with a hard negative phrase of each where it has one."""
@@ -188,15 +287,108 @@ class CaptionPairs:
 
 
 def contrastive_loss(model: open_clip.CLIP, images: torch.Tensor, tokens: torch.Tensor,
-                     negatives: torch.Tensor | None = None) -> torch.Tensor:
+                     negatives: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE; ``negatives`` (hard negative captions) join the captions an image is told apart
-    from (image -> text), not the images a caption is (text -> image)."""
-    img = model.encode_image(images, normalize=True)
+    from (image -> text), not the images a caption is (text -> image). ``image_features``: the images'
+    embeddings already computed (unnormalised), instead of encoding ``images`` again."""
+    img = (model.encode_image(images, normalize=True) if image_features is None
+           else F.normalize(image_features, dim=-1))
     txt = model.encode_text(tokens if negatives is None else torch.cat([tokens, negatives]), normalize=True)
     scale = model.logit_scale.exp().clamp(max=100)
     logits = scale * img @ txt.T  # (B, B [+ M])
     labels = torch.arange(len(images))
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(images)].T, labels))
+
+
+SUPERLATIVE_MARGIN = 8.0  # px of the 128-px corpus image, as the captions' extremes ("the left one") need
+P_SUPERLATIVE = 0.3
+
+
+def superlative_words(o, objs) -> list[str]:
+    """The superlatives that hold of ``o`` among the objects of its shape (two or more), each by a clear margin."""
+    from risclip.data.alttext import SUPERLATIVES
+
+    group = [p for p in objs if p.shape == o.shape]
+    if len(group) < 2:
+        return []
+    out = []
+    for (axis, sign), word in SUPERLATIVES.items():
+        key = [sign * (p.cx if axis == 0 else p.cy) for p in group]
+        mine = sign * (o.cx if axis == 0 else o.cy)
+        others = [k for p, k in zip(group, key) if p is not o]
+        if mine - max(others) >= SUPERLATIVE_MARGIN:
+            out.append(word)
+    return out
+
+
+def dense_negative(phrase: str, obj: dict, rng: np.random.Generator) -> str | None:
+    """``phrase`` minimally changed so that it is false of its object: a place or superlative word flipped
+    (left/right, top/bottom), else its size word flipped, else one shape or colour word changed."""
+    from .negatives import OPPOSITES, hard_negative
+
+    words = phrase.split()
+    for j, w in enumerate(words):
+        if w in OPPOSITES and w not in ("above", "below", "over", "under"):
+            return " ".join(words[:j] + [OPPOSITES[w]] + words[j + 1:])
+    for j, w in enumerate(words):
+        if w in ("small", "large"):
+            return " ".join(words[:j] + ["large" if w == "small" else "small"] + words[j + 1:])
+    return hard_negative(phrase, [obj], rng)
+
+
+def sincos_position_embedding(h: int, w: int, width: int) -> torch.Tensor:
+    """(1 + h*w, width) fixed 2-D sine-cosine position codes (half the channels for y, half for x, each half
+    sines then cosines over geometric frequencies, as in MAE); the class token's row is zero."""
+    if width % 4:
+        raise ValueError(f"sine-cosine position codes need a width divisible by 4, not {width}")
+    quarter = width // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    parts = []
+    for pos in (ys.reshape(-1), xs.reshape(-1)):
+        angle = pos[:, None] * omega[None, :]
+        parts += [angle.sin(), angle.cos()]
+    grid = torch.cat(parts, dim=1).float()
+    return torch.cat([torch.zeros(1, width), grid])
+
+
+def dense_phrase(o, size: int, rng: np.random.Generator, superlatives: list[str] | None = None) -> str:
+    """An object's phrase for the dense loss: the scene captions' phrase (shape; colour, size, stripes
+    sometimes), followed now and then (as often as the captions place an object) by its place in the image;
+    or, given the ``superlatives`` that hold of it, now and then one of them ("the leftmost square")."""
+    from risclip.data.alttext import P_PLACE, _phrase, place_word
+
+    if superlatives and rng.random() < P_SUPERLATIVE:
+        return f"the {superlatives[int(rng.integers(len(superlatives)))]} {o.shape}"
+    text = _phrase(o, rng)
+    place = place_word(o, size)
+    if place is not None and rng.random() < P_PLACE:
+        text += f" {place}"
+    return text
+
+
+def image_and_patches(model: open_clip.CLIP, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image embedding and every patch token in the shared space (through ln_post and proj), from one
+    forward pass of the vision tower: (B, E), (B, N, E)."""
+    visual = model.visual
+    before = visual.output_tokens
+    visual.output_tokens = True
+    try:
+        pooled, tokens = visual(images)
+    finally:
+        visual.output_tokens = before
+    return pooled, tokens @ visual.proj if visual.proj is not None else tokens
+
+
+def dense_region_loss(model: open_clip.CLIP, patches: torch.Tensor, weights: torch.Tensor, owner: torch.Tensor,
+                      tokens: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each region's embedding (the weighted mean of its scene's patch tokens) against the
+    batch's distinct phrases; the same learned temperature as the contrastive loss."""
+    w = weights / weights.sum(1, keepdim=True).clamp_min(1e-6)
+    region = F.normalize(torch.einsum("rn,rne->re", w, patches[owner]), dim=-1)
+    text = model.encode_text(tokens, normalize=True)
+    scale = model.logit_scale.exp().clamp(max=100)
+    return F.cross_entropy(scale * region @ text.T, label)
 
 
 @torch.no_grad()
@@ -243,6 +435,10 @@ def _pairs(cfg: PretrainConfig, image_size: int) -> tuple[CaptionPairs, CaptionP
     if cfg.region_fraction > 0:
         files = {i["id"]: i["file_name"] for i in json.loads(captions.read_text())["images"]}
         train.add_regions(image_dir, files, image_size, cfg.seed)
+    if cfg.dense_weight > 0:
+        model_cfg = open_clip.get_model_config(cfg.clip_model) or {}
+        train.add_dense(image_size, int(model_cfg.get("vision_cfg", {}).get("patch_size", 8)), cfg.seed, image_dir.parent,
+                        superlatives=cfg.dense_superlatives)
     return train, held_out_pairs(cfg, image_size)
 
 
@@ -250,13 +446,17 @@ def _train(model: open_clip.CLIP, train: CaptionPairs, cfg: PretrainConfig, step
            rng: np.random.Generator, desc: str, progress: bool | None) -> float:
     """``steps`` AdamW steps of the contrastive loss (warm-up then cosine); returns the last loss."""
     model.requires_grad_(True)
+    if cfg.pos_embed == "sincos":
+        model.visual.positional_embedding.requires_grad_(False)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, cfg.warmup_fraction))
     order = np.empty(0, dtype=np.int64)
     # the negatives' draws come from a stream of their own, so a config without them draws exactly as before
     neg_rng = np.random.default_rng([cfg.seed, steps, 1]) if cfg.hard_negatives else None
     region_rng = np.random.default_rng([cfg.seed, steps, 2])
+    dense_rng = np.random.default_rng([cfg.seed, steps, 3])
+    dense_neg_rng = np.random.default_rng([cfg.seed, steps, 4]) if cfg.dense_negatives else None
     bar = tqdm(range(steps), desc=desc, unit="step", disable=None if progress is None else not progress)
     loss = torch.tensor(math.nan)
     for _ in bar:
@@ -272,7 +472,13 @@ def _train(model: open_clip.CLIP, train: CaptionPairs, cfg: PretrainConfig, step
             if r_negs:
                 r_neg = open_clip.tokenize(r_negs, context_length=train.context_length)
                 negatives = r_neg if negatives is None else torch.cat([negatives, r_neg])
-        loss = contrastive_loss(model, images, tokens, negatives)
+        if cfg.dense_weight > 0:
+            n = len(index)  # the dense regions come from the batch's scenes, not from its region pairs
+            pooled, patches = image_and_patches(model, images)
+            loss = contrastive_loss(model, images, tokens, negatives, image_features=pooled)
+            loss = loss + cfg.dense_weight * dense_region_loss(model, patches[:n], *train.dense_batch(index, dense_rng, dense_neg_rng))
+        else:
+            loss = contrastive_loss(model, images, tokens, negatives)
         if not math.isfinite(loss.item()):
             raise RuntimeError(f"non-finite contrastive loss at step {bar.n} ({desc})")
         opt.zero_grad(set_to_none=True)
@@ -309,6 +515,10 @@ def pretrain(cfg: PretrainConfig, progress: bool | None = None, force: bool = Fa
     else:
         train, val = _pairs(cfg, cfg.image_size)
         model = create_clip(cfg.clip_model, None, cfg.image_size)  # random init; _train unfreezes it
+        if cfg.pos_embed == "sincos":
+            with torch.no_grad():
+                model.visual.positional_embedding.copy_(sincos_position_embedding(*model.visual.grid_size,
+                                                                                 model.visual.conv1.out_channels))
         loss = _train(model, train, cfg, cfg.steps, cfg.lr, rng, "proxy CLIP", progress)
         extra = {}
     seconds = time.perf_counter() - t0 + extra.get("base_seconds", 0.0)

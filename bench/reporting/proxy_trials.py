@@ -49,6 +49,15 @@ TRIALS: dict[str, tuple[str, dict]] = {
     "ap-neg-regions": ("ap-neg with half of each batch region pairs (a window on one object, its phrase)",
                        {"clip_model": "RIS-Tiny-AP", "hard_negatives": True, "region_fraction": 0.5}),
     "ap-deep": ("ap with a vision tower twice as deep (8 blocks, RIS-Deep-AP)", {"clip_model": "RIS-Deep-AP"}),
+    "ap-dense": ("ap with the dense region-phrase loss (each object's masked patch mean against its phrase)",
+                 {"clip_model": "RIS-Tiny-AP", "dense_weight": 1.0}),
+    "ap-dense-place": ("ap-dense with region-level hard negatives (place, superlative or size flipped) and "
+                       "superlative phrases (\"the leftmost square\")",
+                       {"clip_model": "RIS-Tiny-AP", "dense_weight": 1.0, "dense_negatives": True,
+                        "dense_superlatives": True}),
+    "ap-dense-sincos": ("ap-dense-place with fixed 2-D sine-cosine position embeddings (every patch knows where it is)",
+                        {"clip_model": "RIS-Tiny-AP", "dense_weight": 1.0, "dense_negatives": True,
+                         "dense_superlatives": True, "pos_embed": "sincos"}),
 }
 PROMPTS = ("a {shape}", "a {colour} object", "a {colour} {shape}")
 PROBES = ("attribute", "shape", "place", "relation")

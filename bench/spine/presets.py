@@ -97,6 +97,20 @@ def _synth_refcoco() -> Preset:
                                             corpus_images=10000))
 
 
+def _synth_refcoco_dense() -> Preset:
+    """synth-refcoco's data and schedule with the v4 proxy: average-pooled patch tokens and the dense
+    region-phrase loss beside the contrastive one (bench.proxy.pretrain_clip, ``dense_weight``), the recipe
+    ``python -m bench.proxy_trials`` scores as ``ap-dense``. Its own data folder would re-draw nothing: the
+    data is synth-refcoco's, so the proxy is cached beside the others under ``proxy_clip/``."""
+    base = _synth_refcoco()
+    model = dataclasses.replace(base.model, clip_model="RIS-Tiny-AP")
+    proxy = dataclasses.replace(base.proxy_clip, clip_model="RIS-Tiny-AP", dense_weight=1.0)
+    return dataclasses.replace(base, name="synth-refcoco-dense", model=model, proxy_clip=proxy,
+                               description="SynthRef ladder on a CPU: refcoco profile, RIS-Tiny-AP 128 px (16x16 "
+                                           "patches), proxy CLIP v4 (v2's corpus, average pooling, dense "
+                                           "region-phrase loss)")
+
+
 OURS = "ours (the paper does not state it)"
 PAPER_COMMON = {
     "model.components": "paper: the ladder's rungs (value grounding, adapters, CFE, SKE, decoder)",
@@ -169,6 +183,7 @@ def with_refer(p: Preset, name: str, eval_split: str | None = None) -> Preset:
 
 PRESETS = {
     "synth-refcoco": _synth_refcoco,
+    "synth-refcoco-dense": _synth_refcoco_dense,
     "synth-cpu": _synth_cpu,
     "paper-b": lambda: _paper("paper-b", "ViT-B-16", 416),
     "paper-l": lambda: _paper("paper-l", "ViT-L-14-336", 448),
