@@ -292,6 +292,11 @@ class TrainConfig(_Hashable):
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     patch_target: str = "area"  # stage-1 target: "area" (share of pixels per patch) or "nearest"
+    # stage 1 only: weight of a spatial cross-entropy beside Dice + focal (risclip.losses.spatial_ce; our addition,
+    # the paper names Dice + focal only): a softmax over each map's patches against the target as a
+    # distribution, so that every patch competes with every other for the sentence and lighting other
+    # objects costs as much as lighting background; 0 (default): the paper's loss alone
+    spatial_ce_weight: float = 0.0
     amp: bool = True  # bf16 autocast, only on CUDA
     device: str = "auto"
     num_workers: int = 0
@@ -305,7 +310,8 @@ class TrainConfig(_Hashable):
     # "reduce-overhead" adds CUDA graphs, "max-autotune"); compile time is reported apart (RunResult)
     compile: str = "off"
 
-    _LATER_FIELDS = {"pin_memory": None, "persistent_workers": True, "prefetch_factor": 4, "compile": "off"}
+    _LATER_FIELDS = {"pin_memory": None, "persistent_workers": True, "prefetch_factor": 4, "compile": "off",
+                     "spatial_ce_weight": 0.0}
 
     def __post_init__(self) -> None:
         if self.compile not in ("off", *COMPILE_MODES):

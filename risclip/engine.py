@@ -42,7 +42,7 @@ from .config import DataConfig, ModelConfig, TrainConfig
 from .data.controls import CONTROLS, TextControl
 from .data.refer import ReferDataset, refer_collate
 from .kernels import compile_model
-from .losses import dice_focal_loss
+from .losses import dice_focal_loss, spatial_ce
 from .metrics import EvalProtocol, RISMetrics, get_protocol
 from .model import PATCH_STAGE, PIXEL_STAGE, RISCLIP, PatchLevel, RISOutput
 
@@ -242,8 +242,11 @@ class StageRule:
         return mask if self.pixel_level else patch_target(mask, grid, mode)
 
     def loss(self, out: RISOutput, mask: torch.Tensor, grid: tuple[int, int], cfg: TrainConfig) -> torch.Tensor:
-        return dice_focal_loss(self.logits(out), self.target(mask, grid, cfg.patch_target), cfg.dice_weight,
-                               cfg.focal_weight, cfg.focal_alpha, cfg.focal_gamma)
+        logits, target = self.logits(out), self.target(mask, grid, cfg.patch_target)
+        loss = dice_focal_loss(logits, target, cfg.dice_weight, cfg.focal_weight, cfg.focal_alpha, cfg.focal_gamma)
+        if cfg.spatial_ce_weight and not self.pixel_level:
+            loss = loss + cfg.spatial_ce_weight * spatial_ce(logits, target)
+        return loss
 
 
 def stage_rule(stage: int, cfg: TrainConfig) -> StageRule:

@@ -11,7 +11,7 @@ from risclip.engine import (
     run_variant,
     warmup_cosine,
 )
-from risclip.losses import dice_focal_loss, dice_loss, focal_loss
+from risclip.losses import dice_focal_loss, dice_loss, focal_loss, spatial_ce
 
 FAST = dict(stage1_epochs=2, stage2_epochs=1, batch_size=8, eval_batch_size=16, progress=False, lr=3e-3)
 
@@ -29,6 +29,40 @@ def test_losses():
     assert dice_loss(good, target) < 0.01 < 0.9 < dice_loss(bad, target)
     assert focal_loss(good, target) < 1e-6 < focal_loss(bad, target)
     assert dice_focal_loss(torch.zeros(2, 8, 8), target) > dice_focal_loss(good, target)
+
+
+def test_spatial_ce_makes_other_objects_compete_with_the_referent():
+    target = torch.zeros(3, 4, 4)
+    target[:, 0, 0] = 1.0
+    target[2] = 0.0  # an empty target is left out, not a NaN
+    uniform = torch.zeros(3, 4, 4)
+    assert abs(spatial_ce(uniform, target).item() - torch.log(torch.tensor(16.0)).item()) < 1e-5
+    peaked = torch.full((3, 4, 4), -20.0)
+    peaked[:, 0, 0] = 20.0
+    assert spatial_ce(peaked, target) < 1e-6
+    # lighting a second object as bright as the referent halves the referent's share: log 2 lost,
+    # whatever the background does (a per-pixel loss would charge it one pixel's error)
+    two = peaked.clone()
+    two[:, 3, 3] = 20.0
+    assert abs(spatial_ce(two, target).item() - torch.log(torch.tensor(2.0)).item()) < 1e-4
+    x = torch.zeros(1, 4, 4, requires_grad=True)
+    spatial_ce(x, target[:1]).backward()
+    assert x.grad[0, 0, 0] < 0 < x.grad[0, 3, 3]  # the referent goes up, every other patch down
+    assert torch.isfinite(spatial_ce(uniform, torch.zeros(2, 4, 4)))
+
+
+def test_spatial_ce_weight_enters_stage_one_only_and_stays_out_of_the_hash_at_zero():
+    assert "spatial_ce_weight" not in TrainConfig().to_dict()
+    assert TrainConfig(spatial_ce_weight=0.5).config_hash() != TrainConfig().config_hash()
+    out = engine.RISOutput(patch_logits=torch.zeros(2, 4, 4), mask_logits=torch.zeros(2, 16, 16),
+                           patch_cosine=torch.zeros(2, 4, 4))
+    mask = torch.zeros(2, 16, 16)
+    mask[:, :4, :4] = 1
+    plain, extra = TrainConfig(), TrainConfig(spatial_ce_weight=0.5)
+    s1, s2 = engine.stage_rule(1, plain), engine.stage_rule(2, plain)
+    added = s1.loss(out, mask, (4, 4), extra) - s1.loss(out, mask, (4, 4), plain)
+    assert abs(added.item() - 0.5 * torch.log(torch.tensor(16.0)).item()) < 1e-5
+    assert s2.loss(out, mask, (4, 4), extra) == s2.loss(out, mask, (4, 4), plain)
 
 
 def test_patch_target_area_and_nearest():
