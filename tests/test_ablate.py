@@ -122,6 +122,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert "Like for like" in md and "Runs produced by: `python -m bench.ablate --quick" in md
     assert "CFE pays on position expressions" in md and "Rung 3 is not below rung 2" in md
     assert "## The data" in md and "stage-1 oracle cap" in md and "Proxy CLIP probes" in md
+    assert "Rung 4 follows its text, swap mIoU at most a third" in md and "Rung 1's mIoU at least half the stage-1 oracle cap" in md
     assert "place " in md and "% of " in md  # the proxy CLIP's probes
     assert "## Tuning probes" in md and "`--set train.lr=0.01`" in md  # the --set run is listed as a probe
     assert (tmp_path / "reports" / "synth-refcoco-ladder.png").stat().st_size > 1000
@@ -240,3 +241,26 @@ def test_tracking_uri_none_runs_without_mlflow_and_keeps_the_rows(quick_root, tm
     assert [row["seed"] for row in variants] == [0, 1] and variants[1]["reused"]  # rung 0: one run for both seeds
     assert 0.0 <= variants[0]["mIoU"] <= 100.0 and 0.0 <= variants[0]["swap_mIoU"] <= 100.0
     assert {row["components"] for row in out["rows"] if row["kind"] == "baseline"} >= {"objectness"}
+
+
+def test_grounding_targets_read_swap_shares_select_floors_and_the_oracle_cap():
+    import pandas as pd
+
+    from bench.reporting.report import grounding_target_lines
+
+    variants = [{"rung": 0, "components": "value", "mIoU": 20.0, "swap_mIoU": float("nan")},
+                {"rung": 1, "components": "value+adapters", "mIoU": 50.0, "swap_mIoU": 10.0},
+                {"rung": 2, "components": "value+adapters+cfe", "mIoU": 30.0, "swap_mIoU": 15.0}]
+    df = pd.DataFrame([{"kind": "variant", "components": c, "seed": s, "attribute_select_mIoU": a,
+                        "position_select_mIoU": p}
+                       for c, s, a, p in [("value", 0, 70.0, 30.0), ("value+adapters", 0, 86.0, 50.0),
+                                          ("value+adapters", 1, 88.0, 54.0), ("value+adapters+cfe", 0, 80.0, 60.0)]])
+    lines = grounding_target_lines(variants, df, 92.4)
+    text = "\n".join(lines)
+    assert "Rung 1 follows its text, swap mIoU at most a third of its mIoU: 10.00 of 50.00 (20%; met)" in text
+    assert "Rung 2 follows its text" in text and "(50%; NOT met)" in text
+    assert "Rung 0 picks the referent of attribute expressions, select mIoU at least 65: 70.00" in text
+    assert "Rung 1 picks the referent of attribute expressions, select mIoU at least 85: 87.00 ± 1.41 (met)" in text
+    assert "Rung 1 picks the referent of position expressions, select mIoU at least 55: 52.00 ± 2.83 (NOT met)" in text
+    assert "Rung 1's mIoU at least half the stage-1 oracle cap (92.4): 50.00 (met)" in text
+    assert not any("Rung 0 follows" in x for x in lines)

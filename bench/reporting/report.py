@@ -296,6 +296,36 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
     return out
 
 
+# the grounding targets (the issue "make the SynthRef models ground their expression"): a trained rung keeps
+# at most this share of its mIoU when its sentence is swapped for another referent's; select mIoU floors
+SWAP_SHARE_MAX = 1 / 3
+GROUNDING_FLOORS = ((0, "attribute", 65.0), (1, "attribute", 85.0), (1, "position", 55.0))
+
+
+def grounding_target_lines(variants: list[dict], df: pd.DataFrame, oracle_cap: float | None) -> list[str]:
+    """Does the ladder read its text? Swap share of rungs 1-4, select floors of rungs 0 and 1 per kind, and
+    rung 1's mIoU against half the stage-1 oracle cap."""
+    rungs = {s["rung"]: s for s in variants if s["rung"] is not None}
+    out = []
+    for r in (1, 2, 3, 4):
+        s = rungs.get(r)
+        if s is None or math.isnan(s.get("swap_mIoU", math.nan)):
+            continue
+        share = s["swap_mIoU"] / s["mIoU"] if s["mIoU"] else math.nan
+        out.append(f"- Rung {r} follows its text, swap mIoU at most a third of its mIoU: {s['swap_mIoU']:.2f} of "
+                   f"{s['mIoU']:.2f} ({100 * share:.0f}%; {'met' if share <= SWAP_SHARE_MAX else 'NOT met'})")
+    for r, kind, floor in GROUNDING_FLOORS:
+        if r in rungs and f"{kind}_select_mIoU" in df:
+            m, sd = _kind_select(df, rungs[r]["components"], kind)
+            out.append(f"- Rung {r} picks the referent of {kind} expressions, select mIoU at least {floor:.0f}: "
+                       f"{m:.2f} ± {sd:.2f} ({'met' if m >= floor else 'NOT met'})")
+    if 1 in rungs and oracle_cap:
+        m = rungs[1]["mIoU"]
+        out.append(f"- Rung 1's mIoU at least half the stage-1 oracle cap ({oracle_cap:.1f}): {m:.2f} "
+                   f"({'met' if m >= oracle_cap / 2 else 'NOT met'})")
+    return out
+
+
 def _col(sub: pd.DataFrame, col: str) -> float:
     return float(sub[col].astype(float).mean()) if col in sub and len(sub) else math.nan
 
@@ -439,9 +469,11 @@ def form_choice_lines(tracker: Tracker, df: pd.DataFrame, tuning: pd.DataFrame) 
             "| rung | field | the preset's form | the other form | val chooses |", "|---|---|---|---|---|", *out]
 
 
-def dataset_lines(params: dict, proxy: dict | None) -> list[str]:
+def dataset_lines(params: dict, proxy: dict | None) -> tuple[list[str], float | None]:
     """The data's RefCOCO-likeness and stage-1 oracle cap (``python -m risclip.data.synthref stats``) and
-    the proxy CLIP's probes, where the data folder is on this machine."""
+    the proxy CLIP's probes, where the data folder is on this machine; with the oracle cap's mIoU (area
+    target; None where the data is not here)."""
+    cap = None
     from risclip.data.stats import GridSpec, dataset_stats, format_stats
 
     out: list[str] = []
@@ -449,12 +481,13 @@ def dataset_lines(params: dict, proxy: dict | None) -> list[str]:
     size = int(params.get("model.image_size", 0) or 0)
     if root and Path(root).is_dir() and size:
         try:
-            patch = 8 if params.get("model.clip_model") == "RIS-Tiny" else (14 if "14" in params.get("model.clip_model", "") else 16)
+            patch = 8 if str(params.get("model.clip_model", "")).startswith("RIS-") else (14 if "14" in params.get("model.clip_model", "") else 16)
             st = dataset_stats(root, params.get("data.dataset", "synthref"), params.get("data.split_by", "synth"),
                                params.get("data.test_split", "test"), GridSpec(size, patch))
             out += ["## The data", "", f"`python -m risclip.data.synthref stats {root} --image-size {size} "
                     f"--patch {patch}` (test split; the oracle cap bounds every stage-1 rung):", "", "```",
                     format_stats(st), "```", ""]
+            cap = float(st["oracle"]["area_mIoU"])
         except (OSError, ValueError, KeyError) as e:
             out += ["## The data", "", f"(statistics unavailable: {e})", ""]
     probes = (proxy or {}).get("probes")
@@ -463,7 +496,7 @@ def dataset_lines(params: dict, proxy: dict | None) -> list[str]:
                 "false one; chance 50%): " + ", ".join(
                     f"{k} {probes[f'{k}_probe']:.1f}% of {probes[f'{k}_probe_n']:.0f}"
                     for k in ("attribute", "place", "relation") if f"{k}_probe" in probes) + ".", ""]
-    return out
+    return out, cap
 
 
 def grids_figure(tracker: Tracker, df: pd.DataFrame, rungs: tuple[int, ...], path: Path) -> Path | None:
@@ -553,7 +586,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
             proxy = tracker.load_json(parent.info.run_id, "proxy_clip.json")
         except (OSError, LookupError, ValueError):
             proxy = None
-    lines += [""] + dataset_lines(dict(parent.data.params), proxy)
+    data_lines, oracle_cap = dataset_lines(dict(parent.data.params), proxy)
+    lines += [""] + data_lines
     lines += ["## Ladder", "", f"![mIoU per rung]({stem}.png)", "",
               "| rung | components | seeds | mIoU | swap mIoU | generic mIoU | text sensitivity | oIoU | P@50 | P@90 | "
               "select mIoU | paper mIoU | gain, 95% CI | CI above 0 | train s | ms/img | peak MB |", "|" + "---|" * 17]
@@ -611,6 +645,7 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     spread = rerun_spread(tracker, df)
     lines += ["", "## Targets, checked from the numbers above", ""] + target_lines(
         variants, baselines, spread, metrics, df, minutes=30.0 if preset == "synth-cpu" else 60.0, per_expr=per_expr)
+    lines += grounding_target_lines(variants, df, oracle_cap)
     if draw == "0":
         lines += tuned_lines(tracker, df, variants, baselines, 30.0 if preset == "synth-cpu" else 60.0)
     else:
