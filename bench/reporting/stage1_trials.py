@@ -59,6 +59,8 @@ TRIALS: dict[str, Trial] = {
                               ("model.clip_model=RIS-Tiny-AP", "train.spatial_ce_weight=1.0"), proxy=DENSE),
     "dense-place": Trial("the ap-dense-place proxy (region hard negatives, superlative phrases)",
                          ("model.clip_model=RIS-Tiny-AP",), proxy="ap-dense-place"),
+    "dense-sincos": Trial("the ap-dense-sincos proxy (ap-dense-place with fixed sine-cosine position codes)",
+                          ("model.clip_model=RIS-Tiny-AP",), proxy="ap-dense-sincos"),
     "dense-frozen-text": Trial("the ap-dense proxy, text adapters left at the identity",
                                ("model.clip_model=RIS-Tiny-AP",), proxy=DENSE, frozen_text=True),
     "dense-lr-3e-4": Trial("the ap-dense proxy at lr 3e-4", ("model.clip_model=RIS-Tiny-AP", "train.lr=0.0003"),

@@ -224,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "'' for none)")
     how = p.add_argument_group("how")
     how.add_argument("--preset", default=P.DEFAULT_PRESET, choices=sorted(P.PRESETS),
-                     help="synth-refcoco (default): SynthRef's RefCOCO-like profile on a CPU; synth-cpu: the "
+                     help="synth-refcoco (default): SynthRef's RefCOCO-like profile on a CPU; synth-refcoco-dense: "
+                          "the same with the v4 proxy CLIP (dense region-phrase loss, sine-cosine position codes); "
+                          "synth-cpu: the "
                           "first, dense SynthRef ladder; paper-b / paper-l: RefCOCOg-UMD with CLIP ViT-B/16 or "
                           "ViT-L/14-336 (needs the real data and weights)")
     how.add_argument("--dataset", default=None, choices=sorted(P.REFER_DATASETS),

@@ -98,17 +98,19 @@ def _synth_refcoco() -> Preset:
 
 
 def _synth_refcoco_dense() -> Preset:
-    """synth-refcoco's data and schedule with the v4 proxy: average-pooled patch tokens and the dense
-    region-phrase loss beside the contrastive one (bench.proxy.pretrain_clip, ``dense_weight``), the recipe
-    ``python -m bench.proxy_trials`` scores as ``ap-dense``. Its own data folder would re-draw nothing: the
-    data is synth-refcoco's, so the proxy is cached beside the others under ``proxy_clip/``."""
+    """synth-refcoco's data and schedule with the v4 proxy: average-pooled patch tokens, the dense
+    region-phrase loss beside the contrastive one with region-level hard negatives and superlative phrases,
+    and fixed sine-cosine position codes (bench.proxy.pretrain_clip), the recipe ``python -m
+    bench.proxy_trials`` scores as ``ap-dense-sincos``. The data is synth-refcoco's own, so the proxy is
+    cached beside the others under ``proxy_clip/``."""
     base = _synth_refcoco()
     model = dataclasses.replace(base.model, clip_model="RIS-Tiny-AP")
-    proxy = dataclasses.replace(base.proxy_clip, clip_model="RIS-Tiny-AP", dense_weight=1.0)
+    proxy = dataclasses.replace(base.proxy_clip, clip_model="RIS-Tiny-AP", dense_weight=1.0, dense_negatives=True,
+                                dense_superlatives=True, pos_embed="sincos")
     return dataclasses.replace(base, name="synth-refcoco-dense", model=model, proxy_clip=proxy,
                                description="SynthRef ladder on a CPU: refcoco profile, RIS-Tiny-AP 128 px (16x16 "
                                            "patches), proxy CLIP v4 (v2's corpus, average pooling, dense "
-                                           "region-phrase loss)")
+                                           "region-phrase loss, sine-cosine position codes)")
 
 
 OURS = "ours (the paper does not state it)"
