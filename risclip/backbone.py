@@ -78,6 +78,15 @@ def create_clip(name: str, pretrained: str | None = None, image_size: int | None
     return model
 
 
+def patch_size(name: str) -> int:
+    """The vision tower's patch size of open_clip model ``name`` (ours included), read from its config;
+    a BackboneError for a name open_clip does not know."""
+    cfg = open_clip.get_model_config(name)
+    if not cfg or "patch_size" not in cfg.get("vision_cfg", {}):
+        raise BackboneError(f"unknown open_clip ViT '{name}'; ours: {', '.join(OUR_MODELS)}")
+    return int(cfg["vision_cfg"]["patch_size"])
+
+
 def apply_adapter(adapter: nn.Module | None, h: torch.Tensor) -> torch.Tensor:
     return h if adapter is None else adapter(h)
 

@@ -160,3 +160,13 @@ def test_sincos_position_codes_are_fixed_distinct_and_stay_frozen_in_pretraining
     assert torch.allclose(clip.visual.positional_embedding, sincos_position_embedding(4, 4, 192))
     assert cfg.cache_path() != PretrainConfig(data_root=str(tmp_path), clip_model="RIS-Tiny-AP", image_size=32,
                                               steps=3, batch_size=8, corpus_images=24).cache_path()
+
+
+def test_patch_size_is_read_from_the_backbone_config():
+    import pytest
+
+    from risclip.backbone import BackboneError, patch_size
+
+    assert (patch_size("RIS-Tiny"), patch_size("RIS-Tiny-AP"), patch_size("ViT-B-16"), patch_size("ViT-L-14-336")) == (8, 8, 16, 14)
+    with pytest.raises(BackboneError):
+        patch_size("not-a-model")

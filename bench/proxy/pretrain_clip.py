@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from risclip.backbone import BackboneError, create_clip
+from risclip.backbone import BackboneError, create_clip, patch_size
 from risclip.data.alttext import CorpusConfig, corpus_dir, corpus_path, generate_corpus
 from risclip.data.refer import ReferError, load_refs
 from risclip.data.transforms import ResizeNormalize
@@ -250,7 +250,8 @@ class CaptionPairs:
                 if negatives is not None and (neg := dense_negative(phrases[-1], self.dense_objects[r], negatives)):
                     extra.append(neg)
         unique = sorted(set(phrases) | set(extra))
-        label = torch.tensor([unique.index(t) for t in phrases])
+        column = {t: j for j, t in enumerate(unique)}
+        label = torch.tensor([column[t] for t in phrases])
         tokens = open_clip.tokenize(unique, context_length=self.context_length)
         return self.dense_weights[rows], torch.tensor(owner), tokens, label
 
@@ -436,8 +437,7 @@ def _pairs(cfg: PretrainConfig, image_size: int) -> tuple[CaptionPairs, CaptionP
         files = {i["id"]: i["file_name"] for i in json.loads(captions.read_text())["images"]}
         train.add_regions(image_dir, files, image_size, cfg.seed)
     if cfg.dense_weight > 0:
-        model_cfg = open_clip.get_model_config(cfg.clip_model) or {}
-        train.add_dense(image_size, int(model_cfg.get("vision_cfg", {}).get("patch_size", 8)), cfg.seed, image_dir.parent,
+        train.add_dense(image_size, patch_size(cfg.clip_model), cfg.seed, image_dir.parent,
                         superlatives=cfg.dense_superlatives)
     return train, held_out_pairs(cfg, image_size)
 

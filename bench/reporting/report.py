@@ -481,7 +481,9 @@ def dataset_lines(params: dict, proxy: dict | None) -> tuple[list[str], float | 
     size = int(params.get("model.image_size", 0) or 0)
     if root and Path(root).is_dir() and size:
         try:
-            patch = 8 if str(params.get("model.clip_model", "")).startswith("RIS-") else (14 if "14" in params.get("model.clip_model", "") else 16)
+            from risclip.backbone import patch_size  # an unknown backbone is a ValueError, reported below
+
+            patch = patch_size(params.get("model.clip_model", ""))
             st = dataset_stats(root, params.get("data.dataset", "synthref"), params.get("data.split_by", "synth"),
                                params.get("data.test_split", "test"), GridSpec(size, patch))
             out += ["## The data", "", f"`python -m risclip.data.synthref stats {root} --image-size {size} "
