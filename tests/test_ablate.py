@@ -264,3 +264,52 @@ def test_grounding_targets_read_swap_shares_select_floors_and_the_oracle_cap():
     assert "Rung 1 picks the referent of position expressions, select mIoU at least 55: 52.00 ± 2.83 (NOT met)" in text
     assert "Rung 1's mIoU at least half the stage-1 oracle cap (92.4): 50.00 (met)" in text
     assert not any("Rung 0 follows" in x for x in lines)
+
+
+def test_fresh_draw_report_checks_the_rung1_mean_against_the_committed_ci():
+    """The test-split target: a fresh draw's rung-1 mean inside the committed draw's bootstrap CI is met; one
+    shifted by more than its half-width is not."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from bench.reporting.report import PerExpression, load_rows, other_draw_lines
+    from bench.spine.results import ROW_FIELDS, summarise
+
+    rung1 = str(LADDER[1])
+    rng = np.random.default_rng(0)
+    ious = {f"c{s}": rng.uniform(0.2, 0.6, 500) for s in range(3)}  # the committed draw, mean about 40
+
+    def rows(prefix, shift):
+        out = []
+        for s in range(3):
+            run_id = f"{prefix}{s}"
+            ious.setdefault(run_id, ious[f"c{s}"] + shift)
+            out.append({**{k: None for k in ROW_FIELDS}, "kind": "variant", "rung": 1, "components": rung1, "seed": s,
+                        "mIoU": 100 * float(ious[run_id].mean()), "oIoU": 0.0, "mlflow_run_id": run_id})
+        return out
+
+    class Store:
+        def __init__(self, shift):
+            self.results = {"base": rows("c", 0.0), "new": rows(f"n{shift}-", shift)}
+
+        def runs(self, filters, limit=None):
+            tags = {"variants": ";".join(str(c) for c in LADDER), "command": "python -m bench.ablate", "seeds": "0,1,2"}
+            return [SimpleNamespace(info=SimpleNamespace(run_id="base"), data=SimpleNamespace(tags=tags))]
+
+        def get_run(self, run_id):
+            return SimpleNamespace(data=SimpleNamespace(metrics={}))
+
+        def load_json(self, run_id, name):
+            if name == "results.json":
+                return self.results[run_id]
+            return {"per_sample": [{"sent_id": i, "iou": float(v)} for i, v in enumerate(ious[run_id])]}
+
+    for shift, verdict in ((0.003, "met"), (0.08, "NOT met")):
+        store = Store(shift)
+        new = SimpleNamespace(info=SimpleNamespace(run_id="new"))
+        df = load_rows(store, new)
+        variants = [s for s in summarise(df.to_dict("records")) if s["kind"] == "variant"]
+        text = "\n".join(other_draw_lines(store, variants, "1", PerExpression(store, df)))
+        assert "Test split large enough" in text and f"({verdict};" in text, text
+        assert f"{100 * shift:+.2f} vs ±" in text

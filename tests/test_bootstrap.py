@@ -28,3 +28,16 @@ def test_a_rung_that_trains_nothing_stands_for_every_seed_and_tables_pair_expres
     assert gap.estimate == pytest.approx(15.0) and 10.0 <= gap.low <= gap.high <= 20.0
     with pytest.raises(ValueError, match="different expressions"):
         paired_gap(a, b[:, :2])
+
+
+def test_a_rung_mean_ci_covers_its_mean_and_narrows_with_more_expressions():
+    from bench.reporting.bootstrap import mean_ci
+
+    rng = np.random.default_rng(1)
+    small, large = rng.uniform(0, 100, size=(3, 100)), rng.uniform(0, 100, size=(3, 2500))
+    a, b = mean_ci(small), mean_ci(large)
+    assert a.low < a.estimate < a.high and a.estimate == pytest.approx(small.mean())
+    assert (b.high - b.low) < 0.4 * (a.high - a.low)  # width shrinks as 1/sqrt(expressions)
+    assert mean_ci(np.full((2, 50), 7.0)).low == pytest.approx(7.0)
+    with pytest.raises(ValueError, match="non-empty"):
+        mean_ci(np.zeros((0, 3)))

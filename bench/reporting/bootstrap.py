@@ -71,3 +71,12 @@ def paired_gap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) 
         boots[i] = diff[s][:, e].mean()
     low, high = np.percentile(boots, [2.5, 97.5])
     return Gap(float(diff.mean()), float(low), float(high), n_e, n_s)
+
+
+def mean_ci(t: np.ndarray, n_boot: int = 2000, seed: int = 0) -> Gap:
+    """Mean of a (seeds, expressions) table with its 95% percentile-bootstrap CI, seeds and expressions
+    resampled together as in :func:`paired_gap`: how far another sample of test expressions (and seeds)
+    could move one rung's mean. Returned as a :class:`Gap` from zero."""
+    if t.ndim != 2 or t.size == 0:
+        raise ValueError(f"need a non-empty (seeds, expressions) table, got shape {t.shape}")
+    return paired_gap(np.zeros_like(t), t, n_boot=n_boot, seed=seed)

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.reporting.bootstrap import Gap, paired_gap, table  # noqa: E402
+from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table  # noqa: E402
 from bench.spine.baselines import ORACLE_BASELINES, PROPOSAL_BASELINES  # noqa: E402
 from bench.spine.presets import DEFAULT_PRESET  # noqa: E402
 from bench.spine.results import KINDS, ROW_FIELDS, summarise  # noqa: E402
@@ -226,6 +226,12 @@ class PerExpression:
             return None
         return paired_gap(table(pa, exprs, seeds), table(pb, exprs, seeds))
 
+    def mean(self, components: str) -> Gap | None:
+        """A variant's mean IoU over its seeds and the test expressions every seed scored, with the 95%
+        bootstrap CI of that mean (:func:`bench.bootstrap.mean_ci`); None without per-expression IoUs."""
+        runs = self.of(components)
+        return mean_ci(table(runs)) if runs else None
+
 
 def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFrame, metrics: dict,
                  df: pd.DataFrame | None = None, minutes: float = 60.0,
@@ -423,9 +429,12 @@ def tuned_lines(tracker: Tracker, df: pd.DataFrame, variants: list[dict], baseli
 FORMS = ((0, "model.value_path", "maskclip", "clearclip"), (3, "model.ske_form", "maps", "joint"))
 
 
-def other_draw_lines(tracker: Tracker, variants: list[dict], draw: str) -> list[str]:
+def other_draw_lines(tracker: Tracker, variants: list[dict], draw: str,
+                     per_expr: PerExpression | None = None) -> list[str]:
     """A fresh draw's ladder beside the committed draw's (the latest plain ladder on draw 0): does the shape
-    hold on other data and other training seeds?"""
+    hold on other data and other training seeds? With per-expression IoUs, the issue's test-split target:
+    the two draws' rung-1 means differ by less than the half-width of the committed draw's bootstrap 95% CI
+    of that mean (expressions and seeds resampled), i.e. the fresh draw's mean lies inside it."""
     base = latest_plain_ladder(tracker, "0")
     if base is None:
         return []
@@ -445,6 +454,19 @@ def other_draw_lines(tracker: Tracker, variants: list[dict], draw: str) -> list[
         out.append(f"| {s['rung']} | {s['components']} | {c_txt} | {gain_c} | "
                    f"{s['mIoU']:.2f} ± {s['mIoU_sd']:.2f} ({s['seeds']}) | {gain_n} |")
         prev_c, prev_n = (c["mIoU"] if c else None), s["mIoU"]
+    rung1 = next((s for s in variants if s["rung"] == 1), None)
+    if per_expr is not None and rung1 is not None and rung1["components"] in committed:
+        mine = per_expr.mean(rung1["components"])
+        theirs = PerExpression(tracker, load_rows(tracker, base)).mean(rung1["components"])
+        if mine is not None and theirs is not None:
+            half = (theirs.high - theirs.low) / 2
+            d = mine.estimate - theirs.estimate
+            out += ["", f"- Test split large enough: the two draws' rung-1 means differ by less than the half-width of "
+                        f"the committed draw's bootstrap 95% CI of its mean ({theirs.expressions} expressions, "
+                        f"{theirs.seeds} seeds): {d:+.2f} vs ±{half:.2f} "
+                        f"({'met' if abs(d) < half else 'NOT met'}; committed {theirs.estimate:.2f} "
+                        f"[{theirs.low:.2f}, {theirs.high:.2f}], this draw {mine.estimate:.2f} "
+                        f"[{mine.low:.2f}, {mine.high:.2f}] over {mine.expressions} expressions)"]
     return out
 
 
@@ -651,7 +673,7 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     if draw == "0":
         lines += tuned_lines(tracker, df, variants, baselines, 30.0 if preset == "synth-cpu" else 60.0)
     else:
-        lines += other_draw_lines(tracker, variants, draw)
+        lines += other_draw_lines(tracker, variants, draw, per_expr)
     grids = grids_figure(tracker, df, (1, 2, 4), out_dir / f"{stem}-grids.png")
     if grids is not None:
         first_seed = int(df[df["kind"] == "variant"]["seed"].min())
