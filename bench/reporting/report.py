@@ -373,7 +373,7 @@ def reference_lines(references: list[dict], variants: list[dict], per_expr: PerE
 
 
 def tuned_lines(tracker: Tracker, df: pd.DataFrame, variants: list[dict], baselines: list[dict],
-                minutes: float) -> list[str]:
+                minutes: float, oracle_cap: float | None = None) -> list[str]:
     """The preset's ladder beside the ladder on a ``ladder`` study's chosen settings (the latest
     ``bench.ablate --tuned`` invocation), with the targets checked again on the tuned ladder."""
     import json
@@ -422,6 +422,7 @@ def tuned_lines(tracker: Tracker, df: pd.DataFrame, variants: list[dict], baseli
     out += ["", "### Targets, checked again on the tuned ladder", ""]
     out += target_lines(tvariants, baselines, pd.DataFrame(columns=["max_abs_diff"]),
                         dict(tuned_parent.data.metrics), tdf, minutes=minutes)[1:]  # its wall time is the study's
+    out += grounding_target_lines(tvariants, tdf, oracle_cap)
     return out
 
 
@@ -671,7 +672,7 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
         variants, baselines, spread, metrics, df, minutes=30.0 if preset == "synth-cpu" else 60.0, per_expr=per_expr)
     lines += grounding_target_lines(variants, df, oracle_cap)
     if draw == "0":
-        lines += tuned_lines(tracker, df, variants, baselines, 30.0 if preset == "synth-cpu" else 60.0)
+        lines += tuned_lines(tracker, df, variants, baselines, 30.0 if preset == "synth-cpu" else 60.0, oracle_cap)
     else:
         lines += other_draw_lines(tracker, variants, draw, per_expr)
     grids = grids_figure(tracker, df, (1, 2, 4), out_dir / f"{stem}-grids.png")
