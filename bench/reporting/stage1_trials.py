@@ -45,7 +45,7 @@ class Trial:
 
 
 TRIALS: dict[str, Trial] = {
-    "preset": Trial("the preset's rung 1 (v2 proxy, 4 epochs of 2,000 sentences, lr 3e-3, batch 32)"),
+    "preset": Trial("the preset's rung 1 (its proxy; 4 epochs of 2,000 sentences, lr 3e-3, batch 32)"),
     "finetune": Trial("every CLIP weight trained too, at 0.1x the rate", finetune=0.1),
     "lr-1e-2": Trial("lr 1e-2", ("train.lr=0.01",)),
     "batch-8": Trial("batch 8: four times the steps over the same epochs", ("train.batch_size=8",)),
@@ -65,6 +65,10 @@ TRIALS: dict[str, Trial] = {
                                ("model.clip_model=RIS-Tiny-AP",), proxy=DENSE, frozen_text=True),
     "dense-lr-3e-4": Trial("the ap-dense proxy at lr 3e-4", ("model.clip_model=RIS-Tiny-AP", "train.lr=0.0003"),
                            proxy=DENSE),
+    "all-train-1-epoch": Trial("every train sentence (about 8,900, from all 1,560 train images) for 1 epoch: about "
+                               "the preset's steps, 4.5 times the images", ("data.max_train_samples=null",
+                                                                            "train.stage1_epochs=1")),
+    "epochs-8": Trial("8 epochs of the preset's 2,000 sentences: twice the steps", ("train.stage1_epochs=8",)),
     "overfit-96": Trial("96 train sentences for 60 epochs, scored on those same sentences (can it fit at all?)",
                         ("data.max_train_samples=96", "train.stage1_epochs=60", "data.test_split=train",
                          "data.max_eval_samples=96")),
