@@ -68,6 +68,8 @@ TRIALS: dict[str, Trial] = {
     "all-train-1-epoch": Trial("every train sentence (about 8,900, from all 1,560 train images) for 1 epoch: about "
                                "the preset's steps, 4.5 times the images", ("data.max_train_samples=null",
                                                                             "train.stage1_epochs=1")),
+    "spread": Trial("the preset's 2,000 sentences spread over all train images (data.train_subset=spread): the same "
+                    "steps", ("data.train_subset=spread",)),
     "epochs-8": Trial("8 epochs of the preset's 2,000 sentences: twice the steps", ("train.stage1_epochs=8",)),
     "overfit-96": Trial("96 train sentences for 60 epochs, scored on those same sentences (can it fit at all?)",
                         ("data.max_train_samples=96", "train.stage1_epochs=60", "data.test_split=train",
