@@ -313,3 +313,17 @@ def test_fresh_draw_report_checks_the_rung1_mean_against_the_committed_ci():
         text = "\n".join(other_draw_lines(store, variants, "1", PerExpression(store, df)))
         assert "Test split large enough" in text and f"({verdict};" in text, text
         assert f"{100 * shift:+.2f} vs ±" in text
+
+
+def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung():
+    import pandas as pd
+
+    from bench.reporting.report import target_lines
+
+    def line(rung):
+        return {"rung": rung, "components": str(LADDER[rung]), "mIoU": 10.0 + rung, "mIoU_sd": 0.1, "seeds": 3}
+
+    empty = pd.DataFrame(columns=["max_abs_diff"])
+    whole = target_lines([line(r) for r in range(len(LADDER))], [], empty, {"wall_seconds": 1800.0})
+    assert whole[0].startswith("- Whole ladder, 3 seeds, in at most 60 minutes: 30.0 min (met")
+    assert not any("Whole ladder" in x for x in target_lines([line(1)], [], empty, {"wall_seconds": 1800.0}))
