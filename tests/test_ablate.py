@@ -327,3 +327,5 @@ def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung(
     whole = target_lines([line(r) for r in range(len(LADDER))], [], empty, {"wall_seconds": 1800.0})
     assert whole[0].startswith("- Whole ladder, 3 seeds, in at most 60 minutes: 30.0 min (met")
     assert not any("Whole ladder" in x for x in target_lines([line(1)], [], empty, {"wall_seconds": 1800.0}))
+    untimed = target_lines([line(r) for r in range(len(LADDER))], [], empty, {"wall_seconds": 1800.0}, timed=False)
+    assert not any("Whole ladder" in x for x in untimed) and untimed == whole[1:]
