@@ -115,6 +115,8 @@ class RunResult:
     controls: dict[str, dict] = field(default_factory=dict)  # evaluate_text_controls on test, when asked for
     checkpoint: str | None = None  # the last checkpoint written (self-describing: see ``load_checkpoint``)
     compile_seconds: float = 0.0  # with TrainConfig.compile: compiling the inference graph, apart from the rest
+    threshold: float | None = None  # the sigmoid cut test was scored at (None: a zero-shot variant's own rule)
+    val_cuts: dict[float, float] = field(default_factory=dict)  # TrainConfig.threshold_from_val: val mIoU per cut
 
 
 class EpochSampler(Sampler[int]):
@@ -456,7 +458,7 @@ def distinct_images(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
              desc: str = "eval", evaluators: Sequence[Evaluator] = (),
-             protocols: tuple[str, ...] = ("ours",)) -> Evaluation:
+             protocols: Sequence[str | EvalProtocol] = ("ours",)) -> Evaluation:
     """mIoU, oIoU, P@X and the same per expression kind under the first of ``protocols`` (``ours``: at each
     image's original resolution), and the overall metrics under the others, from one forward pass.
     Under torchrun each process scores every N-th sample and the metric sums are reduced.
@@ -465,7 +467,9 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
     pass); they are reset here and computed by the caller."""
     if not dataset.keep_original_mask:
         raise ValueError("evaluate needs a dataset built with keep_original_mask=True")
-    chosen = [get_protocol(p) for p in protocols]
+    chosen = [p if isinstance(p, EvalProtocol) else get_protocol(p) for p in protocols]
+    if len({p.name for p in chosen}) != len(chosen):
+        raise ValueError(f"evaluate: protocol names must differ ({', '.join(p.name for p in chosen)})")
     model.set_stage(None)
     meters = {p.name: RISMetrics(inclusive=p.inclusive) for p in chosen}
     shard = Subset(dataset, dist.shard_indices(len(dataset), dist.rank(), dist.world_size())) if dist.active() else dataset
@@ -503,7 +507,8 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
 
 
 def evaluate_text_controls(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
-                           seed: int = 0, controls: Sequence[str] = CONTROLS, protocol: str = "ours") -> dict[str, dict]:
+                           seed: int = 0, controls: Sequence[str] = CONTROLS,
+                           protocol: str | EvalProtocol = "ours") -> dict[str, dict]:
     """Score ``dataset``'s images against their true masks with control sentences
     (:mod:`risclip.data.controls`): ``{control: {"metrics", "by_kind", "fraction", "per_sample"}}``, where
     ``fraction`` is the share of the dataset's sentences the control could score (``swap`` leaves out
@@ -518,6 +523,58 @@ def evaluate_text_controls(model: RISCLIP, dataset: ReferDataset, cfg: TrainConf
         ev = evaluate(model, ds, cfg, device, desc=f"test ({name} text)", protocols=(protocol,))
         out[name] = {"metrics": ev.metrics, "by_kind": ev.by_kind, "fraction": ds.fraction, "per_sample": ev.per_sample}
     return out
+
+
+# the sigmoid cuts TrainConfig.threshold_from_val chooses among: 0.10, 0.15, ..., 0.90
+VAL_CUTS: tuple[float, ...] = tuple(round(0.1 + 0.05 * i, 2) for i in range(17))
+
+
+def calibrate_threshold(model, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
+                        protocol: str | EvalProtocol = "ours", cuts: Sequence[float] = VAL_CUTS
+                        ) -> tuple[float, dict[float, dict[str, float]]]:
+    """The cut among ``cuts`` whose masks score the best mIoU on ``dataset`` (val), from one forward pass:
+    ``(cut, {cut: metrics at that cut})``. Ties go to the cut nearest the protocol's own."""
+    base = protocol if isinstance(protocol, EvalProtocol) else get_protocol(protocol)
+    trial = [dataclasses.replace(base, name=f"{base.name}@{c:.2f}", threshold=c) for c in cuts]
+    ev = evaluate(model, dataset, cfg, device, desc="val (choosing the cut)", protocols=trial)
+    scores = {c: ev.metrics if i == 0 else ev.protocols[p.name] for i, (c, p) in enumerate(zip(cuts, trial))}
+    best = max(cuts, key=lambda c: (round(scores[c]["mIoU"], 9), -abs(c - base.threshold)))
+    return best, scores
+
+
+@dataclass
+class Scored:
+    """What :func:`score_trained` measured of a trained model."""
+
+    test: Evaluation
+    val_metrics: dict[str, float]
+    controls: dict[str, dict]
+    threshold: float | None  # the cut test was scored at (None: a zero-shot variant's own rule)
+    val_cuts: dict[float, float]  # val mIoU per cut, when the cut was chosen on val
+
+
+def score_trained(model, test_set: ReferDataset, val_set: ReferDataset | None, cfg: TrainConfig, device: torch.device,
+                  evaluators: Sequence[Evaluator] = (), protocols: tuple[str, ...] = ("ours",),
+                  evaluate_val: bool = True, text_controls: bool = False, label: str = "") -> Scored:
+    """Score a trained model (a rung, or the from-scratch reference, alike): the cut chosen on ``val_set``
+    when ``cfg.threshold_from_val`` (the protocol's own then also scored, as protocol ``fixed``), val at
+    that cut, test under ``protocols`` and, with ``text_controls``, the swap and generic sentences."""
+    first = get_protocol(protocols[0])
+    scored: list[str | EvalProtocol] = list(protocols)
+    val_metrics: dict[str, float] = {}
+    val_cuts: dict[float, float] = {}
+    prefix = f"{label} " if label else ""
+    if cfg.threshold_from_val and not model.zero_shot:
+        cut, at_cut = calibrate_threshold(model, val_set, cfg, device, first)
+        val_cuts = {c: m["mIoU"] for c, m in at_cut.items()}
+        val_metrics = at_cut[cut] if evaluate_val else {}
+        first = dataclasses.replace(first, threshold=cut)
+        scored = [first, dataclasses.replace(get_protocol(protocols[0]), name="fixed"), *protocols[1:]]
+    elif evaluate_val:
+        val_metrics = evaluate(model, val_set, cfg, device, desc=f"{prefix}val", protocols=protocols[:1]).metrics
+    test = evaluate(model, test_set, cfg, device, desc=f"{prefix}test", evaluators=evaluators, protocols=scored)
+    controls = evaluate_text_controls(model, test_set, cfg, device, protocol=first) if text_controls else {}
+    return Scored(test, val_metrics, controls, None if model.zero_shot else first.threshold, val_cuts)
 
 
 def all_kinds(meter: RISMetrics) -> list[str]:
@@ -552,7 +609,9 @@ def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCon
     comp = dataclasses.replace(model_cfg.components, decoder=False)
     m = dataclasses.replace(model_cfg, components=comp, decoder_dims=(0, 0, 0, 0), decoder_layers=None)
     runtime = {k: getattr(_TRAIN_DEFAULTS, k) for k in RUNTIME_FIELDS}  # how the data is fed, not what is learnt
-    t = dataclasses.replace(train_cfg, stage2_epochs=0, decoder_lr=0.0, eval_batch_size=0, **runtime)
+    # the cut is read after training (TrainConfig.threshold_from_val): it never changes the weights
+    t = dataclasses.replace(train_cfg, stage2_epochs=0, decoder_lr=0.0, eval_batch_size=0, threshold_from_val=False,
+                            **runtime)
     return f"{m.config_hash()}-{t.config_hash()}-{data_cfg.config_hash()}"
 
 
@@ -621,18 +680,16 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         hook.trained(model)
         model.set_stage(None)
     t1 = time.perf_counter()
-    val_metrics: dict[str, float] = {}
-    if evaluate_val:
-        val_metrics = evaluate(model, build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False),
-                               train_cfg, device, desc="val", protocols=protocols[:1]).metrics
-    test = evaluate(model, test_set, train_cfg, device, desc="test", evaluators=evaluators, protocols=protocols)
-    controls = evaluate_text_controls(model, test_set, train_cfg, device, protocol=protocols[0]) if text_controls else {}
+    needs_val = evaluate_val or train_cfg.threshold_from_val
+    val_set = build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False) if needs_val else None
+    scored = score_trained(model, test_set, val_set, train_cfg, device, evaluators, protocols, evaluate_val, text_controls)
     return RunResult(
         components=str(model_cfg.components), model_hash=model_cfg.config_hash(), train_hash=train_cfg.config_hash(),
-        metrics=test.metrics, by_kind=test.by_kind, val_metrics=val_metrics, history=history,
+        metrics=scored.test.metrics, by_kind=scored.test.by_kind, val_metrics=scored.val_metrics, history=history,
         train_seconds=train_seconds, eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set),
-        stage1_reused=stage1_reused, protocol_metrics=test.protocols, checkpoint=str(final) if final else None,
-        per_sample=test.per_sample, controls=controls, compile_seconds=compile_seconds,
+        stage1_reused=stage1_reused, protocol_metrics=scored.test.protocols, checkpoint=str(final) if final else None,
+        per_sample=scored.test.per_sample, controls=scored.controls, compile_seconds=compile_seconds,
+        threshold=scored.threshold, val_cuts=scored.val_cuts,
     )
 
 

@@ -216,15 +216,14 @@ class RISCLIP(nn.Module):
         ``images`` may hold fewer images than ``tokens`` sentences: one image for all of them, or the
         distinct images of a batch with ``image_index`` (B,) naming each sentence's image. A variant
         without CFE (its image tower never reads the text) then runs the image tower once per distinct
-        image and shares the tokens; with CFE each sentence gets its own copy of its image."""
+        image and shares the tokens; with CFE the blocks before its first fusion point still run once per
+        image, and each sentence gets its own copy of its image's tokens there, where the text comes in."""
         b = tokens.shape[0]
         if image_index is None and images.shape[0] != b:
             if images.shape[0] != 1:
                 raise ValueError(f"{images.shape[0]} images for {b} sentences: give one image or one per sentence, "
                                  f"or image_index")
             image_index = torch.zeros(b, dtype=torch.long, device=images.device)
-        if image_index is not None and self.cfe is not None:
-            images, image_index = images[image_index], None
         v = bb.vision_embed(self.clip, images)
         t, text_mask = bb.text_embed(self.clip, tokens)
         padding = self._padding(tokens)
@@ -247,6 +246,9 @@ class RISCLIP(nn.Module):
                 t = bb.block_forward(t_blocks[next_t], t, text_mask, adapters, self.fused, self.text_causal)
                 next_t += 1
             if self.cfe is not None and str(point) in self.cfe:
+                if image_index is not None:  # the image tower reads the text from here on: a copy per sentence
+                    v, vision_out = v[image_index], {k: x[image_index] for k, x in vision_out.items()}
+                    image_index = None
                 v, t = self.cfe[str(point)](v, t, padding)
                 vision_out[lv] = v
         if image_index is not None:  # shared image passes: each sentence reads its image's tokens

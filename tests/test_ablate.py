@@ -318,7 +318,7 @@ def test_fresh_draw_report_checks_the_rung1_mean_against_the_committed_ci():
 def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung():
     import pandas as pd
 
-    from bench.reporting.report import target_lines
+    from bench.reporting.report import reused_rung_runs, target_lines
 
     def line(rung):
         return {"rung": rung, "components": str(LADDER[rung]), "mIoU": 10.0 + rung, "mIoU_sd": 0.1, "seeds": 3}
@@ -329,3 +329,9 @@ def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung(
     assert not any("Whole ladder" in x for x in target_lines([line(1)], [], empty, {"wall_seconds": 1800.0}))
     untimed = target_lines([line(r) for r in range(len(LADDER))], [], empty, {"wall_seconds": 1800.0}, timed=False)
     assert not any("Whole ladder" in x for x in untimed) and untimed == whole[1:]
+    # runs reused from an earlier invocation cost this one nothing: its wall time times no ladder
+    rows = pd.DataFrame({"kind": ["variant", "variant", "variant", "baseline"], "reused": [False, True, "False", True]})
+    assert reused_rung_runs(rows) == 1  # a reused baseline costs nothing either way
+    again = target_lines([line(r) for r in range(len(LADDER))], [], empty, {"wall_seconds": 60.0}, reused=1)
+    assert again[0] == ("- Whole ladder, 3 seeds, in at most 60 minutes: not timed by this invocation "
+                        "(1 of its rung runs were reused from earlier ones)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -41,3 +43,17 @@ def test_a_rung_mean_ci_covers_its_mean_and_narrows_with_more_expressions():
     assert mean_ci(np.full((2, 50), 7.0)).low == pytest.approx(7.0)
     with pytest.raises(ValueError, match="non-empty"):
         mean_ci(np.zeros((0, 3)))
+
+
+def test_cut_lines_show_the_val_cut_beside_the_fixed_one_only_when_chosen():
+    from bench.reporting.report import cut_lines
+
+    fixed = {"rung": 1, "components": "value+adapters", "mIoU": 40.0, "fixed_mIoU": math.nan,
+             "threshold": 0.5, "threshold_sd": 0.0}
+    assert cut_lines([fixed]) == []
+    chosen = {**fixed, "mIoU": 43.5, "fixed_mIoU": 40.0, "threshold": 0.3, "threshold_sd": 0.05}
+    ref = {"rung": None, "components": "reference (1x rung-1 time)", "mIoU": 61.0, "fixed_mIoU": 61.5,
+           "threshold": 0.55, "threshold_sd": 0.0}
+    text = "\n".join(cut_lines([chosen, ref]))
+    assert "| rung 1: value+adapters | 0.30 ± 0.05 | 43.50 | 40.00 | +3.50 |" in text
+    assert "| reference (1x rung-1 time) | 0.55 ± 0.00 | 61.00 | 61.50 | -0.50 |" in text

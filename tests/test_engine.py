@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from risclip.engine import (
     warmup_cosine,
 )
 from risclip.losses import dice_focal_loss, dice_loss, focal_loss, spatial_ce
+from risclip.metrics import get_protocol
 
 FAST = dict(stage1_epochs=2, stage2_epochs=1, batch_size=8, eval_batch_size=16, progress=False, lr=3e-3)
 
@@ -215,10 +218,11 @@ def test_stage2_from_cached_stage1_outputs_equals_recomputing_them(data, tmp_pat
     assert cached.metrics["mIoU"] == pytest.approx(fresh.metrics["mIoU"], abs=0.05)
 
 
-@pytest.mark.parametrize("components", ["adapters,ske,decoder", "adapters,cfe"])
+@pytest.mark.parametrize("components", ["adapters,ske,decoder", "adapters,cfe", "adapters,cfe,ske,decoder"])
 def test_evaluation_shares_each_image_tower_pass_across_its_sentences(synthref_root, components):
     """distinct_images feeds each image once; outputs equal those of the repeated batch (and with CFE,
-    whose image tower reads the text, the model repeats the image itself)."""
+    whose image tower reads the text from its first fusion point on, the model repeats the image's tokens
+    there itself)."""
     from risclip.data.refer import refer_collate
     from risclip.engine import build_dataset, distinct_images
     from risclip.model import RISCLIP
@@ -267,3 +271,34 @@ def test_loader_options_and_runtime_fields_stay_out_of_the_identity(data):
     with pytest.raises(ValueError, match="unknown compile"):
         TrainConfig(compile="fast")
     assert engine.compile_for(None, TrainConfig(), None) == 0.0  # off: nothing compiled, no time
+
+
+def test_threshold_from_val_scores_test_at_the_best_val_cut(data, tmp_path):
+    """The cut is chosen on val from one pass (every VAL_CUTS scored), used on test and for the text
+    controls, the protocol's own 0.5 kept as protocol 'fixed'; the weights are those of a fixed-cut run."""
+    assert "threshold_from_val" not in TrainConfig().to_dict()
+    cfg = ModelConfig.tiny(components="adapters")
+    fixed = run_variant(cfg, TrainConfig(**FAST), data, workdir=tmp_path / "a", text_controls=True)
+    tuned = run_variant(cfg, TrainConfig(**FAST, threshold_from_val=True), data, workdir=tmp_path / "b",
+                        text_controls=True)
+    assert fixed.threshold == 0.5 and not fixed.val_cuts and "fixed" not in fixed.protocol_metrics
+    assert set(tuned.val_cuts) == set(engine.VAL_CUTS)
+    best = max(tuned.val_cuts.values())
+    assert tuned.val_cuts[tuned.threshold] == best and tuned.val_metrics["mIoU"] == pytest.approx(best)
+    # same weights: the fixed-cut run's test metrics reappear under protocol 'fixed'
+    assert tuned.protocol_metrics["fixed"]["mIoU"] == pytest.approx(fixed.metrics["mIoU"], abs=1e-6)
+    if tuned.threshold != 0.5 and best > fixed.val_metrics["mIoU"]:
+        assert tuned.metrics != fixed.metrics
+    # the cut matters and is read at the cut: scoring test at each cut by hand gives the chosen metrics
+    torch.manual_seed(0)  # the tiny CLIP is random: the same draw as run_variant's (seed 0)
+    model = engine.load_checkpoint(tuned.checkpoint)
+    test = engine.build_dataset(data, cfg, data.test_split, train=False)
+    proto = dataclasses.replace(get_protocol("ours"), threshold=tuned.threshold)
+    by_hand = engine.evaluate(model, test, TrainConfig(**FAST), torch.device("cpu"), protocols=(proto,))
+    assert by_hand.metrics["mIoU"] == pytest.approx(tuned.metrics["mIoU"], abs=1e-6)
+    swap = engine.evaluate_text_controls(model, test, TrainConfig(**FAST), torch.device("cpu"), protocol=proto)
+    assert swap["swap"]["metrics"]["mIoU"] == pytest.approx(tuned.controls["swap"]["metrics"]["mIoU"], abs=1e-6)
+    # rung 0 keeps its zero-shot rule: no cut to choose
+    zero = run_variant(ModelConfig.tiny(components="none"), TrainConfig(**FAST, threshold_from_val=True), data)
+    assert zero.threshold is None and not zero.val_cuts
+

@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--preset", default=P.DEFAULT_PRESET, choices=sorted(P.PRESETS),
                      help="synth-refcoco (default): SynthRef's RefCOCO-like profile on a CPU; synth-refcoco-dense: "
                           "the same with the v4 proxy CLIP (dense region-phrase loss, sine-cosine position codes); "
-                          "synth-cpu: the "
+                          "synth-refcoco-grounded: synth-refcoco-dense with each trained variant's mask cut chosen on "
+                          "val; synth-cpu: the "
                           "first, dense SynthRef ladder; paper-b / paper-l: RefCOCOg-UMD with CLIP ViT-B/16 or "
                           "ViT-L/14-336 (needs the real data and weights)")
     how.add_argument("--dataset", default=None, choices=sorted(P.REFER_DATASETS),

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from bench.spine.proposals import ProposalSelection
 from bench.spine.results import row_from_run
 from bench.spine.variant import Scores, log_variant
-from risclip.engine import RunResult, build_dataset, evaluate, evaluate_text_controls, resolve_device
+from risclip.engine import RunResult, build_dataset, resolve_device, score_trained
 from risclip.reference import ReferenceConfig, seconds_per_epoch, train_reference
 
 REFERENCE_KIND = "reference"
@@ -44,9 +44,12 @@ def parse_multipliers(text: str) -> tuple[float, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def reference_identity(cfg: ReferenceConfig, multiplier: float, seed: int, data: dict, fingerprint: str) -> str:
+def reference_identity(cfg: ReferenceConfig, multiplier: float, seed: int, data: dict, fingerprint: str,
+                       threshold_from_val: bool = False) -> str:
     ident = {"reference": cfg.to_dict(), "multiplier": multiplier, "seed": seed,
              "data": {k: v for k, v in data.items() if k not in ("data_root", "image_root")}, "data_fingerprint": fingerprint}
+    if threshold_from_val:  # scored at its own val cut, as the rungs are (TrainConfig.threshold_from_val)
+        ident["cut"] = "val"
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -56,7 +59,8 @@ def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
     cfg = cfg or ReferenceConfig()
     preset = ctx.preset
     name = reference_name(multiplier)
-    run_hash = reference_identity(cfg, multiplier, seed, preset.data.to_dict(), ctx.fingerprint)
+    run_hash = reference_identity(cfg, multiplier, seed, preset.data.to_dict(), ctx.fingerprint,
+                                  preset.train.threshold_from_val)
     found = None if ctx.force else ctx.tracker.find_finished(run_hash)
     if found is not None:
         tqdm.write(f"{name} seed {seed}: reusing finished run {found.info.run_id[:8]} (hash {run_hash})")
@@ -83,16 +87,15 @@ def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
                                     step=int(row["epoch"]))
         eval_cfg = preset.train
         t1 = time.perf_counter()
-        val = evaluate(model, build_dataset(preset.data, preset.model, preset.data.val_split, train=False), eval_cfg,
-                       device, desc="reference val")
         test_set = build_dataset(preset.data, preset.model, preset.data.test_split, train=False)
         selection = ProposalSelection(test_set)
-        test = evaluate(model, test_set, eval_cfg, device, desc="reference test", evaluators=(selection,))
-        controls = evaluate_text_controls(model, test_set, eval_cfg, device)
-        result = RunResult(components=name, model_hash=cfg.config_hash(), train_hash=str(epochs), metrics=test.metrics,
-                           by_kind=test.by_kind, val_metrics=val.metrics, history=history, train_seconds=train_seconds,
-                           eval_seconds=time.perf_counter() - t1, eval_samples=len(test_set),
-                           per_sample=test.per_sample, controls=controls)
+        sc = score_trained(model, test_set, build_dataset(preset.data, preset.model, preset.data.val_split, train=False),
+                           eval_cfg, device, evaluators=(selection,), text_controls=True, label="reference")
+        result = RunResult(components=name, model_hash=cfg.config_hash(), train_hash=str(epochs),
+                           metrics=sc.test.metrics, by_kind=sc.test.by_kind, val_metrics=sc.val_metrics,
+                           history=history, train_seconds=train_seconds, eval_seconds=time.perf_counter() - t1,
+                           eval_samples=len(test_set), protocol_metrics=sc.test.protocols, per_sample=sc.test.per_sample,
+                           controls=sc.controls, threshold=sc.threshold, val_cuts=sc.val_cuts)
         log_variant(ctx.tracker, run_id, Scores(result, selection.compute()), {"epochs": float(epochs),
                                                                               "budget_seconds": budget})
     return row_from_run(ctx.tracker.get_run(run_id), REFERENCE_KIND, name, seed, None, reused=False)

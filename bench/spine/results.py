@@ -17,7 +17,7 @@ CONTROL_FIELDS = ("swap_mIoU", "generic_mIoU", *(f"{k}_swap_mIoU" for k in KINDS
                   *(f"{k}_generic_mIoU" for k in KINDS))
 ROW_FIELDS = ("kind", "rung", "components", "seed", "mIoU", "oIoU", "P@50", "P@60", "P@70", "P@80", "P@90",
               "select_mIoU", *CONTROL_FIELDS, "train_seconds", "inference_ms_per_image", "peak_memory_mb", "config_hash", "mlflow_run_id",
-              "reused")
+              "reused", "threshold", "fixed_mIoU")
 
 
 def row_from_run(run, kind: str, components: str, seed: int | None, rung: int | None, reused: bool) -> dict:
@@ -27,6 +27,8 @@ def row_from_run(run, kind: str, components: str, seed: int | None, rung: int | 
         row[name] = m.get(f"test_{metric_key(name)}", math.nan)
     row["select_mIoU"] = m.get("test_select_mIoU", math.nan)
     row.update(control_columns(m))
+    # the mask cut test was scored at, and mIoU at the protocol's own cut when that one was chosen on val
+    row.update(threshold=m.get("threshold", math.nan), fixed_mIoU=m.get("test_fixed_mIoU", math.nan))
     row.update(train_seconds=m.get("train_seconds", 0.0), inference_ms_per_image=m.get("inference_ms_per_image", math.nan),
                peak_memory_mb=m.get("peak_memory_mb", math.nan), config_hash=run.data.tags.get("run_hash", ""),
                mlflow_run_id=run.info.run_id, reused=reused)
@@ -67,7 +69,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (kind, comp), rs in groups.items():
         line = {"kind": kind, "rung": rs[0]["rung"], "components": comp, "seeds": len(rs)}
-        for k in (*METRIC_NAMES, "select_mIoU", *CONTROL_FIELDS, "train_seconds", "inference_ms_per_image", "peak_memory_mb"):
+        for k in (*METRIC_NAMES, "select_mIoU", *CONTROL_FIELDS, "train_seconds", "inference_ms_per_image", "peak_memory_mb",
+                  "threshold", "fixed_mIoU"):
             line[k], line[f"{k}_sd"] = _mean_sd([_num(r.get(k)) for r in rs])
         line["paper_mIoU"] = PAPER_MIOU.get(comp) if kind == "variant" else None
         out.append(line)

@@ -104,7 +104,8 @@ def control_metrics(controls: dict[str, dict]) -> dict[str, float]:
 def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> dict[str, float]:
     """The metrics a variant run logs, named once here: ``test_*`` (protocol ours), ``test_<protocol>_*``,
     ``val_*``, ``test_<kind>_mIoU`` / ``_oIoU``, select mIoU overall and per kind, the text controls
-    (:func:`control_metrics`), times and cost."""
+    (:func:`control_metrics`), ``threshold`` (the sigmoid cut test was scored at) and, when it was chosen on
+    val (``TrainConfig.threshold_from_val``), ``val_cut_<cut>_mIoU`` for every cut tried, times and cost."""
     final = {f"test_{metric_key(k)}": v for k, v in result.metrics.items()}
     for proto, ms in result.protocol_metrics.items():
         final.update({f"test_{proto}_{metric_key(k)}": v for k, v in ms.items()})
@@ -115,6 +116,9 @@ def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> di
         final["test_select_mIoU"] = select["overall"]["mIoU"]
         final.update({f"test_{kind}_select_mIoU": ms["mIoU"] for kind, ms in select["by_kind"].items()})
     final.update(control_metrics(result.controls))
+    if result.threshold is not None:  # the sigmoid cut test was scored at (the protocol's, or chosen on val)
+        final["threshold"] = result.threshold
+    final.update({f"val_cut_{c:.2f}_mIoU": v for c, v in result.val_cuts.items()})
     final.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds, compile_seconds=result.compile_seconds,
                  eval_samples=result.eval_samples, **cost)
     return final
@@ -133,7 +137,8 @@ def log_variant(tracker, run_id: str, scores: Scores, cost: dict[str, float], gr
     tracker.log_json(run_id, {"test": result.metrics, "val": result.val_metrics, "by_kind": result.by_kind,
                               "test_other_protocols": result.protocol_metrics,
                               "select": scores.select.get("overall", {}), "select_by_kind": scores.select.get("by_kind", {}),
-                              "history": result.history, "cost": cost, "train_seconds": result.train_seconds,
+                              "history": result.history, "cost": cost, "threshold": result.threshold,
+                              "val_cuts": {f"{c:.2f}": v for c, v in result.val_cuts.items()}, "train_seconds": result.train_seconds,
                               "per_sample": scores.per_sample,
                               "controls": {k: {kk: vv for kk, vv in c.items() if kk != "per_sample"}
                                            for k, c in result.controls.items()}}, "metrics.json")
