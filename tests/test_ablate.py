@@ -332,6 +332,16 @@ def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung(
     # runs reused from an earlier invocation cost this one nothing: its wall time times no ladder
     rows = pd.DataFrame({"kind": ["variant", "variant", "variant", "baseline"], "reused": [False, True, "False", True]})
     assert reused_rung_runs(rows) == 1  # a reused baseline costs nothing either way
+    # a rung-2 run that loaded its stage 1 from an earlier invocation's cache is not timed either; rung 4 may
+    rows = pd.DataFrame({"kind": ["variant"] * 3, "rung": [2, 4, 1], "reused": [False, False, False],
+                         "mlflow_run_id": ["a", "b", "c"]})
+
+    class Runs:
+        def get_run(self, run_id):
+            tags = {"stage1_reused": "True" if run_id in ("a", "b") else "False"}
+            return type("R", (), {"data": type("D", (), {"tags": tags})()})()
+
+    assert reused_rung_runs(rows, Runs()) == 1
     again = target_lines([line(r) for r in range(len(LADDER))], [], empty, {"wall_seconds": 60.0}, reused=1)
     assert again[0] == ("- Whole ladder, 3 seeds, in at most 60 minutes: not timed by this invocation "
-                        "(1 of its rung runs were reused from earlier ones)")
+                        "(1 of its rung runs were reused from earlier ones, or their stage 1)")
