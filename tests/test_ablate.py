@@ -330,8 +330,9 @@ def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung(
     untimed = target_lines([line(r) for r in range(len(LADDER))], [], empty, {"wall_seconds": 1800.0}, timed=False)
     assert not any("Whole ladder" in x for x in untimed) and untimed == whole[1:]
     # runs reused from an earlier invocation cost this one nothing: its wall time times no ladder
-    rows = pd.DataFrame({"kind": ["variant", "variant", "variant", "baseline"], "reused": [False, True, "False", True]})
-    assert reused_rung_runs(rows) == 1  # a reused baseline costs nothing either way
+    rows = pd.DataFrame({"kind": ["variant", "variant", "variant", "baseline", "variant"], "rung": [1, 2, 3, None, 0],
+                         "reused": [False, True, "False", True, True]})
+    assert reused_rung_runs(rows) == 1  # a reused baseline, or rung 0's one run for every seed, costs nothing
     # a rung-2 run that loaded its stage 1 from an earlier invocation's cache is not timed either; rung 4 may
     rows = pd.DataFrame({"kind": ["variant"] * 3, "rung": [2, 4, 1], "reused": [False, False, False],
                          "mlflow_run_id": ["a", "b", "c"]})

@@ -234,11 +234,12 @@ class PerExpression:
 
 
 def reused_rung_runs(df: pd.DataFrame, tracker: Tracker | None = None) -> int:
-    """How many of an invocation's rung runs cost it less than their training: runs it reused from earlier
-    invocations, and (with ``tracker``) runs of rungs 1-3 that loaded their stage 1 from the shared cache
+    """How many of an invocation's trained rung runs cost it less than their training: runs it reused from
+    earlier invocations, and (with ``tracker``) runs of rungs 1-3 that loaded their stage 1 from the shared cache
     (rung 4 loads rung 3's within the same invocation by design)."""
-    rungs = df[df["kind"] == "variant"]
-    flag = rungs["reused"].map(lambda x: str(x).lower() in ("true", "1"))
+    # rung 0 trains nothing: its one run serves every seed (reused within the invocation) and costs seconds
+    rungs = df[(df["kind"] == "variant") & ~df["rung"].astype(str).isin(("0", "0.0"))]
+    flag = rungs["reused"].map(lambda x: str(x).lower() in ("true", "1")).astype(bool)
     count = int(flag.sum())
     if tracker is not None:
         for _, r in rungs[~flag].iterrows():
