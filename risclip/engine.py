@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -111,7 +112,7 @@ class RunResult:
     eval_samples: int = 0
     stage1_reused: bool = False  # stage-1 weights came from ``stage1_cache`` (train_seconds excludes them)
     protocol_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # other protocols, test split
-    per_sample: list[dict] = field(default_factory=list)  # every test expression's IoU (sent_id, kind, iou)
+    per_sample: list[dict] = field(default_factory=list)  # every test expression's IoU (sent_id, image_id, kind, iou)
     controls: dict[str, dict] = field(default_factory=dict)  # evaluate_text_controls on test, when asked for
     checkpoint: str | None = None  # the last checkpoint written (self-describing: see ``load_checkpoint``)
     compile_seconds: float = 0.0  # with TrainConfig.compile: compiling the inference graph, apart from the rest
@@ -426,7 +427,7 @@ class Evaluation:
     metrics: dict[str, float]  # under the first protocol asked for
     by_kind: dict[str, dict[str, float]]
     protocols: dict[str, dict[str, float]] = field(default_factory=dict)  # the other protocols
-    per_sample: list[dict] = field(default_factory=list)  # {"sent_id", "kind", "iou"} under the first protocol
+    per_sample: list[dict] = field(default_factory=list)  # {"sent_id", "image_id", "kind", "iou"}, first protocol
 
 
 def binarise(model: RISCLIP, out: RISOutput, batch: dict, protocol: EvalProtocol,
@@ -434,12 +435,9 @@ def binarise(model: RISCLIP, out: RISOutput, batch: dict, protocol: EvalProtocol
     """Predictions and targets of a batch as ``protocol`` scores them (original size, or size x size)."""
     if protocol.size is None:
         sizes = [(m["orig_h"], m["orig_w"]) for m in batch["meta"]]
-        targets = [t.to(device) for t in batch["orig_mask"]]
     else:
         sizes = [(protocol.size, protocol.size)] * len(batch["meta"])
-        targets = [F.interpolate(t[None, None].float().to(device), size=sizes[0], mode="nearest")[0, 0] > 0.5
-                   for t in batch["orig_mask"]]
-    return model.binarise(out, sizes, threshold=protocol.threshold), targets
+    return model.binarise(out, sizes, threshold=protocol.threshold), _targets(batch, protocol, device)
 
 
 def distinct_images(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -455,16 +453,90 @@ def distinct_images(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return batch["image"][rows], torch.tensor(index)
 
 
+class PredictionMemo:
+    """Binary predictions of (image, sentence) pairs already scored, kept packed (a bit per pixel) by the
+    sigmoid cut and scoring size that made them. The swap control asks for pairs the test pass has just
+    scored: each swapped sentence is another referent's own test sentence, on the same image. The
+    memo lets it reuse those masks instead of running the model again (the numbers are the same: a
+    pair's prediction depends on nothing else at evaluation)."""
+
+    def __init__(self) -> None:
+        self._masks: dict[tuple, tuple[np.ndarray, tuple[int, int]]] = {}
+
+    @staticmethod
+    def keys(batch: dict, protocol: EvalProtocol) -> list[tuple]:
+        return [(protocol.threshold, protocol.size, int(m["image_id"]), t.numpy().tobytes())
+                for m, t in zip(batch["meta"], batch["tokens"].cpu())]
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        hit = self._masks.get(key)
+        if hit is None:
+            return None
+        bits, (h, w) = hit
+        return torch.from_numpy(np.unpackbits(bits, count=h * w).reshape(h, w).astype(bool))
+
+    def put(self, key: tuple, mask: torch.Tensor) -> None:
+        self._masks[key] = (np.packbits(mask.detach().cpu().numpy().astype(bool).ravel()), tuple(mask.shape))
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+
+def _targets(batch: dict, protocol: EvalProtocol, device: torch.device) -> list[torch.Tensor]:
+    """A batch's ground truth as ``protocol`` scores it (original size, or size x size)."""
+    if protocol.size is None:
+        return [t.to(device) for t in batch["orig_mask"]]
+    return [F.interpolate(t[None, None].float().to(device), size=(protocol.size, protocol.size), mode="nearest")[0, 0] > 0.5
+            for t in batch["orig_mask"]]
+
+
+def _sub_batch(batch: dict, rows: list[int]) -> dict:
+    """The samples ``rows`` of a collated batch (:func:`risclip.data.refer.refer_collate`)."""
+    idx = torch.tensor(rows)
+    out = {k: batch[k][idx] for k in ("image", "tokens", "mask")}
+    out["meta"] = [batch["meta"][i] for i in rows]
+    if "orig_mask" in batch:
+        out["orig_mask"] = [batch["orig_mask"][i] for i in rows]
+    return out
+
+
+def distinct_queries(tokens: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's distinct (image, sentence) pairs, first appearance first, and each sample's row among them.
+    At evaluation a pair's prediction depends on nothing else (eval mode: no batch statistics), so a pair
+    that appears twice (the generic control gives every sentence of an image the same text; a referent's
+    sentences may repeat) is run once and its output copied."""
+    key = torch.cat([index[:, None].to(tokens.dtype), tokens], 1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    first: dict[int, int] = {}
+    for i, k in enumerate(inverse.tolist()):
+        first.setdefault(k, i)
+    rows = sorted(first.values())
+    slot = {inverse[r].item(): j for j, r in enumerate(rows)}
+    return torch.tensor(rows), torch.tensor([slot[k] for k in inverse.tolist()])
+
+
+def _forward_distinct(model: RISCLIP, images: torch.Tensor, tokens: torch.Tensor, index: torch.Tensor) -> RISOutput:
+    """``model(images, tokens, index)`` with every distinct (image, sentence) pair run once (:func:`distinct_queries`)."""
+    rows, inverse = distinct_queries(tokens.cpu(), index.cpu())
+    if len(rows) == len(index):
+        return model(images, tokens, index)
+    out = model(images, tokens[rows.to(tokens.device)], index[rows.to(index.device)])
+    inv = inverse.to(out.mask_logits.device)
+    return RISOutput(*(getattr(out, f.name)[inv] for f in dataclasses.fields(out)))
+
+
 @torch.no_grad()
 def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
              desc: str = "eval", evaluators: Sequence[Evaluator] = (),
-             protocols: Sequence[str | EvalProtocol] = ("ours",)) -> Evaluation:
+             protocols: Sequence[str | EvalProtocol] = ("ours",), memo: PredictionMemo | None = None) -> Evaluation:
     """mIoU, oIoU, P@X and the same per expression kind under the first of ``protocols`` (``ours``: at each
     image's original resolution), and the overall metrics under the others, from one forward pass.
     Under torchrun each process scores every N-th sample and the metric sums are reduced.
 
     ``evaluators`` see every batch with the model's output (extra scoring without a second forward
-    pass); they are reset here and computed by the caller."""
+    pass); they are reset here and computed by the caller. ``memo`` (:class:`PredictionMemo`): every
+    prediction made is kept there, and a pass with one protocol and no evaluators takes the predictions
+    it already holds instead of running the model for them."""
     if not dataset.keep_original_mask:
         raise ValueError("evaluate needs a dataset built with keep_original_mask=True")
     chosen = [p if isinstance(p, EvalProtocol) else get_protocol(p) for p in protocols]
@@ -479,23 +551,37 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
     for ev in evaluators:
         ev.reset()
     sent_ids: list[int] = []
+    image_ids: list[int] = []
+    lookup = memo is not None and len(chosen) == 1 and not evaluators
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=disable):
-        images, index = distinct_images(batch)
-        with _autocast(device, cfg.amp):
-            out = model(images.to(device), batch["tokens"].to(device), index.to(device))
         kinds = [m["kind"] for m in batch["meta"]]
         sent_ids += [m["sent_id"] for m in batch["meta"]]
+        image_ids += [m["image_id"] for m in batch["meta"]]
+        keys = {p.name: PredictionMemo.keys(batch, p) for p in chosen} if memo is not None else {}
+        held = [memo.get(k) for k in keys[chosen[0].name]] if lookup else [None] * len(kinds)
+        run = [i for i, h in enumerate(held) if h is None]
+        if run:
+            part = batch if len(run) == len(held) else _sub_batch(batch, run)
+            images, index = distinct_images(part)
+            with _autocast(device, cfg.amp):
+                out = _forward_distinct(model, images.to(device), part["tokens"].to(device), index.to(device))
+            for ev in evaluators:
+                ev.process(part, out)
         for p in chosen:
-            preds, targets = binarise(model, out, batch, p, device)
-            meters[p.name].update(preds, targets, kinds=kinds)
-        for ev in evaluators:
-            ev.process(batch, out)
+            preds: list[torch.Tensor | None] = [None if h is None else h.to(device) for h in held]
+            if run:
+                made, _ = binarise(model, out, part, p, device)
+                for i, m in zip(run, made):
+                    preds[i] = m
+                    if memo is not None:
+                        memo.put(keys[p.name][i], m)
+            meters[p.name].update(preds, _targets(batch, p, device), kinds=kinds)
     reduce = dist.all_reduce_sum if dist.active() else None
     first = meters[chosen[0].name]
     kinds = all_kinds(first)
     others = {p.name: meters[p.name].compute(reduce) for p in chosen[1:]}
-    rows = [{"sent_id": int(i), "kind": k, "iou": float(v)}
-            for i, k, v in zip(sent_ids, first.kinds_in_order(), first.per_sample_iou().tolist())]
+    rows = [{"sent_id": int(i), "image_id": int(m), "kind": k, "iou": float(v)}
+            for i, m, k, v in zip(sent_ids, image_ids, first.kinds_in_order(), first.per_sample_iou().tolist())]
     if dist.active():
         import torch.distributed as tdist
 
@@ -508,19 +594,21 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
 
 def evaluate_text_controls(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
                            seed: int = 0, controls: Sequence[str] = CONTROLS,
-                           protocol: str | EvalProtocol = "ours") -> dict[str, dict]:
+                           protocol: str | EvalProtocol = "ours", memo: PredictionMemo | None = None) -> dict[str, dict]:
     """Score ``dataset``'s images against their true masks with control sentences
     (:mod:`risclip.data.controls`): ``{control: {"metrics", "by_kind", "fraction", "per_sample"}}``, where
     ``fraction`` is the share of the dataset's sentences the control could score (``swap`` leaves out
     sentences whose image holds no other referent). ``seed`` draws the swaps; it is the same for every
-    variant (0 by default), so all variants read the same swapped sentences."""
+    variant (0 by default), so all variants read the same swapped sentences. ``memo``: the test pass's
+    predictions (:class:`PredictionMemo`); a swapped sentence is another referent's test sentence, so its
+    mask is taken from there when the test pass scored it."""
     out: dict[str, dict] = {}
     for name in controls:
         ds = TextControl(dataset, name, seed=seed)
         if len(ds) == 0:
             out[name] = {"metrics": {}, "by_kind": {}, "fraction": 0.0, "per_sample": []}
             continue
-        ev = evaluate(model, ds, cfg, device, desc=f"test ({name} text)", protocols=(protocol,))
+        ev = evaluate(model, ds, cfg, device, desc=f"test ({name} text)", protocols=(protocol,), memo=memo)
         out[name] = {"metrics": ev.metrics, "by_kind": ev.by_kind, "fraction": ds.fraction, "per_sample": ev.per_sample}
     return out
 
@@ -572,8 +660,10 @@ def score_trained(model, test_set: ReferDataset, val_set: ReferDataset | None, c
         scored = [first, dataclasses.replace(get_protocol(protocols[0]), name="fixed"), *protocols[1:]]
     elif evaluate_val:
         val_metrics = evaluate(model, val_set, cfg, device, desc=f"{prefix}val", protocols=protocols[:1]).metrics
-    test = evaluate(model, test_set, cfg, device, desc=f"{prefix}test", evaluators=evaluators, protocols=scored)
-    controls = evaluate_text_controls(model, test_set, cfg, device, protocol=first) if text_controls else {}
+    memo = PredictionMemo() if text_controls else None
+    test = evaluate(model, test_set, cfg, device, desc=f"{prefix}test", evaluators=evaluators, protocols=scored,
+                    memo=memo)
+    controls = evaluate_text_controls(model, test_set, cfg, device, protocol=first, memo=memo) if text_controls else {}
     return Scored(test, val_metrics, controls, None if model.zero_shot else first.threshold, val_cuts)
 
 

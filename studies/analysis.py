@@ -10,7 +10,9 @@ factor with equal weight (a balanced design):
 
 Confidence intervals (95%, percentile bootstrap) resample both sources of noise the ladder has: the
 test expressions (with replacement, the same draw for every variant, so effects stay paired) and the
-seeds (with replacement, the same draw for every variant). Answers what a cumulative ladder cannot:
+seeds (with replacement, the same draw for every variant). Where every row names its expression's test
+image (an ``image`` column, recorded since issue 20), whole images are resampled with all their
+expressions instead (a cluster bootstrap: expressions of one image are not independent). Answers what a cumulative ladder cannot:
 does SKE help without CFE, does the decoder's gain depend on the patch-level components.
 """
 
@@ -55,8 +57,9 @@ def terms(factors: list[str]) -> list[str]:
 def factorial_effects(df: pd.DataFrame, factors: list[str], value: str = "iou", n_boot: int = 2000,
                       seed: int = 0, by_kind: bool = True) -> list[Effect]:
     """Effects overall (and per expression kind) with bootstrap CIs. ``df`` columns: the factors (0/1),
-    ``seed``, ``expr`` (expression id), ``kind``, and ``value``. Every variant must have every seed and
-    every expression (a full, balanced factorial)."""
+    ``seed``, ``expr`` (expression id), ``kind``, and ``value``; optionally ``image`` (the expression's
+    image: images are then resampled whole). Every variant must have every seed and every expression (a
+    full, balanced factorial)."""
     results: list[Effect] = []
     groups = [("all", df)]
     if by_kind and "kind" in df:
@@ -77,16 +80,28 @@ def factorial_effects(df: pd.DataFrame, factors: list[str], value: str = "iou", 
         if np.isnan(cube).any():
             raise ValueError("unbalanced design: some (variant, seed, expression) cells are missing")
         point = _effects(cube.mean(axis=(1, 2)), variants)
+        members = _image_members(g, ei)
         rng = np.random.default_rng(seed)
         boots = np.empty((n_boot, len(point)))
         for b in range(n_boot):
             s = rng.integers(0, len(seeds), len(seeds))
-            e = rng.integers(0, len(exprs), len(exprs))
+            if members is None:
+                e = rng.integers(0, len(exprs), len(exprs))
+            else:
+                e = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
             boots[b] = _effects(cube[:, s][:, :, e].mean(axis=(1, 2)), variants)
         low, high = np.percentile(boots, [2.5, 97.5], axis=0)
         for t, est, lo, hi in zip(terms(factors), point, low, high):
             results.append(Effect(t, float(est), float(lo), float(hi), kind))
     return results
+
+
+def _image_members(g: pd.DataFrame, ei: dict) -> list[np.ndarray] | None:
+    """The expression indices (``ei``) of each test image, when every row names its image; else None."""
+    if "image" not in g or g["image"].isna().any():
+        return None
+    pairs = g[["expr", "image"]].drop_duplicates("expr")
+    return [np.array([ei[e] for e in grp["expr"]]) for _, grp in pairs.groupby("image")]
 
 
 def effects_frame(effects: list[Effect]) -> pd.DataFrame:

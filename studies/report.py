@@ -236,14 +236,15 @@ def factorial_table(study: optuna.Study, tracker: Tracker) -> pd.DataFrame:
             continue  # rung 0 without value grounding is outside the 2^4 design
         parts = set(comp.split("+"))
         if "per_sample" in t.user_attrs:  # stored with the trial (also where no MLflow store was kept)
-            per = [{"sent_id": a, "kind": b, "iou": c} for a, b, c in t.user_attrs["per_sample"]]
+            per = [{"sent_id": x[0], "kind": x[1], "iou": x[2], **({"image_id": x[3]} if len(x) > 3 else {})}
+                   for x in t.user_attrs["per_sample"]]
         elif run_id:
             per = tracker.load_json(run_id, "metrics.json").get("per_sample", [])
         else:
             continue
         levels = {f: int(f in parts) for f in FACTORS}
         rows += [{**levels, "seed": int(t.user_attrs.get("seed", 0)), "expr": r["sent_id"], "kind": r["kind"],
-                  "iou": 100.0 * r["iou"]} for r in per]
+                  "iou": 100.0 * r["iou"], "image": r.get("image_id")} for r in per]
     return pd.DataFrame(rows)
 
 
@@ -284,7 +285,7 @@ def _factorial(study: optuna.Study, tracker: Tracker, out: Path, stem: str) -> l
         return lines + ["", f"Effects not computed: {e}", ""]
     lines += ["", "## Main effects and pairwise interactions (test mIoU points, 95% bootstrap CI)", "",
               "Main effect: mean with the component on minus off, averaged over the others. Interaction A x B: how "
-              "much A's effect changes when B is on. CIs resample test expressions and seeds (`studies/analysis.py`).",
+              "much A's effect changes when B is on. CIs resample test expressions (whole test images where the trials recorded them) and seeds (`studies/analysis.py`).",
               "", "| term | all | " + " | ".join(k for k in sorted(set(eff["kind"])) if k != "all") + " |",
               "|" + "---|" * (1 + len(set(eff["kind"])))]
     kinds = ["all", *sorted(k for k in set(eff["kind"]) if k != "all")]

@@ -56,6 +56,13 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+def _sample(r: dict) -> list:
+    """A test expression's score as a trial keeps it: ``[sent_id, kind, iou, image_id]`` (the image where the
+    run recorded it, for the cluster bootstrap of ``studies/analysis.py``)."""
+    out = [r["sent_id"], r["kind"], round(r["iou"], 6)]
+    return out + [r["image_id"]] if r.get("image_id") is not None else out
+
+
 class StudyError(ValueError):
     """Bad input to a study (one line, exit status 2)."""
 
@@ -239,7 +246,7 @@ class Objective:
         if reuse is not None and self.spec.name == "factorial":
             try:  # the per-expression IoUs the factorial report resamples travel with the trial
                 per = self.tracker.load_json(reuse, "metrics.json").get("per_sample", [])
-                trial.set_user_attr("per_sample", [[r["sent_id"], r["kind"], round(r["iou"], 6)] for r in per])
+                trial.set_user_attr("per_sample", [_sample(r) for r in per])
             except (LookupError, OSError):
                 pass
         if reuse is not None:
@@ -285,7 +292,7 @@ class Objective:
             log_variant(self.tracker, run_id, scores, cost, grid)
             self.tracker.end(run_id, "FINISHED")
             if self.spec.name == "factorial":  # the per-expression IoUs the report resamples, beside the trial
-                trial.set_user_attr("per_sample", [[r["sent_id"], r["kind"], round(r["iou"], 6)] for r in scores.per_sample])
+                trial.set_user_attr("per_sample", [_sample(r) for r in scores.per_sample])
         except optuna.TrialPruned:
             self.tracker.set_tags(run_id, {"pruned": trial.user_attrs.get("stopped", "pruned")})
             self.tracker.end(run_id, "KILLED")

@@ -124,6 +124,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert "## The data" in md and "stage-1 oracle cap" in md and "Proxy CLIP probes" in md
     assert "Rung 4 follows its text, swap mIoU at most a third" in md and "Rung 1's mIoU at least half the stage-1 oracle cap" in md
     assert "place " in md and "% of " in md  # the proxy CLIP's probes
+    assert "## Attribute select by form" in md and "| size+colour |" in md
     assert "## Tuning probes" in md and "`--set train.lr=0.01`" in md  # the --set run is listed as a probe
     assert (tmp_path / "reports" / "synth-refcoco-ladder.png").stat().st_size > 1000
     assert (tmp_path / "reports" / "synth-refcoco-ladder-grids.png").stat().st_size > 1000
@@ -290,8 +291,9 @@ def test_fresh_draw_report_checks_the_rung1_mean_against_the_committed_ci():
         return out
 
     class Store:
-        def __init__(self, shift):
+        def __init__(self, shift, images=False):
             self.results = {"base": rows("c", 0.0), "new": rows(f"n{shift}-", shift)}
+            self.images = images
 
         def runs(self, filters, limit=None):
             tags = {"variants": ";".join(str(c) for c in LADDER), "command": "python -m bench.ablate", "seeds": "0,1,2"}
@@ -303,16 +305,21 @@ def test_fresh_draw_report_checks_the_rung1_mean_against_the_committed_ci():
         def load_json(self, run_id, name):
             if name == "results.json":
                 return self.results[run_id]
-            return {"per_sample": [{"sent_id": i, "iou": float(v)} for i, v in enumerate(ious[run_id])]}
+            return {"per_sample": [{"sent_id": i, "iou": float(v), **({"image_id": i // 5} if self.images else {})}
+                                   for i, v in enumerate(ious[run_id])]}
 
-    for shift, verdict in ((0.003, "met"), (0.08, "NOT met")):
-        store = Store(shift)
+    def report(store):
         new = SimpleNamespace(info=SimpleNamespace(run_id="new"))
         df = load_rows(store, new)
         variants = [s for s in summarise(df.to_dict("records")) if s["kind"] == "variant"]
-        text = "\n".join(other_draw_lines(store, variants, "1", PerExpression(store, df)))
+        return "\n".join(other_draw_lines(store, variants, "1", PerExpression(store, df)))
+
+    for shift, verdict in ((0.003, "met"), (0.08, "NOT met")):
+        text = report(Store(shift))
         assert "Test split large enough" in text and f"({verdict};" in text, text
-        assert f"{100 * shift:+.2f} vs ±" in text
+        assert f"{100 * shift:+.2f} vs ±" in text and "500 expressions, resampled one by one" in text
+    # runs that recorded each expression's image: the CI resamples whole images (5 expressions each here)
+    assert "500 expressions in 100 test images, resampled by image" in report(Store(0.003, images=True))
 
 
 def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung():

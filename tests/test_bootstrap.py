@@ -57,3 +57,22 @@ def test_cut_lines_show_the_val_cut_beside_the_fixed_one_only_when_chosen():
     text = "\n".join(cut_lines([chosen, ref]))
     assert "| rung 1: value+adapters | 0.30 ± 0.05 | 43.50 | 40.00 | +3.50 |" in text
     assert "| reference (1x rung-1 time) | 0.55 ± 0.00 | 61.00 | 61.50 | -0.50 |" in text
+
+
+def test_resampling_whole_images_widens_the_ci_of_correlated_expressions():
+    from bench.reporting.bootstrap import mean_ci
+
+    rng = np.random.default_rng(2)
+    per_image = rng.uniform(0, 100, size=(3, 150))
+    t = np.repeat(per_image, 4, axis=1)  # four expressions per image, each scoring its image's IoU
+    images = np.repeat(np.arange(150), 4)
+    flat, clustered = mean_ci(t), mean_ci(t, groups=images)
+    assert flat.images == 0 and clustered.images == 150 and clustered.expressions == 600
+    assert clustered.estimate == pytest.approx(flat.estimate)
+    assert (clustered.high - clustered.low) > 1.6 * (flat.high - flat.low)  # about 2x: sqrt(4)
+    # one expression per image: the same resampling as expressions one by one
+    single = rng.uniform(0, 100, size=(3, 200))
+    a, b = mean_ci(single), mean_ci(single, groups=np.arange(200))
+    assert (a.low, a.high) == pytest.approx((b.low, b.high))
+    with pytest.raises(ValueError, match="one label per expression"):
+        mean_ci(single, groups=np.arange(10))

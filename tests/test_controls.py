@@ -3,6 +3,7 @@ it loses it; the swapped sentences name another referent of the same image, chos
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 
@@ -102,3 +103,68 @@ def test_a_model_that_ignores_the_text_keeps_its_score_one_that_reads_it_loses_i
             assert true.metrics["mIoU"] > 99.0
             assert swap["metrics"]["mIoU"] < 0.2 * true_on_swappable
             assert controls["generic"]["metrics"]["mIoU"] < 1.0
+
+
+def test_each_distinct_image_sentence_pair_runs_once_and_scores_as_if_run_for_every_sample(test_set, monkeypatch):
+    import risclip.engine as E
+    from risclip.config import Components
+    from risclip.model import RISCLIP
+
+    tokens = torch.tensor([[1, 2], [1, 2], [3, 4], [1, 2], [3, 4]])
+    index = torch.tensor([0, 0, 0, 1, 1])
+    rows, inverse = E.distinct_queries(tokens, index)
+    assert rows.tolist() == [0, 2, 3, 4] and inverse.tolist() == [0, 0, 1, 2, 3]
+
+    torch.manual_seed(0)
+    mc = ModelConfig.tiny(image_size=64, components=Components.from_names("adapters,cfe"))
+    model = RISCLIP.from_config(mc).eval()
+    calls = []
+    real = model.forward
+
+    def counting(images, tok, idx):
+        calls.append(len(idx))
+        return real(images, tok, idx)
+
+    monkeypatch.setattr(model, "forward", counting)
+    cfg = TrainConfig(eval_batch_size=16, progress=False)
+    deduped = evaluate_text_controls(model, test_set, cfg, torch.device("cpu"), controls=("generic",))["generic"]
+    run_generic = sum(calls)
+    calls.clear()
+    monkeypatch.setattr(E, "_forward_distinct", lambda m, images, tok, idx: m(images, tok, idx))
+    plain = evaluate_text_controls(model, test_set, cfg, torch.device("cpu"), controls=("generic",))["generic"]
+    assert run_generic < sum(calls) == len(test_set)  # 'the object' for every sentence: one pass per image per batch
+    assert [r["sent_id"] for r in deduped["per_sample"]] == [r["sent_id"] for r in plain["per_sample"]]
+    assert [r["iou"] for r in deduped["per_sample"]] == pytest.approx([r["iou"] for r in plain["per_sample"]], abs=1e-6)
+
+
+def test_the_swap_control_takes_its_masks_from_the_test_pass_and_scores_the_same(test_set, monkeypatch):
+    import risclip.engine as E
+    from risclip.config import Components
+    from risclip.model import RISCLIP
+
+    torch.manual_seed(1)
+    model = RISCLIP.from_config(ModelConfig.tiny(image_size=64, components=Components.from_names("adapters"))).eval()
+    with torch.no_grad():  # a map that depends on the text, so that a wrong reuse would show
+        for p in model.text_adapters.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    calls = []
+    real = model.forward
+    monkeypatch.setattr(model, "forward", lambda images, tok, idx: calls.append(len(idx)) or real(images, tok, idx))
+    cfg = TrainConfig(eval_batch_size=16, progress=False)
+    cpu = torch.device("cpu")
+    memo = E.PredictionMemo()
+    test = evaluate(model, test_set, cfg, cpu, memo=memo)
+    assert 0 < len(memo) <= len(test.per_sample)  # one mask per distinct (image, sentence) pair
+    calls.clear()
+    reused = evaluate_text_controls(model, test_set, cfg, cpu, controls=("swap",), memo=memo)["swap"]
+    assert sum(calls) == 0  # every swapped sentence is another referent's test sentence: nothing runs again
+    fresh = evaluate_text_controls(model, test_set, cfg, cpu, controls=("swap",))["swap"]
+    assert sum(calls) > 0
+    assert [r["iou"] for r in reused["per_sample"]] == pytest.approx([r["iou"] for r in fresh["per_sample"]], abs=1e-6)
+    assert reused["metrics"]["mIoU"] == pytest.approx(fresh["metrics"]["mIoU"], abs=1e-6)
+    # a memo made at another cut is not taken for this one
+    other = E.PredictionMemo()
+    evaluate(model, test_set, cfg, cpu, protocols=(dataclasses.replace(E.get_protocol("ours"), threshold=0.3),), memo=other)
+    calls.clear()
+    evaluate_text_controls(model, test_set, cfg, cpu, controls=("swap",), memo=other)
+    assert sum(calls) > 0

@@ -58,3 +58,26 @@ def test_per_kind_effects_and_unbalanced_design_is_an_error():
         assert "16 variants" in str(e)
     else:
         raise AssertionError("an incomplete design must be refused")
+
+
+def test_an_image_column_resamples_whole_images_and_widens_a_ci_that_varies_by_image():
+    # the decoder's effect differs by image (shared by that image's 5 expressions): resampling expressions one
+    # by one treats 300 correlated expressions as independent; resampling the 60 images does not
+    rng = np.random.default_rng(3)
+    image = np.repeat(np.arange(60), 5)
+    per_image = rng.normal(0, 8, 60)[image]
+    rows = []
+    for levels in itertools.product((0, 1), repeat=4):
+        for sd in range(2):
+            iou = 30 + 10 * levels[3] * (1 + per_image / 10) + rng.normal(0, 1, 300)
+            rows += [{**dict(zip(FACTORS, levels)), "seed": sd, "expr": i, "kind": "attribute", "iou": v,
+                      "image": int(image[i])} for i, v in enumerate(iou)]
+    df = pd.DataFrame(rows)
+
+    def width(frame):
+        eff = effects_frame(factorial_effects(frame, FACTORS, n_boot=300, by_kind=False)).set_index("term")
+        return eff.loc["decoder", "high"] - eff.loc["decoder", "low"], eff.loc["decoder", "estimate"]
+
+    (clustered, est_c), (flat, est_f) = width(df), width(df.drop(columns="image"))
+    assert est_c == est_f and clustered > 1.6 * flat
+    assert width(df.assign(image=None))[0] == flat  # an image missing anywhere: expressions are resampled

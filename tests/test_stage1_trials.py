@@ -41,9 +41,10 @@ def test_report_renders_every_recorded_trial_with_its_swap_share(tmp_path, capsy
     rows = [{"trial": "preset", "what": "w", "mIoU": 30.0, "select": 40.0, "select_attribute": 60.0,
              "select_position": 35.0, "select_relation": None, "swap": 15.0, "train_seconds": 100.0}]
     md = S.render("synth-refcoco", rows, "python -m bench.stage1_trials")
-    assert "| preset | w | 30.0 | 0.50 | 30.0 | 40.0 | 60.0 | 35.0 | - | 15.0 | 50% | 100.0 |" in md
-    cut = [{**rows[0], "trial": "val-cut", "mIoU": 33.0, "threshold": 0.3, "fixed_mIoU": 30.0}]
-    assert "| val-cut | w | 33.0 | 0.30 | 30.0 | 40.0 |" in S.render("synth-refcoco", cut, "c")
+    assert "| preset | w | - | 30.0 | 0.50 | 30.0 | 40.0 | 60.0 | - | 35.0 | - | 15.0 | 50% | 100.0 |" in md
+    cut = [{**rows[0], "trial": "val-cut", "mIoU": 33.0, "threshold": 0.3, "fixed_mIoU": 30.0, "samples": 600,
+            "select_attribute_forms": {"colour": 90.0, "size": 70.0, "size+colour": 80.0, "shape": 100.0}}]
+    assert "| val-cut | w | 600 | 33.0 | 0.30 | 30.0 | 40.0 | 60.0 | 90.0 / 70.0 / 80.0 |" in S.render("synth-refcoco", cut, "c")
     assert "`python -m bench.stage1_trials`" in md
     # recorded trials are not run again: with every chosen trial in the JSON the command only renders
     (tmp_path / "synth-refcoco-stage1-trials.json").write_text(json.dumps({"trials": rows}))

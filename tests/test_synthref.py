@@ -266,3 +266,21 @@ def test_unknown_profile_is_refused(tmp_path):
         generate(tmp_path, SynthRefConfig(images=1, profile="coco"), progress=False)
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--profile", "coco"])
+
+
+def test_extra_test_images_grow_test_alone(tmp_path):
+    base = SynthRefConfig(images=20, seed=3, size=64)
+    grown = SynthRefConfig(images=20, seed=3, size=64, extra_test_images=8)
+    generate(tmp_path / "a", base, progress=False)
+    generate(tmp_path / "b", grown, progress=False)
+    (inst_a, refs_a), (inst_b, refs_b) = _load(tmp_path / "a"), _load(tmp_path / "b")
+    assert len(inst_b["images"]) == 28
+    first = [r for r in refs_b if r["image_id"] <= 20]
+    assert first == refs_a  # the first 20 images' refs, splits and sentences are unchanged
+    for i in range(20):  # and so are their pixels
+        name = f"synthref_{i:06d}.png"
+        assert (tmp_path / "a" / "images" / name).read_bytes() == (tmp_path / "b" / "images" / name).read_bytes()
+    extra = [r for r in refs_b if r["image_id"] > 20]
+    assert extra and {r["split"] for r in extra} == {"test"}
+    assert "extra_test_images" not in inst_a["info"]["config"]  # earlier draws' records stay equal
+    assert inst_b["info"]["config"]["extra_test_images"] == 8

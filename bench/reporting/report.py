@@ -28,6 +28,7 @@ import seaborn as sns  # noqa: E402
 from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table  # noqa: E402
 from bench.spine.baselines import ORACLE_BASELINES, PROPOSAL_BASELINES  # noqa: E402
 from bench.spine.presets import DEFAULT_PRESET  # noqa: E402
+from bench.spine.proposals import ATTRIBUTE_FORMS, form_key  # noqa: E402
 from bench.spine.results import KINDS, ROW_FIELDS, summarise  # noqa: E402
 from bench.spine.tracking import DEFAULT_TRACKING_URI, Tracker  # noqa: E402
 from risclip.config import LADDER, PAPER_MIOU  # noqa: E402
@@ -89,8 +90,14 @@ def load_rows(tracker: Tracker, parent) -> pd.DataFrame:
     for kind in KINDS:
         df[f"{kind}_mIoU"] = math.nan
         df[f"{kind}_select_mIoU"] = math.nan
+    for f in ATTRIBUTE_FORMS:
+        df[f"attribute_{form_key(f)}_select_mIoU"] = math.nan
     for i, r in df.iterrows():
         m = tracker.get_run(r["mlflow_run_id"]).data.metrics
+        if r["kind"] in ("variant", "reference"):
+            for f in ATTRIBUTE_FORMS:
+                col = f"attribute_{form_key(f)}_select_mIoU"
+                df.loc[i, col] = m.get(f"test_{col}", math.nan)
         for kind in KINDS:
             if r["kind"] in ("variant", "reference"):
                 df.loc[i, f"{kind}_mIoU"] = m.get(f"test_{kind}_mIoU", math.nan)
@@ -192,6 +199,7 @@ class PerExpression:
 
     def __init__(self, tracker: Tracker, df: pd.DataFrame) -> None:
         self.tracker, self.df, self._cache = tracker, df, {}
+        self._images: dict[int, int] = {}  # sent_id -> image_id, where the runs recorded it
 
     def _run(self, run_id: str) -> list[dict]:
         if run_id not in self._cache:
@@ -210,7 +218,17 @@ class PerExpression:
             if rows:
                 out[int(r["seed"])] = {int(x["sent_id"]): 100.0 * float(x["iou"]) for x in rows
                                        if kind is None or x.get("kind") == kind}
+                for x in rows:
+                    if "image_id" in x:
+                        self._images.setdefault(int(x["sent_id"]), int(x["image_id"]))
         return out
+
+    def groups(self, exprs: list[int]) -> list[int] | None:
+        """Each expression's image, for the cluster bootstrap (bench.reporting.bootstrap), when the runs
+        recorded every one of them; None (resample expressions) otherwise."""
+        if all(e in self._images for e in exprs):
+            return [self._images[e] for e in exprs]
+        return None
 
     def gap(self, a: str, b: str, kind: str | None = None, b_kind: str = "variant") -> Gap | None:
         """Paired bootstrap CI of ``b``'s mean IoU minus ``a``'s (:func:`bench.bootstrap.paired_gap`), or None
@@ -224,13 +242,16 @@ class PerExpression:
         exprs = sorted(set.intersection(*(set(r) for r in [*pa.values(), *pb.values()])))
         if not exprs:
             return None
-        return paired_gap(table(pa, exprs, seeds), table(pb, exprs, seeds))
+        return paired_gap(table(pa, exprs, seeds), table(pb, exprs, seeds), groups=self.groups(exprs))
 
     def mean(self, components: str) -> Gap | None:
         """A variant's mean IoU over its seeds and the test expressions every seed scored, with the 95%
         bootstrap CI of that mean (:func:`bench.bootstrap.mean_ci`); None without per-expression IoUs."""
         runs = self.of(components)
-        return mean_ci(table(runs)) if runs else None
+        if not runs:
+            return None
+        exprs = sorted(set.intersection(*(set(r) for r in runs.values())))
+        return mean_ci(table(runs, exprs), groups=self.groups(exprs))
 
 
 def reused_rung_runs(df: pd.DataFrame, tracker: Tracker | None = None) -> int:
@@ -352,6 +373,24 @@ def grounding_target_lines(variants: list[dict], df: pd.DataFrame, oracle_cap: f
         out.append(f"- Rung 1's mIoU at least half the stage-1 oracle cap ({oracle_cap:.1f}): {m:.2f} "
                    f"({'met' if m >= oracle_cap / 2 else 'NOT met'})")
     return out
+
+
+def attribute_form_lines(rows: list[dict], df: pd.DataFrame) -> list[str]:
+    """Attribute select split by the words that pick the referent (bench.spine.proposals.attribute_form), for
+    the runs that recorded it: colour is a patch's own property, size is not."""
+    cols = [f"attribute_{form_key(f)}_select_mIoU" for f in ATTRIBUTE_FORMS]
+    if not any(c in df and df[c].astype(float).notna().any() for c in cols):
+        return []
+    out = ["## Attribute select by form (mean over seeds)", "",
+           "Attribute expressions split by the words that pick their referent: the shape alone (\"the square\"), "
+           "colour, size, or size and colour (`bench/spine/proposals.py: attribute_form`). Select mIoU: the share of "
+           "referents the map picks among the image's instance masks.", "",
+           "| rung | components | " + " | ".join(ATTRIBUTE_FORMS) + " |", "|---|---|" + "---|" * len(ATTRIBUTE_FORMS)]
+    for s in rows:
+        sub = df[(df["kind"] == s["kind"]) & (df["components"] == s["components"])]
+        rung = s["rung"] if s["rung"] is not None else "-"
+        out.append(f"| {rung} | {s['components']} | " + " | ".join(_fmt(_col(sub, c)) for c in cols) + " |")
+    return out + [""]
 
 
 def _col(sub: pd.DataFrame, col: str) -> float:
@@ -504,12 +543,19 @@ def other_draw_lines(tracker: Tracker, variants: list[dict], draw: str,
             half = (theirs.high - theirs.low) / 2
             d = mine.estimate - theirs.estimate
             out += ["", f"- Test split large enough: the two draws' rung-1 means differ by less than the half-width of "
-                        f"the committed draw's bootstrap 95% CI of its mean ({theirs.expressions} expressions, "
+                        f"the committed draw's bootstrap 95% CI of its mean ({_resampled(theirs)}, "
                         f"{theirs.seeds} seeds): {d:+.2f} vs ±{half:.2f} "
                         f"({'met' if abs(d) < half else 'NOT met'}; committed {theirs.estimate:.2f} "
                         f"[{theirs.low:.2f}, {theirs.high:.2f}], this draw {mine.estimate:.2f} "
                         f"[{mine.low:.2f}, {mine.high:.2f}] over {mine.expressions} expressions)"]
     return out
+
+
+def _resampled(g: Gap) -> str:
+    """What a CI resampled: whole images (the cluster bootstrap) or single expressions."""
+    if g.images:
+        return f"{g.expressions} expressions in {g.images} test images, resampled by image"
+    return f"{g.expressions} expressions, resampled one by one"
 
 
 def form_choice_lines(tracker: Tracker, df: pd.DataFrame, tuning: pd.DataFrame) -> list[str]:
@@ -684,7 +730,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
               f"({_swap_share(tracker, df)}; `risclip/data/controls.py`).", "",
               "`gain` is the change in mean mIoU from the rung above, with its paired bootstrap 95% CI: test "
               "expressions and seeds resampled together, the same draw for both rungs (`bench/reporting/bootstrap.py`; every "
-              "test expression is scored). `select mIoU` scores the variant's map as a chooser "
+              "test expression is scored; where the runs recorded each expression's image, whole test images are "
+              "resampled with all their expressions). `select mIoU` scores the variant's map as a chooser "
               "among the image's ground-truth instance masks (the one with the highest mean map value; "
               "`bench/spine/proposals.py`), the terms the oracle-proposal baselines below play on; on SynthRef it is the "
               "share of expressions whose referent was chosen. `ms/img` (batch 1) and `peak MB` (growth of the "
@@ -711,8 +758,9 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
         lines.append(f"| {rung} | {name} | "
                      + " | ".join(f"{_fmt(sub[f'{k}_mIoU'].mean())} ({_fmt(sub[f'{k}_select_mIoU'].mean())})"
                                   f" / {_fmt(_col(sub, f'{k}_swap_mIoU'))}" for k in KINDS) + " |")
+    lines += [""] + attribute_form_lines(variants + references, df)
     spread = rerun_spread(tracker, df)
-    lines += ["", "## Targets, checked from the numbers above", ""] + target_lines(
+    lines += ["## Targets, checked from the numbers above", ""] + target_lines(
         variants, baselines, spread, metrics, df, minutes=30.0 if preset == "synth-cpu" else 60.0, per_expr=per_expr,
         reused=reused_rung_runs(df, tracker))
     lines += grounding_target_lines(variants, df, oracle_cap)

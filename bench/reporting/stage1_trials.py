@@ -79,6 +79,17 @@ TRIALS: dict[str, Trial] = {
                                                           "train.threshold_from_val=true")),
     "all-train-1-epoch-val-cut": Trial("all-train-1-epoch, cut chosen on val", (
         "data.max_train_samples=null", "train.stage1_epochs=1", "train.threshold_from_val=true")),
+    # the attribute series (issue 20): how far more sentences and epochs move rung 1's attribute select, on
+    # every val expression (the first 600 hold about 200 attribute expressions: +-3 points of select)
+    "full-val": Trial("the preset's recipe, scored on every val expression", ("data.max_eval_samples=null",)),
+    "lr-1e-2-full-val": Trial("lr 1e-2, every val expression", ("train.lr=0.01", "data.max_eval_samples=null")),
+    "lr-1e-3-full-val": Trial("lr 1e-3, every val expression", ("train.lr=0.001", "data.max_eval_samples=null")),
+    "all-train-1-epoch-full-val": Trial("every train sentence for 1 epoch, every val expression", (
+        "data.max_train_samples=null", "train.stage1_epochs=1", "data.max_eval_samples=null")),
+    "all-train-2-epochs-full-val": Trial("every train sentence for 2 epochs, every val expression", (
+        "data.max_train_samples=null", "train.stage1_epochs=2", "data.max_eval_samples=null")),
+    "all-train-3-epochs-full-val": Trial("every train sentence for 3 epochs, every val expression", (
+        "data.max_train_samples=null", "train.stage1_epochs=3", "data.max_eval_samples=null")),
     "overfit-96": Trial("96 train sentences for 60 epochs, scored on those same sentences (can it fit at all?)",
                         ("data.max_train_samples=96", "train.stage1_epochs=60", "data.test_split=train",
                          "data.max_eval_samples=96")),
@@ -152,6 +163,8 @@ def run_trial(preset: P.Preset, name: str, seed: int = 0) -> dict:
             "finetune": t.finetune, "frozen_text": t.frozen_text, "split": p.data.test_split,
             "samples": r.eval_samples, "mIoU": r.metrics["mIoU"], "select": sel["overall"]["mIoU"],
             **{f"select_{k}": sel["by_kind"].get(k, {}).get("mIoU") for k in KINDS},
+            "select_attribute_forms": {f: v["mIoU"] for f, v in sel.get("by_form", {}).items()},
+            "attribute_form_counts": {f: int(v["count"]) for f, v in sel.get("by_form", {}).items()},
             "swap": r.controls.get("swap", {}).get("metrics", {}).get("mIoU"),
             "threshold": r.threshold, "fixed_mIoU": r.protocol_metrics.get("fixed", {}).get("mIoU"),
             "train_seconds": r.train_seconds, "last_loss": r.history[-1]["loss"] if r.history else None}
@@ -166,20 +179,25 @@ def render(preset: str, rows: list[dict], command: str) -> str:
              "", f"- Made by: `{command}` (a trial already in the JSON is not run again; `--force` re-runs)",
              "- Rung 1 (value + adapters), seed 0, one change at a time against the preset's recipe",
              "- Train seconds are as measured on a 2-core machine that sometimes ran other work beside them", "",
-             "| trial | what changes | mIoU | cut | mIoU at 0.5 | select | attribute | position | relation | swap mIoU | swap / mIoU | "
-             "train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| trial | what changes | val expressions | mIoU | cut | mIoU at 0.5 | select | attribute | attribute by form "
+             "(colour / size / size+colour) | position | relation | swap mIoU | swap / mIoU | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         share = r["swap"] / r["mIoU"] if r.get("swap") is not None and r["mIoU"] else None
         cut = r.get("threshold")
         at_half = r["fixed_mIoU"] if r.get("fixed_mIoU") is not None else r["mIoU"]  # no cut chosen: scored at 0.5
-        lines.append(f"| {r['trial']} | {r['what']} | {f(r['mIoU'])} | {'0.50' if cut is None else f'{cut:.2f}'} | "
-                     f"{f(at_half)} | "
-                     f"{f(r['select'])} | {f(r['select_attribute'])} | "
+        forms = r.get("select_attribute_forms") or {}
+        by_form = " / ".join(f(forms.get(k)) for k in ("colour", "size", "size+colour")) if forms else "-"
+        lines.append(f"| {r['trial']} | {r['what']} | {r.get('samples', '-')} | {f(r['mIoU'])} | "
+                     f"{'0.50' if cut is None else f'{cut:.2f}'} | {f(at_half)} | "
+                     f"{f(r['select'])} | {f(r['select_attribute'])} | {by_form} | "
                      f"{f(r['select_position'])} | {f(r['select_relation'])} | {f(r['swap'])} | "
                      f"{'-' if share is None else f'{100 * share:.0f}%'} | {f(r['train_seconds'])} |")
     lines += ["", "Select columns: the share of referents the map picks among its image's instance masks, overall and "
-              "by expression kind. `cut`: the sigmoid cut of the masks (0.50 unless chosen on val; rows recorded "
-              "before the column existed used 0.50). `overfit-96` is scored on its own 96 train sentences, not on val.", ""]
+              "by expression kind; attribute expressions also by the words that pick the referent (colour alone, size "
+              "alone, or both; `bench/spine/proposals.py: attribute_form`; rows recorded before the column existed show "
+              "-). `cut`: the sigmoid cut of the masks (0.50 unless chosen on val; rows recorded before the column "
+              "existed used 0.50). `overfit-96` is scored on its own 96 train sentences, not on val.", ""]
     return "\n".join(lines)
 
 

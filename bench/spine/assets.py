@@ -52,7 +52,9 @@ def ensure_data(preset: P.Preset, progress: bool | None) -> None:
                          f"it in the refer layout (see README, Data)")
     from risclip.data.synthref import generate
 
-    tqdm.write(f"generating SynthRef ({preset.synthref.images} images) in {d.data_root} ...")
+    extra = preset.synthref.extra_test_images
+    tqdm.write(f"generating SynthRef ({preset.synthref.images} images{f' and {extra} more test images' if extra else ''}) "
+               f"in {d.data_root} ...")
     generate(d.data_root, preset.synthref, progress=progress)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.spine import presets as P
-from bench.spine.proposals import ProposalSelection
+from bench.spine.proposals import ProposalSelection, form_key
 from bench.spine.tracking import metric_key
 from risclip.config import PAPER_MIOU, Components, ModelConfig, TrainConfig
 from risclip.engine import Hook, RunResult, build_dataset, run_variant
@@ -103,7 +103,8 @@ def control_metrics(controls: dict[str, dict]) -> dict[str, float]:
 
 def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> dict[str, float]:
     """The metrics a variant run logs, named once here: ``test_*`` (protocol ours), ``test_<protocol>_*``,
-    ``val_*``, ``test_<kind>_mIoU`` / ``_oIoU``, select mIoU overall and per kind, the text controls
+    ``val_*``, ``test_<kind>_mIoU`` / ``_oIoU``, select mIoU overall, per kind and per attribute form
+    (``test_attribute_<form>_select_mIoU``, :func:`bench.spine.proposals.attribute_form`), the text controls
     (:func:`control_metrics`), ``threshold`` (the sigmoid cut test was scored at) and, when it was chosen on
     val (``TrainConfig.threshold_from_val``), ``val_cut_<cut>_mIoU`` for every cut tried, times and cost."""
     final = {f"test_{metric_key(k)}": v for k, v in result.metrics.items()}
@@ -115,6 +116,8 @@ def final_metrics(result: RunResult, select: dict, cost: dict[str, float]) -> di
     if select:
         final["test_select_mIoU"] = select["overall"]["mIoU"]
         final.update({f"test_{kind}_select_mIoU": ms["mIoU"] for kind, ms in select["by_kind"].items()})
+        final.update({f"test_attribute_{form_key(f)}_select_mIoU": ms["mIoU"]
+                      for f, ms in select.get("by_form", {}).items()})
     final.update(control_metrics(result.controls))
     if result.threshold is not None:  # the sigmoid cut test was scored at (the protocol's, or chosen on val)
         final["threshold"] = result.threshold

@@ -38,6 +38,12 @@ class SynthRefConfig:
       word ("the square on the left", "the left square"). ``min_objects`` / ``max_objects`` do not apply.
     * ``dense``: the first generator (3-6 small objects packed by bounding box, one phrasing): kept
       byte-identical for the same seed so that earlier results stay comparable.
+
+    ``extra_test_images`` grows the test split alone: images ``images .. images + extra_test_images - 1``
+    are drawn by the same generator (each image has its own random stream, ``[seed, index]``) and all go to
+    test, so images ``0 .. images - 1`` and the train and val splits are byte-identical to a draw without
+    them. A ~190-image test split lets the draw decide a rung's mean by more than its CI; this is the lever
+    that narrows it without touching what is trained or selected on.
     """
 
     images: int = 2000
@@ -52,6 +58,7 @@ class SynthRefConfig:
     striped_fraction: float = 0.3
     noise_std: float = 5.0
     margin_fraction: float = 0.06  # spatial words need this share of the image size as a clear margin
+    extra_test_images: int = 0  # more test images after the first ``images`` (train and val unchanged)
 
 
 @dataclass

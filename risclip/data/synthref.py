@@ -227,6 +227,8 @@ def generate_image(index: int, cfg: SynthRefConfig) -> GeneratedImage:
     u = rng.random()  # the split is drawn before the captions (the dense profile's order of draws)
     f_train, f_val, _ = cfg.split_fractions
     split = "train" if u < f_train else ("val" if u < f_train + f_val else "test")
+    if index >= cfg.images:  # cfg.extra_test_images: beyond the main draw every image is a test image
+        split = "test"
     if dense:
         captions = captions_for(objs, rng)
     else:
@@ -292,7 +294,7 @@ def generate(out: str | Path, cfg: SynthRefConfig, progress: bool | None = None)
     images, annotations, refs, captions = [], [], [], []
     ann_id = ref_id = sent_id = cap_id = 0
     counts: dict[str, int] = {}
-    bar = tqdm(range(cfg.images), desc="SynthRef", unit="img", disable=(None if progress is None else not progress),
+    bar = tqdm(range(cfg.images + cfg.extra_test_images), desc="SynthRef", unit="img", disable=(None if progress is None else not progress),
                leave=False)
     for i in bar:
         g = generate_image(i, cfg)
@@ -345,6 +347,8 @@ def config_record(cfg: SynthRefConfig) -> dict:
     """The generator settings as instances.json records them (``info.config``). The dense profile
     writes exactly the fields it always wrote, so its files stay byte-identical."""
     rec = {**cfg.__dict__, "split_fractions": list(cfg.split_fractions)}
+    if not cfg.extra_test_images:  # records written before the field existed stay equal
+        rec.pop("extra_test_images")
     if cfg.profile == "dense":
         rec.pop("profile")
     return rec
@@ -378,6 +382,8 @@ def generate_main(argv: Sequence[str]) -> int:
                         help="scene statistics: refcoco (few large objects, RefCOCO-like; default) or dense "
                              "(the first generator, byte-identical to it)")
     parser.add_argument("--images", type=int, default=SynthRefConfig.images, help="number of images (default %(default)s)")
+    parser.add_argument("--extra-test-images", type=int, default=0,
+                        help="more test images after the first --images (train and val unchanged; default 0)")
     parser.add_argument("--seed", type=int, default=SynthRefConfig.seed, help="random seed (default %(default)s)")
     parser.add_argument("--size", type=int, default=SynthRefConfig.size, help="image side in pixels (default %(default)s)")
     parser.add_argument("--min-objects", type=int, default=SynthRefConfig.min_objects, help="dense profile only")
@@ -386,12 +392,15 @@ def generate_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error("--images must be at least 1")
+    if args.extra_test_images < 0:
+        parser.error("--extra-test-images must be at least 0")
     if args.size < 48:
         parser.error("--size must be at least 48 pixels (objects would not fit)")
     if not 2 <= args.min_objects <= args.max_objects <= 12:
         parser.error("need 2 <= --min-objects <= --max-objects <= 12")
     cfg = SynthRefConfig(images=args.images, seed=args.seed, size=args.size, profile=args.profile,
-                         min_objects=args.min_objects, max_objects=args.max_objects)
+                         min_objects=args.min_objects, max_objects=args.max_objects,
+                         extra_test_images=args.extra_test_images)
     try:
         summary = generate(args.out, cfg, progress=False if args.no_progress else None)
     except OSError as e:
