@@ -1,8 +1,9 @@
 """``python -m bench.stage1_trials``: what stage 1 needs to read its text. Rung 1 (value + adapters) trained
 with one change at a time against the preset's own recipe, each scored on the first 600 val expressions
-(never test): mIoU, select mIoU per expression kind and the swap control (each sentence replaced by
-another referent's of its image). Where the proxy-CLIP trials (``python -m bench.proxy_trials``) ask
-whether the frozen features hold what the text names, these ask whether training can use it.
+(the ``-full-val`` trials: every val expression; never test): mIoU, select mIoU per expression kind and
+per attribute form, and the swap control (each sentence replaced by another referent's of its image).
+Where the proxy-CLIP trials (``python -m bench.proxy_trials``) ask whether the frozen features hold what
+the text names, these ask whether training can use it.
 
 Two trials change what trains, which no preset does, and so patch the model's parameter groups for their
 run only (here, never in :mod:`risclip`): ``finetune`` also trains every CLIP weight at a tenth of the
@@ -90,6 +91,8 @@ TRIALS: dict[str, Trial] = {
         "data.max_train_samples=null", "train.stage1_epochs=2", "data.max_eval_samples=null")),
     "all-train-3-epochs-full-val": Trial("every train sentence for 3 epochs, every val expression", (
         "data.max_train_samples=null", "train.stage1_epochs=3", "data.max_eval_samples=null")),
+    "all-train-1-epoch-lr-1e-2-full-val": Trial("every train sentence for 1 epoch at lr 1e-2, every val expression", (
+        "data.max_train_samples=null", "train.stage1_epochs=1", "train.lr=0.01", "data.max_eval_samples=null")),
     "overfit-96": Trial("96 train sentences for 60 epochs, scored on those same sentences (can it fit at all?)",
                         ("data.max_train_samples=96", "train.stage1_epochs=60", "data.test_split=train",
                          "data.max_eval_samples=96")),
@@ -175,7 +178,7 @@ def render(preset: str, rows: list[dict], command: str) -> str:
         return "-" if x is None else f"{x:.1f}"
 
     lines = [f"# What stage 1 needs to read its text ({preset})", "",
-             "**Every number here is ours, measured on SynthRef val (the first 600 expressions); none is the paper's.**",
+             "**Every number here is ours, measured on SynthRef val (the first 600 expressions, or as many as the `val expressions` column says); none is the paper's.**",
              "", f"- Made by: `{command}` (a trial already in the JSON is not run again; `--force` re-runs)",
              "- Rung 1 (value + adapters), seed 0, one change at a time against the preset's recipe",
              "- Train seconds are as measured on a 2-core machine that sometimes ran other work beside them", "",
