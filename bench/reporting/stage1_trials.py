@@ -91,8 +91,6 @@ TRIALS: dict[str, Trial] = {
         "data.max_train_samples=null", "train.stage1_epochs=2", "data.max_eval_samples=null")),
     "all-train-3-epochs-full-val": Trial("every train sentence for 3 epochs, every val expression", (
         "data.max_train_samples=null", "train.stage1_epochs=3", "data.max_eval_samples=null")),
-    "all-train-1-epoch-lr-1e-2-full-val": Trial("every train sentence for 1 epoch at lr 1e-2, every val expression", (
-        "data.max_train_samples=null", "train.stage1_epochs=1", "train.lr=0.01", "data.max_eval_samples=null")),
     "overfit-96": Trial("96 train sentences for 60 epochs, scored on those same sentences (can it fit at all?)",
                         ("data.max_train_samples=96", "train.stage1_epochs=60", "data.test_split=train",
                          "data.max_eval_samples=96")),

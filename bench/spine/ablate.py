@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import shlex
 import shutil
 import statistics
 import sys
@@ -404,7 +405,7 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
     fingerprint = data_fingerprint(preset)
     git_rev = git_revision()
     parent_tags = {"kind": "invocation", "preset": preset.name, "git_revision": git_rev,
-                   "data_fingerprint": fingerprint, "command": " ".join(["python -m bench.ablate", *(argv or sys.argv[1:])]),
+                   "data_fingerprint": fingerprint, "command": "python -m bench.ablate " + shlex.join(argv or sys.argv[1:]),
                    "variants": ";".join(str(v) for v in variants), "seeds": ",".join(map(str, seeds)),
                    "overrides": ";".join(a.overrides), "world_size": str(dist.world_size()),
                    "protocols": ",".join(protocols), "tuned": tuned_file,
