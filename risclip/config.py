@@ -298,6 +298,12 @@ class TrainConfig(_Hashable):
     # objects costs as much as lighting background; 0 (default): the paper's loss alone
     spatial_ce_weight: float = 0.0
     amp: bool = True  # bf16 autocast, only on CUDA
+    # bf16 autocast on a CPU as well (our addition, a cost choice; off by default, so every earlier run stays as it
+    # was): the linear layers run in bf16 while the attention kernels stay float32 (risclip.kernels.sdpa) and the
+    # losses are computed in float32. On a CPU with native bf16 (avx512_bf16 or AMX) a stage-1 step of RIS-Tiny at
+    # 128 px takes about half the float32 time; on a CPU without it bf16 is emulated and slower. Changes the
+    # numbers (rounding), so it is part of every key.
+    cpu_amp: bool = False
     device: str = "auto"
     num_workers: int = 0
     progress: bool | None = None  # None: bars only on a terminal
@@ -318,12 +324,20 @@ class TrainConfig(_Hashable):
     # while a pixel decoder over-covers (0.6); one rule for every variant, chosen on val, reads each at its own
     # best cut. Evaluation only: it never changes what is learnt (out of stage1_key).
     threshold_from_val: bool = False
+    # stage 2 (the decoder) reads only the train sentences DataConfig.max_train_samples=N would keep (the same
+    # selection rule, "first" or "spread", applied with N), so that stage 1 can see more sentences than stage 2
+    # pays for (our choice; None: stage 2 reads stage 1's sentences). Out of stage1_key: it changes no stage-1
+    # weight.
+    stage2_max_samples: int | None = None
 
     _LATER_FIELDS = {"pin_memory": None, "persistent_workers": True, "prefetch_factor": 4, "compile": "off",
-                     "spatial_ce_weight": 0.0, "threshold_from_val": False}
+                     "spatial_ce_weight": 0.0, "threshold_from_val": False, "cpu_amp": False,
+                     "stage2_max_samples": None}
 
     def __post_init__(self) -> None:
         if self.compile not in ("off", *COMPILE_MODES):
             raise ValueError(f"unknown compile '{self.compile}'; valid: off, {', '.join(COMPILE_MODES)}")
         if self.prefetch_factor < 1:
             raise ValueError(f"prefetch_factor must be at least 1, not {self.prefetch_factor}")
+        if self.stage2_max_samples is not None and self.stage2_max_samples < 1:
+            raise ValueError(f"stage2_max_samples must be at least 1 (or None), not {self.stage2_max_samples}")

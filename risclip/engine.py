@@ -159,7 +159,7 @@ def compile_for(model: RISCLIP, cfg: TrainConfig, sample: tuple[torch.Tensor, to
         return 0.0
     model.set_stage(None)
     t0 = time.perf_counter()
-    with torch.no_grad(), _autocast(sample[0].device, cfg.amp):
+    with torch.no_grad(), _autocast(sample[0].device, cfg):
         model(*sample)
     if sample[0].device.type == "cuda":
         torch.cuda.synchronize(sample[0].device)
@@ -203,9 +203,12 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
+def _autocast(device: torch.device, cfg: TrainConfig):
+    """bf16 autocast on CUDA (``cfg.amp``) and on a CPU (``cfg.cpu_amp``); otherwise float32."""
+    if device.type == "cuda" and cfg.amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and cfg.cpu_amp:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
 
 
@@ -313,7 +316,7 @@ class PatchLevelCache:
         disable = None if cfg.progress is None else not cfg.progress
         with torch.no_grad():
             for batch in tqdm(loader, desc="stage 2: stage-1 outputs", unit="batch", leave=False, disable=disable):
-                with _autocast(device, cfg.amp):
+                with _autocast(device, cfg):
                     p = model.patch_level(batch["image"].to(device), batch["tokens"].to(device))
                 logits.append(p.logits)
                 cosine.append(p.cosine)
@@ -399,11 +402,11 @@ def train_epoch(net, model: RISCLIP, batches, rule: StageRule, cfg: TrainConfig,
     for step, batch in enumerate(bar):
         if cache is not None:
             patch, mask = batch
-            with _autocast(device, cfg.amp):
+            with _autocast(device, cfg):
                 out = model.pixel_level(patch, cache.out_size)
         else:
             mask = batch["mask"].to(device, non_blocking=True)
-            with _autocast(device, cfg.amp):
+            with _autocast(device, cfg):
                 out = net(batch["image"].to(device, non_blocking=True), batch["tokens"].to(device, non_blocking=True))
         loss = rule.loss(out, mask, model.grid, cfg)
         if not torch.isfinite(loss):
@@ -557,24 +560,26 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
         kinds = [m["kind"] for m in batch["meta"]]
         sent_ids += [m["sent_id"] for m in batch["meta"]]
         image_ids += [m["image_id"] for m in batch["meta"]]
-        keys = {p.name: PredictionMemo.keys(batch, p) for p in chosen} if memo is not None else {}
-        held = [memo.get(k) for k in keys[chosen[0].name]] if lookup else [None] * len(kinds)
+        # the memo holds the first protocol's masks only: a later lookup (the swap control) scores one protocol,
+        # the test pass's first
+        keys = PredictionMemo.keys(batch, chosen[0]) if memo is not None else []
+        held = [memo.get(k) for k in keys] if lookup else [None] * len(kinds)
         run = [i for i, h in enumerate(held) if h is None]
         if run:
             part = batch if len(run) == len(held) else _sub_batch(batch, run)
             images, index = distinct_images(part)
-            with _autocast(device, cfg.amp):
+            with _autocast(device, cfg):
                 out = _forward_distinct(model, images.to(device), part["tokens"].to(device), index.to(device))
             for ev in evaluators:
                 ev.process(part, out)
-        for p in chosen:
+        for j, p in enumerate(chosen):
             preds: list[torch.Tensor | None] = [None if h is None else h.to(device) for h in held]
             if run:
                 made, _ = binarise(model, out, part, p, device)
                 for i, m in zip(run, made):
                     preds[i] = m
-                    if memo is not None:
-                        memo.put(keys[p.name][i], m)
+                    if memo is not None and j == 0:
+                        memo.put(keys[i], m)
             meters[p.name].update(preds, _targets(batch, p, device), kinds=kinds)
     reduce = dist.all_reduce_sum if dist.active() else None
     first = meters[chosen[0].name]
@@ -687,6 +692,14 @@ def build_dataset(data: DataConfig, model_cfg: ModelConfig, split: str, train: b
                         sample_order="spread" if train and data.train_subset == "spread" else "first")
 
 
+def stage2_set(train_set: ReferDataset, data: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig) -> ReferDataset:
+    """Stage 2's train sentences: stage 1's, or the fewer that ``cfg.stage2_max_samples`` keeps."""
+    cap = cfg.stage2_max_samples
+    if cap is None or cap >= len(train_set) or not model_cfg.components.decoder:
+        return train_set
+    return build_dataset(dataclasses.replace(data, max_train_samples=cap), model_cfg, data.train_split, train=True)
+
+
 # TrainConfig fields that change how a run is executed, never its numbers (stage1_key leaves them out)
 RUNTIME_FIELDS: tuple[str, ...] = ("progress", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
 _TRAIN_DEFAULTS = TrainConfig()
@@ -701,7 +714,7 @@ def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCon
     runtime = {k: getattr(_TRAIN_DEFAULTS, k) for k in RUNTIME_FIELDS}  # how the data is fed, not what is learnt
     # the cut is read after training (TrainConfig.threshold_from_val): it never changes the weights
     t = dataclasses.replace(train_cfg, stage2_epochs=0, decoder_lr=0.0, eval_batch_size=0, threshold_from_val=False,
-                            **runtime)
+                            stage2_max_samples=None, **runtime)
     return f"{m.config_hash()}-{t.config_hash()}-{data_cfg.config_hash()}"
 
 
@@ -758,7 +771,8 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
                 _save_atomic({"model": model.stage_state_dict(1), "history_keys": keys,
                               "history": torch.tensor([[float(r[k]) for k in keys] for r in h1])}, cached)
             dist.barrier()
-        history += train_stage(model, train_set, 2, train_cfg, wd, device, hooks, run_key)
+        history += train_stage(model, stage2_set(train_set, data_cfg, model_cfg, train_cfg), 2, train_cfg, wd, device,
+                               hooks, run_key)
     train_seconds = time.perf_counter() - t0
     final = None
     if wd is not None:

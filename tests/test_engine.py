@@ -302,3 +302,46 @@ def test_threshold_from_val_scores_test_at_the_best_val_cut(data, tmp_path):
     zero = run_variant(ModelConfig.tiny(components="none"), TrainConfig(**FAST, threshold_from_val=True), data)
     assert zero.threshold is None and not zero.val_cuts
 
+
+
+def test_stage2_max_samples_caps_the_decoder_stage_only(data, tmp_path, monkeypatch):
+    from risclip.engine import stage1_key
+
+    capped = TrainConfig(**{**FAST, "stage2_max_samples": 8})
+    model_cfg = ModelConfig.tiny(components="adapters,decoder")
+    # stage 1 learns the same weights with or without the cap; the cap is out of the hash at its default
+    assert stage1_key(model_cfg, capped, data) == stage1_key(model_cfg, TrainConfig(**FAST), data)
+    assert "stage2_max_samples" not in TrainConfig(**FAST).to_dict()
+    with pytest.raises(ValueError, match="stage2_max_samples"):
+        TrainConfig(stage2_max_samples=0)
+    seen = {}
+    real = engine.train_stage
+
+    def spy(model, dataset, stage, *args, **kwargs):
+        seen[stage] = [dataset[i]["meta"]["sent_id"] for i in range(len(dataset))]
+        return real(model, dataset, stage, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_stage", spy)
+    run_variant(model_cfg, capped, data, tmp_path, evaluate_val=False)
+    assert len(seen[1]) == 16 and seen[2] == seen[1][:8]  # "first": the first 8 of stage 1's sentences
+
+
+def test_cpu_amp_trains_in_bf16_and_stays_close_to_float32(data, tmp_path):
+    seen = []
+
+    def trained(model):
+        x = torch.randn(2, 3, 96, 96)
+        tokens = torch.randint(1, 40, (2, model.cfg.context_length))
+        with engine._autocast(torch.device("cpu"), cfg):
+            seen.append(model.patch_level(x, tokens).logits.dtype)
+
+    cfg = TrainConfig(**{**FAST, "cpu_amp": True})
+    assert TrainConfig(**FAST).config_hash() != cfg.config_hash()
+    m = ModelConfig.tiny(components="adapters,cfe")
+    bf16 = run_variant(m, cfg, data, tmp_path / "bf16", hooks=[FunctionHook(trained=trained)], evaluate_val=False)
+    fp32 = run_variant(m, TrainConfig(**FAST), data, tmp_path / "fp32", evaluate_val=False)
+    assert seen == [torch.bfloat16]
+    losses = [(a["loss"], b["loss"]) for a, b in zip(bf16.history, fp32.history)]
+    assert all(torch.isfinite(torch.tensor(a)) for a, _ in losses)
+    assert all(abs(a - b) < 0.05 * b for a, b in losses), losses
+    assert bf16.history[0]["loss"] != fp32.history[0]["loss"]  # bf16 really ran

@@ -133,3 +133,18 @@ def test_compiled_equals_eager():
     K.compile_model(fused)
     images, tokens = _inputs(eager.cfg)
     assert _max_diff(eager, fused, images, tokens) <= TOL
+
+
+def test_sdpa_runs_attention_in_float32_under_cpu_bf16_autocast():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 17, 16) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 17, dtype=torch.bool)
+    mask[..., -3:] = False
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.equal(K.sdpa(q, k, v, attn_mask=mask), exact)  # float32 in: the plain kernel
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = K.sdpa(q.bfloat16(), k.bfloat16(), v.bfloat16(), attn_mask=mask)
+    assert out.dtype == torch.bfloat16
+    ref = torch.nn.functional.scaled_dot_product_attention(q.bfloat16().float(), k.bfloat16().float(),
+                                                           v.bfloat16().float(), attn_mask=mask)
+    assert torch.equal(out, ref.bfloat16())  # computed from the bf16 inputs in float32, rounded once

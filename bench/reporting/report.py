@@ -29,7 +29,7 @@ from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table  # noqa: E
 from bench.spine.baselines import ORACLE_BASELINES, PROPOSAL_BASELINES  # noqa: E402
 from bench.spine.presets import DEFAULT_PRESET  # noqa: E402
 from bench.spine.proposals import ATTRIBUTE_FORMS, form_key  # noqa: E402
-from bench.spine.results import KINDS, ROW_FIELDS, _num, summarise  # noqa: E402
+from bench.spine.results import KINDS, ROW_FIELDS, num, summarise  # noqa: E402
 from bench.spine.tracking import DEFAULT_TRACKING_URI, Tracker  # noqa: E402
 from risclip.config import LADDER, PAPER_MIOU  # noqa: E402
 
@@ -259,13 +259,13 @@ def reused_rung_runs(df: pd.DataFrame, tracker: Tracker | None = None) -> int:
     earlier invocations, and (with ``tracker``) runs of rungs 1-3 that loaded their stage 1 from the shared cache
     (rung 4 loads rung 3's within the same invocation by design)."""
     # rung 0 trains nothing: its one run serves every seed (reused within the invocation) and costs seconds
-    number = df["rung"].map(_num)
+    number = df["rung"].map(num)
     rungs = df[(df["kind"] == "variant") & (number != 0)]
     flag = rungs["reused"].map(lambda x: str(x).lower() in ("true", "1")).astype(bool)
     count = int(flag.sum())
     if tracker is not None:
         for _, r in rungs[~flag].iterrows():
-            if _num(r["rung"]) in (1, 2, 3):
+            if num(r["rung"]) in (1, 2, 3):
                 tags = tracker.get_run(r["mlflow_run_id"]).data.tags
                 count += tags.get("stage1_reused") == "True"
     return count

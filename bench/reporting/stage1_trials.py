@@ -89,6 +89,10 @@ TRIALS: dict[str, Trial] = {
         "data.max_train_samples=null", "train.stage1_epochs=1", "data.max_eval_samples=null")),
     "all-train-2-epochs-full-val": Trial("every train sentence for 2 epochs, every val expression", (
         "data.max_train_samples=null", "train.stage1_epochs=2", "data.max_eval_samples=null")),
+    "all-train-2-epochs-bf16-full-val": Trial("all-train-2-epochs-full-val under CPU bf16 autocast (train.cpu_amp): "
+                                              "the same recipe at about half the step time; does rounding cost "
+                                              "accuracy?", ("data.max_train_samples=null", "train.stage1_epochs=2",
+                                                            "data.max_eval_samples=null", "train.cpu_amp=true")),
     "all-train-3-epochs-full-val": Trial("every train sentence for 3 epochs, every val expression", (
         "data.max_train_samples=null", "train.stage1_epochs=3", "data.max_eval_samples=null")),
     "overfit-96": Trial("96 train sentences for 60 epochs, scored on those same sentences (can it fit at all?)",

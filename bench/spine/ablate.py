@@ -293,7 +293,8 @@ def run_facts(preset: P.Preset, device: str, seeds: list[int], wall: float) -> d
     from risclip.engine import resolve_device
 
     dev = resolve_device(device)
-    return {"preset": preset.name, "device": str(dev), "amp": preset.train.amp, "torch": torch.__version__,
+    return {"preset": preset.name, "device": str(dev), "amp": preset.train.amp, "cpu_amp": preset.train.cpu_amp,
+            "torch": torch.__version__,
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
             "seeds": seeds, "wall_seconds": wall}
 

@@ -46,7 +46,7 @@ def control_columns(metrics: dict[str, float], prefix: str = "") -> dict[str, fl
     return out
 
 
-def _num(x) -> float:
+def num(x) -> float:
     """A row's value as a float; NaN for a missing one (rows written before a column existed)."""
     try:
         return math.nan if x is None or x == "" else float(x)
@@ -71,7 +71,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         line = {"kind": kind, "rung": rs[0]["rung"], "components": comp, "seeds": len(rs)}
         for k in (*METRIC_NAMES, "select_mIoU", *CONTROL_FIELDS, "train_seconds", "inference_ms_per_image", "peak_memory_mb",
                   "threshold", "fixed_mIoU"):
-            line[k], line[f"{k}_sd"] = _mean_sd([_num(r.get(k)) for r in rs])
+            line[k], line[f"{k}_sd"] = _mean_sd([num(r.get(k)) for r in rs])
         line["paper_mIoU"] = PAPER_MIOU.get(comp) if kind == "variant" else None
         out.append(line)
     return out
