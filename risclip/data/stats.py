@@ -52,6 +52,22 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def _size_words_agree(ann: dict, objects: list[dict]) -> bool | None:
+    """Whether ``ann``'s size label ("small" / "large", SynthRef's attributes) agrees with the areas: larger
+    than every same-category object labelled small, if it is large, and smaller than every one labelled large,
+    if it is small. None where no such object is in the image or the annotations carry no size label (a
+    generator that shrinks an object to place it could in principle make a "large" one smaller)."""
+    size = (ann.get("attributes") or {}).get("size")
+    if size not in ("small", "large"):
+        return None
+    others = [o for o in objects if o["id"] != ann["id"] and o["category_id"] == ann["category_id"]
+              and (o.get("attributes") or {}).get("size") not in (None, size)]
+    if not others:
+        return None
+    sign = 1.0 if size == "large" else -1.0
+    return all(sign * (float(ann["area"]) - float(o["area"])) > 0 for o in others)
+
+
 def dataset_stats(data_root: str | Path, dataset: str = "synthref", split_by: str = "synth", split: str = "test",
                   spec: GridSpec = GridSpec()) -> dict:
     """Every statistic of the module docstring for one split, as a dict (percentages in 0-100)."""
@@ -70,8 +86,12 @@ def dataset_stats(data_root: str | Path, dataset: str = "synthref", split_by: st
     union = {"area": 0.0, "nearest": 0.0}
     ious: dict[str, list[float]] = {"area": [], "nearest": []}
     split_images = {r["image_id"] for r in refs}
+    size_agree: list[bool] = []
     for r in refs:
         img, ann = images[r["image_id"]], anns[r["ann_id"]]
+        agree = _size_words_agree(ann, per_image[r["image_id"]])
+        if agree is not None:
+            size_agree.append(agree)
         mask = annotation_mask(ann["segmentation"], img["height"], img["width"])
         areas.append(100.0 * mask.sum() / mask.size)
         same.append(sum(a["category_id"] == ann["category_id"] for a in per_image[r["image_id"]]))
@@ -97,6 +117,10 @@ def dataset_stats(data_root: str | Path, dataset: str = "synthref", split_by: st
             [(2 <= c <= 4) for c in same])), "histogram": dict(sorted(Counter(same).items()))},
         "kinds_pct": {k: 100.0 * v / total for k, v in sorted(kinds.items())},
         "words_per_expression": float(np.mean(words)),
+        # SynthRef only (its annotations carry a size label): referents with a same-category object of the other
+        # size label in their image, and the share whose label agrees with the areas against every such object
+        "size_words_vs_area": {"contrasted_refs": len(size_agree),
+                               "agree_pct": 100.0 * float(np.mean(size_agree)) if size_agree else float("nan")},
         "oracle": {"grid": f"{spec.grid}x{spec.grid} ({spec.image_size} px, {spec.patch} px patches)",
                    **{f"{k}_mIoU": float(np.mean(v)) for k, v in ious.items()},
                    **{f"{k}_oIoU": 100.0 * inter[k] / max(union[k], 1.0) for k in ious}},
@@ -115,6 +139,9 @@ def format_stats(st: dict) -> str:
         f"of referents  {json.dumps(s['histogram'])}",
         f"  expression kinds            {kinds}",
         f"  words per expression        {st['words_per_expression']:.1f}",
+        *([f"  size words against areas    {st['size_words_vs_area']['agree_pct']:.1f}% of the "
+           f"{st['size_words_vs_area']['contrasted_refs']} referents with a same-category object of the other size "
+           f"agree"] if st.get("size_words_vs_area", {}).get("contrasted_refs") else []),
         f"  stage-1 oracle cap, {orc['grid']}: mIoU {orc['area_mIoU']:.1f} (area target), "
         f"{orc['nearest_mIoU']:.1f} (nearest); oIoU {orc['area_oIoU']:.1f} / {orc['nearest_oIoU']:.1f}",
     ])
