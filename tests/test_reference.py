@@ -53,3 +53,18 @@ def test_training_is_deterministic_lowers_the_loss_and_scores_like_a_rung(sets):
     assert seconds_per_epoch(train, SMALL) > 0
     with pytest.raises(ValueError, match="at least 1"):
         train_reference(train, SMALL, epochs=0)
+
+
+def test_cpu_amp_trains_the_reference_under_bf16_and_stays_out_of_the_old_identity(sets):
+    import dataclasses
+
+    train, val = sets
+    assert "cpu_amp" not in SMALL.to_dict()  # identities of runs made before the field are unchanged
+    amp = dataclasses.replace(SMALL, cpu_amp=True)
+    assert amp.config_hash() != SMALL.config_hash()
+    m, h = train_reference(train, amp, epochs=2, seed=0, progress=False)
+    _, h32 = train_reference(train, SMALL, epochs=2, seed=0, progress=False)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in h)
+    assert h[0]["loss"] != h32[0]["loss"] and abs(h[0]["loss"] - h32[0]["loss"]) < 0.05 * h32[0]["loss"]
+    ev = evaluate(m, val, TrainConfig(eval_batch_size=8, progress=False, cpu_amp=True), torch.device("cpu"))
+    assert 0.0 <= ev.metrics["mIoU"] <= 100.0

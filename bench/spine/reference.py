@@ -56,8 +56,9 @@ def reference_identity(cfg: ReferenceConfig, multiplier: float, seed: int, data:
 def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
                   cfg: ReferenceConfig | None = None) -> dict:
     """Train and score the reference at ``multiplier`` x ``rung1_seconds`` (or reuse the finished run)."""
-    cfg = cfg or ReferenceConfig()
     preset = ctx.preset
+    # the rungs' CPU autocast (TrainConfig.cpu_amp) for the reference too: its budget is rung 1's wall time
+    cfg = cfg or ReferenceConfig(cpu_amp=preset.train.cpu_amp)
     name = reference_name(multiplier)
     run_hash = reference_identity(cfg, multiplier, seed, preset.data.to_dict(), ctx.fingerprint,
                                   preset.train.threshold_from_val)
