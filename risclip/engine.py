@@ -433,14 +433,14 @@ class Evaluation:
     per_sample: list[dict] = field(default_factory=list)  # {"sent_id", "image_id", "kind", "iou"}, first protocol
 
 
-def binarise(model: RISCLIP, out: RISOutput, batch: dict, protocol: EvalProtocol,
-             device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Predictions and targets of a batch as ``protocol`` scores them (original size, or size x size)."""
+def binarise(model: RISCLIP, out: RISOutput, batch: dict, protocol: EvalProtocol) -> list[torch.Tensor]:
+    """A batch's predictions as ``protocol`` scores them (original size, or size x size; its sigmoid cut);
+    :func:`protocol_targets` gives the ground truth they are scored against."""
     if protocol.size is None:
         sizes = [(m["orig_h"], m["orig_w"]) for m in batch["meta"]]
     else:
         sizes = [(protocol.size, protocol.size)] * len(batch["meta"])
-    return model.binarise(out, sizes, threshold=protocol.threshold), _targets(batch, protocol, device)
+    return model.binarise(out, sizes, threshold=protocol.threshold)
 
 
 def distinct_images(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -485,7 +485,7 @@ class PredictionMemo:
         return len(self._masks)
 
 
-def _targets(batch: dict, protocol: EvalProtocol, device: torch.device) -> list[torch.Tensor]:
+def protocol_targets(batch: dict, protocol: EvalProtocol, device: torch.device) -> list[torch.Tensor]:
     """A batch's ground truth as ``protocol`` scores it (original size, or size x size)."""
     if protocol.size is None:
         return [t.to(device) for t in batch["orig_mask"]]
@@ -575,12 +575,12 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
         for j, p in enumerate(chosen):
             preds: list[torch.Tensor | None] = [None if h is None else h.to(device) for h in held]
             if run:
-                made, _ = binarise(model, out, part, p, device)
+                made = binarise(model, out, part, p)
                 for i, m in zip(run, made):
                     preds[i] = m
                     if memo is not None and j == 0:
                         memo.put(keys[i], m)
-            meters[p.name].update(preds, _targets(batch, p, device), kinds=kinds)
+            meters[p.name].update(preds, protocol_targets(batch, p, device), kinds=kinds)
     reduce = dist.all_reduce_sum if dist.active() else None
     first = meters[chosen[0].name]
     kinds = all_kinds(first)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from risclip.config import ModelConfig
-from risclip.engine import binarise
+from risclip.engine import binarise, protocol_targets
 from risclip.metrics import PROTOCOLS, RISMetrics, get_protocol
 from risclip.model import RISCLIP, RISOutput
 
@@ -36,7 +36,7 @@ def example():
 def _score(example, name):
     model, out, batch = example
     p = get_protocol(name)
-    preds, targets = binarise(model, out, batch, p, torch.device("cpu"))
+    preds, targets = binarise(model, out, batch, p), protocol_targets(batch, p, torch.device("cpu"))
     m = RISMetrics(inclusive=p.inclusive)
     m.update(preds, targets)
     return preds[0], m.compute()

@@ -270,7 +270,8 @@ def quick(p: Preset) -> Preset:
     train = dataclasses.replace(p.train, stage1_epochs=1, stage2_epochs=1, batch_size=4 if paper else 16,
                                 eval_batch_size=4 if paper else p.train.eval_batch_size)
     data = dataclasses.replace(p.data, max_train_samples=8 if paper else 96, max_eval_samples=8 if paper else 48)
-    synthref = dataclasses.replace(p.synthref, images=120, size=96) if p.synthref else None
+    synthref = (dataclasses.replace(p.synthref, images=120, size=96,
+                                    extra_test_images=min(p.synthref.extra_test_images, 30)) if p.synthref else None)
     proxy = (dataclasses.replace(p.proxy_clip, steps=20, batch_size=32, corpus_images=min(p.proxy_clip.corpus_images, 400),
                                  hires_steps=min(p.proxy_clip.hires_steps, 5))
              if p.proxy_clip else None)
