@@ -353,3 +353,13 @@ def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung(
     again = target_lines([line(r) for r in range(len(LADDER))], [], empty, {"wall_seconds": 60.0}, reused=1)
     assert again[0] == ("- Whole ladder, 3 seeds, in at most 60 minutes: not timed by this invocation "
                         "(1 of its rung runs were reused from earlier ones, or their stage 1)")
+
+
+def test_report_pins_the_preset_into_commands_typed_under_another_default():
+    from bench.reporting.report import pinned_command
+
+    assert pinned_command("python -m bench.ablate --no-progress", "synth-cpu") == \
+        "python -m bench.ablate --preset synth-cpu --no-progress"
+    assert pinned_command("python -m bench.ablate --preset synth-cpu", "synth-cpu") == "python -m bench.ablate --preset synth-cpu"
+    assert pinned_command("python -m bench.ablate", DEFAULT_PRESET) == "python -m bench.ablate"
+    assert pinned_command("?", "synth-cpu") == "?"
