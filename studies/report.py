@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from bench.spine.presets import pinned_command  # noqa: E402
 from bench.spine.tracking import NullTracker, Tracker  # noqa: E402
 
 from . import get_study  # noqa: E402
@@ -88,7 +89,8 @@ def _header(cfg: RunConfig, study: optuna.Study, command: str, tracker: Tracker)
     parents = tracker.runs({"kind": "study", "study": cfg.study_name}, status=None, limit=20)
     run_cmd = parents[0].data.tags.get("command", "?") if parents else study.user_attrs.get("command", "?")
     partial = _partial(len(done), int(study.user_attrs.get("trials_wanted", len(done))))
-    return [*partial, f"- Study `{study.study_name}` in `{cfg.storage}`; made by `{run_cmd}`; this report: `{command}`.",
+    return [*partial, f"- Study `{study.study_name}` in `{cfg.storage}`; made by `{pinned_command(run_cmd, cfg.preset)}`; "
+                      f"this report: `{command}`.",
             f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's); "
             f"{len(done)} COMPLETE or PRUNED trials of {len(trials)} started; time cap {float(study.user_attrs.get('time_cap_s', cfg.time_cap_s)):.0f} s per "
             f"trial; {'seeds ' + ', '.join(map(str, cfg.seeds)) if cfg.study == 'factorial' else 'seed 0'}; "
@@ -340,7 +342,7 @@ def _ladder_header(cfg: RunConfig, studies: list[optuna.Study], command: str, tr
                 f"re-run after a fault counts in its rung)")
     return [*partial,
             f"- Studies `{cfg.study_name}-rung0` .. `-rung{len(studies) - 1}` in `{cfg.storage}`; made by "
-            f"`{first.user_attrs.get('command', '?')}`; this report: `{command}`.",
+            f"`{pinned_command(first.user_attrs.get('command', '?'), cfg.preset)}`; this report: `{command}`.",
             f"- Preset `{cfg.preset}{'-quick' if cfg.quick else ''}` (SynthRef numbers are ours, not the paper's). "
             f"Finished trials per rung: {per_rung}; the first of each is the preset's own settings, the rest drawn by "
             f"Optuna's TPE sampler, whose first 10 draws are random; seed 0, time cap {cap:.0f} s of training per "

@@ -356,10 +356,12 @@ def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung(
 
 
 def test_report_pins_the_preset_into_commands_typed_under_another_default():
-    from bench.reporting.report import pinned_command
+    from bench.spine.presets import pinned_command
 
     assert pinned_command("python -m bench.ablate --no-progress", "synth-cpu") == \
         "python -m bench.ablate --preset synth-cpu --no-progress"
     assert pinned_command("python -m bench.ablate --preset synth-cpu", "synth-cpu") == "python -m bench.ablate --preset synth-cpu"
     assert pinned_command("python -m bench.ablate", DEFAULT_PRESET) == "python -m bench.ablate"
     assert pinned_command("?", "synth-cpu") == "?"
+    assert pinned_command("python -m studies run ladder --trials 4", "synth-cpu") == \
+        "python -m studies run ladder --preset synth-cpu --trials 4"

@@ -27,7 +27,7 @@ import seaborn as sns  # noqa: E402
 
 from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table  # noqa: E402
 from bench.spine.baselines import ORACLE_BASELINES, PROPOSAL_BASELINES  # noqa: E402
-from bench.spine.presets import DEFAULT_PRESET  # noqa: E402
+from bench.spine.presets import DEFAULT_PRESET, pinned_command  # noqa: E402
 from bench.spine.proposals import ATTRIBUTE_FORMS, form_key  # noqa: E402
 from bench.spine.results import KINDS, ROW_FIELDS, num, summarise  # noqa: E402
 from bench.spine.tracking import DEFAULT_TRACKING_URI, Tracker  # noqa: E402
@@ -509,14 +509,6 @@ def tuned_lines(tracker: Tracker, df: pd.DataFrame, variants: list[dict], baseli
 
 # the named forms a rung is scored with both ways: (rung, field, the preset's form, the other form)
 FORMS = ((0, "model.value_path", "maskclip", "clearclip"), (3, "model.ske_form", "maps", "joint"))
-
-
-def pinned_command(command: str, preset: str) -> str:
-    """An ablate command as recorded, with ``--preset`` spelled out where it relied on the default and the
-    preset is no longer the default (a command typed before the default moved must still rerun its preset)."""
-    if not command.startswith("python -m bench.ablate") or "--preset" in command or preset == DEFAULT_PRESET:
-        return command
-    return command.replace("python -m bench.ablate", f"python -m bench.ablate --preset {preset}", 1)
 
 
 def preset_of(run) -> str:

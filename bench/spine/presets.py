@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,18 @@ class Preset:
 
 
 DEFAULT_PRESET = "synth-refcoco"
+
+_PRESET_TOOLS = re.compile(r"^python -m (?:bench\.[a-z_]+|studies (?:run|report) [a-z]+)")
+
+
+def pinned_command(command: str, preset: str) -> str:
+    """A recorded command (``python -m bench.<tool>`` or ``python -m studies run|report <name>``) with
+    ``--preset`` spelled out where it relied on the default and the preset is no longer the default: a command
+    typed before the default moved must still rerun its own preset."""
+    m = _PRESET_TOOLS.match(command)
+    if m is None or "--preset" in command or preset == DEFAULT_PRESET:
+        return command
+    return f"{m.group(0)} --preset {preset}{command[m.end():]}"
 
 
 def _synth_train() -> TrainConfig:
