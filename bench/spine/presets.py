@@ -62,7 +62,7 @@ class Preset:
 
 DEFAULT_PRESET = "synth-refcoco"
 
-_PRESET_TOOLS = re.compile(r"^python -m (?:bench\.[a-z_]+|studies (?:run|report) [a-z]+)")
+_PRESET_TOOLS = re.compile(r"^python -m (?:bench\.[a-z0-9_]+|studies (?:run|report) [a-z]+)")
 
 
 def pinned_command(command: str, preset: str) -> str:
