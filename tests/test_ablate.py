@@ -355,6 +355,45 @@ def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung(
                         "(1 of its rung runs were reused from earlier ones, or their stage 1)")
 
 
+def test_a_ladder_rerun_to_add_the_reference_is_timed_by_the_invocation_that_trained_its_rungs(monkeypatch):
+    import types
+
+    import pandas as pd
+
+    from bench.reporting import report as R
+
+    def run(run_id, parent=None, status="FINISHED", metrics=None, command=""):
+        tags = {"mlflow.parentRunId": parent, "command": command} if parent else {"command": command}
+        return types.SimpleNamespace(info=types.SimpleNamespace(run_id=run_id, status=status),
+                                     data=types.SimpleNamespace(tags=tags, metrics=metrics or {}))
+
+    store = {"a": run("a", "first"), "b": run("b", "first"), "c": run("c", "other"),
+             "first": run("first", metrics={"wall_seconds": 3300.0}, command="python -m bench.ablate"),
+             "other": run("other")}
+
+    class Runs:
+        def get_run(self, run_id):
+            return store[run_id]
+
+    fresh = pd.DataFrame({"kind": ["variant"] * 2, "rung": [1, 2], "reused": [False, False], "mlflow_run_id": ["a", "b"]})
+    monkeypatch.setattr(R, "load_rows", lambda tracker, parent: fresh)
+    rows = pd.DataFrame({"kind": ["variant"] * 3, "rung": [0, 1, 2], "reused": [True, True, True],
+                         "mlflow_run_id": ["a", "a", "b"]})
+    first = R.timing_invocation(Runs(), rows, "second")
+    assert first is store["first"]
+    assert R.timing_invocation(Runs(), rows.assign(mlflow_run_id=["a", "a", "c"]), "second") is None  # two sources
+    monkeypatch.setattr(R, "load_rows", lambda tracker, parent: fresh.assign(reused=[True, False]))
+    assert R.timing_invocation(Runs(), rows, "second") is None  # the earlier one reused runs itself
+
+    def line(rung):
+        return {"rung": rung, "components": str(LADDER[rung]), "mIoU": 10.0, "mIoU_sd": 0.1, "seeds": 3}
+
+    out = R.target_lines([line(r) for r in range(len(LADDER))], [], pd.DataFrame(columns=["max_abs_diff"]),
+                         {"wall_seconds": 2400.0, "reference_seconds": 2300.0}, reused=2, timed_by=first)
+    assert out[0].startswith("- Whole ladder, 3 seeds, in at most 60 minutes: 55.0 min (met; wall time of invocation "
+                             "`first`")
+
+
 def test_report_pins_the_preset_into_commands_typed_under_another_default():
     from bench.spine.presets import pinned_command
 

@@ -271,19 +271,44 @@ def reused_rung_runs(df: pd.DataFrame, tracker: Tracker | None = None) -> int:
     return count
 
 
+def timing_invocation(tracker: Tracker, df: pd.DataFrame, parent_id: str):
+    """Where an invocation reused its rung runs (a ladder re-run to add the from-scratch reference, say): the one
+    earlier invocation that trained every one of them, if there is one and it reused none itself, else None.
+    Its wall time is then the ladder's."""
+    number = df["rung"].map(num)
+    rungs = df[(df["kind"] == "variant") & (number != 0)]
+    parents = set()
+    for run_id in rungs["mlflow_run_id"]:
+        parents.add(tracker.get_run(run_id).data.tags.get("mlflow.parentRunId"))
+    if len(parents) != 1 or None in parents or parent_id in parents:
+        return None
+    earlier = tracker.get_run(parents.pop())
+    if earlier.info.status != "FINISHED" or reused_rung_runs(load_rows(tracker, earlier), tracker):
+        return None
+    return earlier
+
+
 def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFrame, metrics: dict,
                  df: pd.DataFrame | None = None, minutes: float = 60.0,
-                 per_expr: PerExpression | None = None, timed: bool = True, reused: int = 0) -> list[str]:
+                 per_expr: PerExpression | None = None, timed: bool = True, reused: int = 0,
+                 timed_by=None) -> list[str]:
     """The SynthRef issue's targets, each with the measured value and whether it is met. ``reused``: how many
-    rung runs the invocation took from earlier ones (then its wall time times no ladder)."""
+    rung runs the invocation took from earlier ones (then its wall time times no ladder, unless ``timed_by``,
+    the earlier invocation that trained all of them (:func:`timing_invocation`), times it)."""
     rungs = {s["rung"]: s for s in variants if s["rung"] is not None}
     out = []
-    ref = metrics.get("reference_seconds", 0.0)
-    wall = metrics.get("wall_seconds", math.nan) - ref
+    clock = dict(timed_by.data.metrics) if timed_by is not None else metrics
+    ref = clock.get("reference_seconds", 0.0)
+    wall = clock.get("wall_seconds", math.nan) - ref
     seeds = max((s["seeds"] for s in variants), default=0)
     less = f" less its from-scratch reference runs ({ref / 60:.1f} min)" if ref else ""
     if timed and set(range(len(LADDER))) <= set(rungs):  # an invocation of some rungs only times no ladder
-        if reused:  # a run reused from an earlier invocation counts 0 s in this one's wall time
+        if reused and timed_by is not None:
+            out.append(f"- Whole ladder, {seeds} seeds, in at most {minutes:.0f} minutes: {wall / 60:.1f} min "
+                       f"({'met' if wall <= 60 * minutes else 'NOT met'}; wall time of invocation "
+                       f"`{timed_by.info.run_id}`, which trained every rung run this one reused, "
+                       f"`{timed_by.data.tags.get('command', '?')}`{less}; proxy CLIP and data cached)")
+        elif reused:  # a run reused from an earlier invocation counts 0 s in this one's wall time
             out.append(f"- Whole ladder, {seeds} seeds, in at most {minutes:.0f} minutes: not timed by this invocation "
                        f"({reused} of its rung runs were reused from earlier ones, or their stage 1)")
         else:
@@ -768,7 +793,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     spread = rerun_spread(tracker, df)
     lines += ["## Targets, checked from the numbers above", ""] + target_lines(
         variants, baselines, spread, metrics, df, minutes=30.0 if preset == "synth-cpu" else 60.0, per_expr=per_expr,
-        reused=reused_rung_runs(df, tracker))
+        reused=(reused := reused_rung_runs(df, tracker)),
+        timed_by=timing_invocation(tracker, df, parent.info.run_id) if reused else None)
     lines += grounding_target_lines(variants, df, oracle_cap)
     if draw == "0":
         lines += tuned_lines(tracker, df, variants, baselines, 30.0 if preset == "synth-cpu" else 60.0, oracle_cap)
