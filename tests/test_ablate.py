@@ -99,7 +99,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     # the tracked runs: one killed run for rung 2, finished children with params, tags and artifacts
     from bench.spine.tracking import Tracker
 
-    tracker = Tracker(uri, "risclip-synth-refcoco-quick")
+    tracker = Tracker(uri, f"risclip-{DEFAULT_PRESET}-quick")
     runs = tracker.runs({"kind": "variant"}, status=None)
     statuses = sorted(r.info.status for r in runs)
     assert statuses.count("KILLED") == 1 and statuses.count("FINISHED") == 5
@@ -115,9 +115,9 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
 
     assert ablate.main(common + ["--components", "adapters", "--set", "train.lr=0.01", "--no-baselines"]) == 0
 
-    assert report.main(["--tracking-uri", uri, "--experiment", "risclip-synth-refcoco-quick",
+    assert report.main(["--tracking-uri", uri, "--experiment", f"risclip-{DEFAULT_PRESET}-quick",
                         "--out-dir", str(tmp_path / "reports")]) == 0
-    md = (tmp_path / "reports" / "synth-refcoco-ladder.md").read_text()
+    md = (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.md").read_text()
     assert "python -m bench.report" in md and "paper" in md and "| 4 | " + str(LADDER[4]) in md
     assert "Like for like" in md and "Runs produced by: `python -m bench.ablate --quick" in md
     assert "CFE pays on position expressions" in md and "Rung 3 is not below rung 2" in md
@@ -126,21 +126,21 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert "place " in md and "% of " in md  # the proxy CLIP's probes
     assert "## Attribute select by form" in md and "| size+colour |" in md
     assert "## Tuning probes" in md and "`--set train.lr=0.01`" in md  # the --set run is listed as a probe
-    assert (tmp_path / "reports" / "synth-refcoco-ladder.png").stat().st_size > 1000
-    assert (tmp_path / "reports" / "synth-refcoco-ladder-grids.png").stat().st_size > 1000
-    assert (tmp_path / "reports" / "synth-refcoco-ladder.csv").read_text().count("\n") == 13  # header + 5 rungs + 5 baselines + 2 references
+    assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder-grids.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.csv").read_text().count("\n") == 13  # header + 5 rungs + 5 baselines + 2 references
 
     # 5. a ladder on a study's chosen settings (--tuned) is set beside the preset's, not taken for it
     tuned = tmp_path / "tuned.json"
     variants_file = {str(c): {"rung": r, "overrides": ["train.lr=0.01"] if r == 1 else [], "val_mIoU": 1.0,
                               "trials": 2, "from_preset": r != 1, "preset_val_mIoU": 0.5} for r, c in enumerate(LADDER)}
-    tuned.write_text(json.dumps({"preset": "synth-refcoco-quick", "variants": variants_file}))
+    tuned.write_text(json.dumps({"preset": f"{DEFAULT_PRESET}-quick", "variants": variants_file}))
     assert ablate.main(common + ["--tuned", str(tuned), "--no-baselines"]) == 0
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert all(r["reused"] for r in rows)  # rung 1's settings ran as the --set probe above; the rest are the preset's
-    assert report.main(["--tracking-uri", uri, "--experiment", "risclip-synth-refcoco-quick",
+    assert report.main(["--tracking-uri", uri, "--experiment", f"risclip-{DEFAULT_PRESET}-quick",
                         "--out-dir", str(tmp_path / "reports")]) == 0
-    md2 = (tmp_path / "reports" / "synth-refcoco-ladder.md").read_text()
+    md2 = (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.md").read_text()
     assert md2.split("## The preset's ladder")[0].count("| 4 | ") == md.split("## Tuning probes")[0].count("| 4 | ")
     assert "## The preset's ladder and the tuned ladder" in md2 and str(tuned) in md2
     assert "rung 1 (" + str(LADDER[1]) + "): `train.lr=0.01`" in md2 and "the preset's own settings" in md2
@@ -402,5 +402,8 @@ def test_report_pins_the_preset_into_commands_typed_under_another_default():
     assert pinned_command("python -m bench.ablate --preset synth-cpu", "synth-cpu") == "python -m bench.ablate --preset synth-cpu"
     assert pinned_command("python -m bench.ablate", DEFAULT_PRESET) == "python -m bench.ablate"
     assert pinned_command("?", "synth-cpu") == "?"
+    assert pinned_command("python -m bench.ablate --quick", f"{DEFAULT_PRESET}-quick") == "python -m bench.ablate --quick"
+    assert pinned_command("python -m bench.ablate --quick", "synth-cpu-quick") == \
+        "python -m bench.ablate --preset synth-cpu --quick"
     assert pinned_command("python -m studies run ladder --trials 4", "synth-cpu") == \
         "python -m studies run ladder --preset synth-cpu --trials 4"

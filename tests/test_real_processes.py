@@ -93,13 +93,15 @@ def test_torchrun_two_gloo_processes_train_and_evaluate_like_one(quick_root, tmp
     preset = with_data_root(quick(get_preset(DEFAULT_PRESET)), str(quick_root))
     model = load_checkpoint(model_pt)
     test_set = build_dataset(preset.data, model.cfg, preset.data.test_split, train=False)
-    one = evaluate(model, test_set, TrainConfig(progress=False), torch.device("cpu"), protocols=("ours", "lavt"))
+    # evaluated as the run evaluated it (the preset's CPU autocast, if any)
+    one = evaluate(model, test_set, TrainConfig(progress=False, cpu_amp=preset.train.cpu_amp), torch.device("cpu"),
+                   protocols=("ours", "lavt"))
     for k in ("mIoU", "oIoU", "P@50", "P@90"):
         assert row[k] == pytest.approx(one.metrics[k], abs=1e-9), k
 
     from bench.spine.tracking import Tracker
 
-    tracker = Tracker(f"sqlite:///{work / 'mlflow.db'}", "risclip-synth-refcoco-quick")
+    tracker = Tracker(f"sqlite:///{work / 'mlflow.db'}", f"risclip-{DEFAULT_PRESET}-quick")
     run = tracker.client.get_run(row["mlflow_run_id"])
     assert run.data.metrics["test_lavt_mIoU"] == pytest.approx(one.protocols["lavt"]["mIoU"], abs=1e-9)
     kinds = json.loads(Path(tracker.client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path))).read_text())

@@ -14,6 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from bench.spine.presets import DEFAULT_PRESET
 from bench.spine.tracking import Tracker
 from studies import get_study
 from studies.__main__ import main as studies_main
@@ -53,20 +54,20 @@ def test_two_workers_end_with_exactly_n_trials_and_every_run_logged(quick_root, 
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     _run(["run", "tune", *_args(quick_root, tmp_path, storage, "--trials", "4", "--workers", "2", "--workdir",
                                 str(tmp_path / "runs"))])
-    states = _states(storage, "tune-synth-refcoco-quick")
+    states = _states(storage, f"tune-{DEFAULT_PRESET}-quick")
     assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 4
-    study = optuna.load_study(study_name="tune-synth-refcoco-quick", storage=make_storage(storage))
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "risclip-synth-refcoco-quick")
+    study = optuna.load_study(study_name=f"tune-{DEFAULT_PRESET}-quick", storage=make_storage(storage))
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", f"risclip-{DEFAULT_PRESET}-quick")
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         run = tracker.get_run(t.user_attrs["mlflow_run_id"])  # both workers logged to one SQLite store at once
         assert run.info.status == "FINISHED" and "val_mIoU" in run.data.metrics and "test_mIoU" in run.data.metrics
         if not t.user_attrs.get("reused"):
-            assert run.data.tags["study"] == "tune-synth-refcoco-quick" and run.data.tags["trial"] == str(t.number)
+            assert run.data.tags["study"] == f"tune-{DEFAULT_PRESET}-quick" and run.data.tags["trial"] == str(t.number)
             assert abs(run.data.metrics["val_mIoU"] - t.value) < 1e-9
     # the report renders from the stored study
     _run(["report", "tune", *_args(quick_root, tmp_path, storage, "--out-dir", str(tmp_path / "rep"))])
     md = (tmp_path / "rep" / "tune.md").read_text()
-    assert "tune-synth-refcoco-quick" in md and storage in md and (tmp_path / "rep" / "tune-history.png").is_file()
+    assert f"tune-{DEFAULT_PRESET}-quick" in md and storage in md and (tmp_path / "rep" / "tune-history.png").is_file()
 
 
 def test_pruning_stops_a_clearly_worse_trial(quick_root, tmp_path):

@@ -75,9 +75,10 @@ def pinned_command(command: str, preset: str) -> str:
     ``--preset`` spelled out where it relied on the default and the preset is no longer the default: a command
     typed before the default moved must still rerun its own preset."""
     m = _PRESET_TOOLS.match(command)
-    if m is None or "--preset" in command or preset == DEFAULT_PRESET:
+    base = preset.removesuffix("-quick")  # quick(p) is named p-quick; --quick makes it from --preset p
+    if m is None or "--preset" in command or base == DEFAULT_PRESET:
         return command
-    return f"{m.group(0)} --preset {preset}{command[m.end():]}"
+    return f"{m.group(0)} --preset {base}{command[m.end():]}"
 
 
 def _synth_train() -> TrainConfig:
