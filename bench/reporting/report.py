@@ -537,8 +537,8 @@ FORMS = ((0, "model.value_path", "maskclip", "clearclip"), (3, "model.ske_form",
 
 
 def preset_of(run) -> str:
-    """The preset a parent run was made with (its tag, else its experiment's name, ``risclip-<preset>``)."""
-    return run.data.tags.get("preset") or (getattr(run.data, "params", None) or {}).get("preset") or DEFAULT_PRESET
+    """The preset a parent run was made with (bench.ablate tags every invocation with it)."""
+    return run.data.tags.get("preset") or DEFAULT_PRESET
 
 
 def other_draw_lines(tracker: Tracker, variants: list[dict], draw: str,
