@@ -42,7 +42,7 @@ from . import distributed as dist
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data.controls import CONTROLS, TextControl
 from .data.refer import ReferDataset, refer_collate
-from .kernels import compile_model
+from .kernels import compile_model, mixed_precision
 from .losses import dice_focal_loss, spatial_ce
 from .metrics import EvalProtocol, RISMetrics, get_protocol
 from .model import PATCH_STAGE, PIXEL_STAGE, RISCLIP, PatchLevel, RISOutput
@@ -205,11 +205,7 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 def _autocast(device: torch.device, cfg: TrainConfig):
     """bf16 autocast on CUDA (``cfg.amp``) and on a CPU (``cfg.cpu_amp``); otherwise float32."""
-    if device.type == "cuda" and cfg.amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and cfg.cpu_amp:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    return mixed_precision(device, cuda_amp=cfg.amp, cpu_amp=cfg.cpu_amp)
 
 
 def checkpoint_path(workdir: Path, stage: int) -> Path:
@@ -697,7 +693,7 @@ def stage2_set(train_set: ReferDataset, data: DataConfig, model_cfg: ModelConfig
     cap = cfg.stage2_max_samples
     if cap is None or cap >= len(train_set) or not model_cfg.components.decoder:
         return train_set
-    return build_dataset(dataclasses.replace(data, max_train_samples=cap), model_cfg, data.train_split, train=True)
+    return train_set.limited(cap, "spread" if data.train_subset == "spread" else "first")
 
 
 # TrainConfig fields that change how a run is executed, never its numbers (stage1_key leaves them out)

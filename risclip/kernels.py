@@ -46,6 +46,18 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * dh)
 
 
+def mixed_precision(device: torch.device | str, *, cuda_amp: bool = False, cpu_amp: bool = False):
+    """The autocast every training and evaluation step runs under: bf16 on CUDA where ``cuda_amp``, bf16 on a
+    CPU where ``cpu_amp`` (its attention kernels then stay in float32, see :func:`sdpa`), float32 otherwise.
+    ``TrainConfig`` (``amp``, ``cpu_amp``) and ``ReferenceConfig`` (``cpu_amp``) both go through here."""
+    kind = torch.device(device).type
+    if kind == "cuda" and cuda_amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if kind == "cpu" and cpu_amp:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
     """``F.scaled_dot_product_attention``, except on a CPU under bf16 autocast (``TrainConfig.cpu_amp``),
     where the attention itself runs in float32 and only its output returns to bf16: the CPU's fused attention

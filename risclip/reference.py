@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from .data.refer import ReferDataset, refer_collate
+from .kernels import mixed_precision
 from .losses import dice_focal_loss
 from .model import RISOutput
 
@@ -73,8 +74,7 @@ class ReferenceConfig:
 
     def autocast(self, device: torch.device | str):
         """The training step's autocast: bf16 on a CPU under ``cpu_amp``, else float32."""
-        on = self.cpu_amp and torch.device(device).type == "cpu"
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=on)
+        return mixed_precision(device, cpu_amp=self.cpu_amp)
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]

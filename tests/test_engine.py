@@ -345,3 +345,19 @@ def test_cpu_amp_trains_in_bf16_and_stays_close_to_float32(data, tmp_path):
     assert all(torch.isfinite(torch.tensor(a)) for a, _ in losses)
     assert all(abs(a - b) < 0.05 * b for a, b in losses), losses
     assert bf16.history[0]["loss"] != fp32.history[0]["loss"]  # bf16 really ran
+
+
+@pytest.mark.parametrize("order", ["first", "spread"])
+def test_limited_keeps_what_a_fresh_capped_dataset_keeps(synthref_root, order):
+    from risclip.engine import build_dataset, stage2_set
+
+    whole = DataConfig(data_root=str(synthref_root), train_subset=order)
+    model_cfg = ModelConfig.tiny(components="adapters,decoder")
+    stage1 = build_dataset(dataclasses.replace(whole, max_train_samples=12), model_cfg, whole.train_split, True)
+    for cap in (5, 12, 10_000):
+        fresh = build_dataset(dataclasses.replace(whole, max_train_samples=cap), model_cfg, whole.train_split, True)
+        got = stage2_set(stage1, whole, model_cfg, TrainConfig(stage2_max_samples=cap))
+        want = fresh if cap < len(stage1) else stage1  # a cap at or above stage 1's count keeps stage 1's set
+        assert [(r["ref_id"], s["sent_id"]) for r, s in got.samples] == \
+            [(r["ref_id"], s["sent_id"]) for r, s in want.samples]
+    assert len(stage1.limited(5, order)) == 5 and len(stage1) == 12  # the copy leaves the original alone

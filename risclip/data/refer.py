@@ -17,6 +17,7 @@ Python 2 pickles (the official refs files) load too; their byte strings are deco
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import json
@@ -147,6 +148,17 @@ def default_tokenizer(context_length: int = 77) -> Callable[[Sequence[str]], tor
     return tokenize
 
 
+def _keep(samples: list, max_samples: int | None, sample_order: str) -> list:
+    """The sentences a ``max_samples`` cap keeps: the first N in file order (``"first"``), or a fixed draw
+    (seed 0) of N kept in file order (``"spread"``): the same subset whatever the training seed."""
+    if max_samples is None or max_samples >= len(samples):
+        return samples
+    if sample_order == "spread":
+        keep = np.sort(np.random.default_rng(0).choice(len(samples), size=max_samples, replace=False))
+        return [samples[i] for i in keep]
+    return samples[:max_samples]
+
+
 class ReferDataset(Dataset):
     """One sample per sentence of the refs in ``split``.
 
@@ -215,16 +227,19 @@ class ReferDataset(Dataset):
                                  f"absent from {self.instances_path.name}")
             for sent in ref.get("sentences", []):
                 self.samples.append((ref, sent))
-        if max_samples is not None and sample_order == "spread" and max_samples < len(self.samples):
-            # a fixed draw (seed 0), kept in file order: the same subset whatever the training seed
-            keep = np.sort(np.random.default_rng(0).choice(len(self.samples), size=max_samples, replace=False))
-            self.samples = [self.samples[i] for i in keep]
-        elif max_samples is not None:
-            self.samples = self.samples[:max_samples]
+        self.samples = _keep(self.samples, max_samples, sample_order)
 
         self.transform = transform or ResizeNormalize(image_size)
         self.tokenizer = tokenizer or default_tokenizer(context_length)
         self.keep_original_mask = keep_original_mask
+
+    def limited(self, max_samples: int | None, sample_order: str = "first") -> ReferDataset:
+        """A copy that keeps the sentences ``ReferDataset(..., max_samples, sample_order)`` would keep, chosen
+        from every sentence of the split (``self.refs``) without reading the files again."""
+        out = copy.copy(self)
+        out.samples = _keep([(ref, sent) for ref in self.refs for sent in ref.get("sentences", [])],
+                            max_samples, sample_order)
+        return out
 
     def __len__(self) -> int:
         return len(self.samples)
