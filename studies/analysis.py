@@ -50,16 +50,36 @@ def _effects(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
+def _simple_effects(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Each factor's effect at the two ends of every cumulative ladder: switched on with every other factor
+    off (added first), then with every other factor on (added last). Returns 2k values in that order."""
+    k = levels.shape[1]
+    index = {tuple(v): i for i, v in enumerate(levels.tolist())}
+    first, last = [], []
+    for a in range(k):
+        alone = tuple(int(j == a) for j in range(k))
+        without = tuple(int(j != a) for j in range(k))
+        first.append(y[index[alone]] - y[index[(0,) * k]])
+        last.append(y[index[(1,) * k]] - y[index[without]])
+    return np.array(first + last)
+
+
+def simple_terms(factors: list[str]) -> list[str]:
+    return [*(f"{f} first" for f in factors), *(f"{f} last" for f in factors)]
+
+
 def terms(factors: list[str]) -> list[str]:
     return [*factors, *(f"{a} x {b}" for a, b in itertools.combinations(factors, 2))]
 
 
 def factorial_effects(df: pd.DataFrame, factors: list[str], value: str = "iou", n_boot: int = 2000,
-                      seed: int = 0, by_kind: bool = True) -> list[Effect]:
+                      seed: int = 0, by_kind: bool = True, simple: bool = False) -> list[Effect]:
     """Effects overall (and per expression kind) with bootstrap CIs. ``df`` columns: the factors (0/1),
     ``seed``, ``expr`` (expression id), ``kind``, and ``value``; optionally ``image`` (the expression's
     image: images are then resampled whole). Every variant must have every seed and every expression (a
-    full, balanced factorial)."""
+    full, balanced factorial). ``simple``: instead of main effects and interactions, each factor added first
+    and added last (:func:`_simple_effects`, terms ``"<factor> first"`` and ``"<factor> last"``)."""
+    stat, names = (_simple_effects, simple_terms(factors)) if simple else (_effects, terms(factors))
     results: list[Effect] = []
     groups = [("all", df)]
     if by_kind and "kind" in df:
@@ -79,7 +99,7 @@ def factorial_effects(df: pd.DataFrame, factors: list[str], value: str = "iou", 
             cube[vi[tuple(row[:len(factors)])], si[row[-3]], ei[row[-2]]] = row[-1]
         if np.isnan(cube).any():
             raise ValueError("unbalanced design: some (variant, seed, expression) cells are missing")
-        point = _effects(cube.mean(axis=(1, 2)), variants)
+        point = stat(cube.mean(axis=(1, 2)), variants)
         members = _image_members(g, ei)
         rng = np.random.default_rng(seed)
         boots = np.empty((n_boot, len(point)))
@@ -89,9 +109,9 @@ def factorial_effects(df: pd.DataFrame, factors: list[str], value: str = "iou", 
                 e = rng.integers(0, len(exprs), len(exprs))
             else:
                 e = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
-            boots[b] = _effects(cube[:, s][:, :, e].mean(axis=(1, 2)), variants)
+            boots[b] = stat(cube[:, s][:, :, e].mean(axis=(1, 2)), variants)
         low, high = np.percentile(boots, [2.5, 97.5], axis=0)
-        for t, est, lo, hi in zip(terms(factors), point, low, high):
+        for t, est, lo, hi in zip(names, point, low, high):
             results.append(Effect(t, float(est), float(lo), float(hi), kind))
     return results
 

@@ -290,18 +290,7 @@ def _factorial(study: optuna.Study, tracker: Tracker, out: Path, stem: str) -> l
               "much A's effect changes when B is on. CIs resample test expressions (whole test images where the trials recorded them) and seeds (`studies/analysis.py`).",
               "", "| term | all | " + " | ".join(k for k in sorted(set(eff["kind"])) if k != "all") + " |",
               "|" + "---|" * (1 + len(set(eff["kind"])))]
-    kinds = ["all", *sorted(k for k in set(eff["kind"]) if k != "all")]
-    for term in eff[eff["kind"] == "all"]["term"]:
-        cells = []
-        for k in kinds:
-            r = eff[(eff["kind"] == k) & (eff["term"] == term)]
-            if r.empty:
-                cells.append("-")
-                continue
-            r = r.iloc[0]
-            mark = "**" if r["excludes_zero"] else ""
-            cells.append(f"{mark}{r['estimate']:+.2f}{mark} [{r['low']:+.2f}, {r['high']:+.2f}]")
-        lines.append(f"| {term} | " + " | ".join(cells) + " |")
+    lines += _effect_rows(eff)
     lines += ["", "Bold: the 95% CI excludes zero.", ""]
     inter = eff[(eff["kind"] == "all") & eff["term"].str.contains(" x ")]
     mat = pd.DataFrame(0.0, index=list(FACTORS), columns=list(FACTORS))
@@ -314,7 +303,35 @@ def _factorial(study: optuna.Study, tracker: Tracker, out: Path, stem: str) -> l
     sns.heatmap(mat, annot=True, fmt="+.2f", cmap="RdBu_r", center=0, ax=ax)
     ax.set_title("main effects (diagonal) and interactions, test mIoU")
     name = _save(fig, out / f"{stem}-interactions.png")
-    return lines + [f"![interactions]({name})", ""]
+    lines += [f"![interactions]({name})", ""]
+    simple = effects_frame(factorial_effects(df, list(FACTORS), n_boot=2000, simple=True))
+    lines += ["## Each component added first and added last (test mIoU points, 95% bootstrap CI)", "",
+              "The two ends of every cumulative ladder: *first*, the component switched on with every other one off "
+              "(against value grounding alone); *last*, switched on with every other one on (against the full model "
+              "without it). The paper's ladder adds CFE after the adapters; this design sees it at both ends.", "",
+              "| term | all | " + " | ".join(k for k in sorted(set(simple["kind"])) if k != "all") + " |",
+              "|" + "---|" * (1 + len(set(simple["kind"])))]
+    lines += _effect_rows(simple)
+    lines += [""]
+    return lines
+
+
+def _effect_rows(eff: pd.DataFrame) -> list[str]:
+    """One table row per term: its estimate and CI overall, then per expression kind (bold: CI excludes 0)."""
+    kinds = ["all", *sorted(k for k in set(eff["kind"]) if k != "all")]
+    lines = []
+    for term in eff[eff["kind"] == "all"]["term"]:
+        cells = []
+        for k in kinds:
+            r = eff[(eff["kind"] == k) & (eff["term"] == term)]
+            if r.empty:
+                cells.append("-")
+                continue
+            r = r.iloc[0]
+            mark = "**" if r["excludes_zero"] else ""
+            cells.append(f"{mark}{r['estimate']:+.2f}{mark} [{r['low']:+.2f}, {r['high']:+.2f}]")
+        lines.append(f"| {term} | " + " | ".join(cells) + " |")
+    return lines
 
 
 OWN = "the preset's own"

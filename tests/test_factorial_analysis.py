@@ -81,3 +81,15 @@ def test_an_image_column_resamples_whole_images_and_widens_a_ci_that_varies_by_i
     (clustered, est_c), (flat, est_f) = width(df), width(df.drop(columns="image"))
     assert est_c == est_f and clustered > 1.6 * flat
     assert width(df.assign(image=None))[0] == flat  # an image missing anywhere: expressions are resampled
+
+
+def test_simple_effects_read_each_component_added_first_and_last():
+    # planted: cfe adds 0 alone, and 8 where ske is on; ske adds -2 alone and +6 where cfe is on
+    df = effects_frame(factorial_effects(_table(seeds=3, exprs=300), FACTORS, n_boot=300, by_kind=False,
+                                         simple=True)).set_index("term")
+    truth = {"cfe first": 0, "cfe last": 8, "ske first": -2, "ske last": 6, "adapters first": 6,
+             "adapters last": 6, "decoder first": 10, "decoder last": 10}
+    assert set(df.index) == set(truth)
+    for term, value in truth.items():
+        assert abs(df.loc[term, "estimate"] - value) < 1.0, (term, df.loc[term, "estimate"])
+    assert df.loc["cfe last", "low"] > 4 and df.loc["cfe first", "high"] < 4  # the two ends differ

@@ -101,7 +101,7 @@ def test_quick_runs_each_study_end_to_end(quick_root, tmp_path, name):
     md = (tmp_path / "rep" / f"{name}.md").read_text()
     assert storage in md
     if name == "factorial":
-        assert "Main effects" in md and (tmp_path / "rep" / "factorial-interactions.png").is_file()
+        assert "Main effects" in md and "added first and added last" in md and (tmp_path / "rep" / "factorial-interactions.png").is_file()
         assert "Value grounding adds" in md  # rung 0 without value grounding, beside the design
     if name == "pareto":
         assert "Pareto front" in md and "## Latency re-measured in one sitting" in md
