@@ -318,6 +318,7 @@ def test_fresh_draw_report_checks_the_rung1_mean_against_the_committed_ci():
         text = report(Store(shift))
         assert "Test split large enough" in text and f"({verdict};" in text, text
         assert f"{100 * shift:+.2f} vs ±" in text and "500 expressions, resampled one by one" in text
+        assert ("bench.cross_draw" in text) == (verdict == "NOT met")  # where to look when the draws differ
     # runs that recorded each expression's image: the CI resamples whole images (5 expressions each here)
     assert "500 expressions in 100 test images, resampled by image" in report(Store(0.003, images=True))
 
@@ -407,3 +408,16 @@ def test_report_pins_the_preset_into_commands_typed_under_another_default():
         "python -m bench.ablate --preset synth-cpu --quick"
     assert pinned_command("python -m studies run ladder --trials 4", "synth-cpu") == \
         "python -m studies run ladder --preset synth-cpu --trials 4"
+
+
+def test_regenerate_command_names_every_non_default_it_needs():
+    from bench.reporting.report import regenerate_command
+    from bench.spine.presets import DEFAULT_PRESET
+
+    assert regenerate_command(DEFAULT_PRESET, f"{DEFAULT_PRESET}-ladder") == "python -m bench.report"
+    # a stem of its own under the default preset (a rung-1 run on a fresh draw): the name travels too
+    assert regenerate_command(DEFAULT_PRESET, f"{DEFAULT_PRESET}-draw1-rung1", "1", "abc") == \
+        f"python -m bench.report --name {DEFAULT_PRESET}-draw1-rung1 --data-seed 1 --run-id abc"
+    assert regenerate_command("synth-refcoco", "synth-refcoco-ladder") == "python -m bench.report --preset synth-refcoco"
+    assert regenerate_command("synth-refcoco", "x", "2") == \
+        "python -m bench.report --experiment risclip-synth-refcoco --name x --data-seed 2"
