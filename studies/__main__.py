@@ -38,6 +38,12 @@ from .runner import (
 )
 
 
+def report_dir(preset: str) -> str:
+    """Each preset's study reports in a folder of their own, so that reporting one preset's study never
+    overwrites another's; synth-refcoco's stay in ``reports/studies``, where they were first written."""
+    return "reports/studies" if preset == "synth-refcoco" else f"reports/studies/{preset}"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m studies", description=__doc__.split("\n\n")[0],
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
@@ -84,10 +90,12 @@ def _parser() -> argparse.ArgumentParser:
                      ("--worker-index", {"type": int, "default": 0})):
         wk.add_argument(flag, **kw)
 
-    rep = sub.add_parser("report", help="reports/studies/NAME.md from the stored study")
+    rep = sub.add_parser("report", help="reports/studies/PRESET/NAME.md from the stored study")
     common(rep)
     rep.add_argument("--seeds", default="0,1")
-    rep.add_argument("--out-dir", default="reports/studies")
+    rep.add_argument("--out-dir", default=None,
+                     help="where to write (default reports/studies/PRESET; synth-refcoco's reports keep "
+                          "reports/studies, where they were first written)")
     rep.add_argument("--remeasure", type=int, default=0, metavar="K",
                      help="pareto: profile every trial's latency K more times in one sitting and show the front "
                           "under those medians (default 0: off)")
@@ -242,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_from(a)
             if a.remeasure < 0:
                 raise StudyError("--remeasure must be 0 or more")
-            path = write_report(cfg, a.out_dir, " ".join(["python -m studies", *argv]), a.remeasure)
+            path = write_report(cfg, a.out_dir or report_dir(cfg.preset), " ".join(["python -m studies", *argv]),
+                                a.remeasure)
             print(f"wrote {path}")
             return 0
     except (StudyError, ValueError, KeyError, FileNotFoundError) as e:

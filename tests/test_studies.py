@@ -203,3 +203,10 @@ def test_front_keeps_only_trials_nothing_beats_on_both_objectives():
     points = {0: (30.0, 20.0), 1: (25.0, 10.0), 2: (28.0, 25.0), 3: (30.0, 20.0), 4: (40.0, 50.0), 5: (24.0, 10.0)}
     # 2 is beaten by 0 (more accurate and faster); 5 by 1 (equal latency, less accurate); ties (0, 3) both stay
     assert front_of(points) == [1, 0, 3, 4]
+
+
+def test_each_preset_reports_into_its_own_folder():
+    from studies.__main__ import report_dir
+
+    assert report_dir("synth-refcoco") == "reports/studies"  # where its committed reports were first written
+    assert report_dir(DEFAULT_PRESET) == f"reports/studies/{DEFAULT_PRESET}" != report_dir("synth-refcoco")
