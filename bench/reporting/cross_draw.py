@@ -29,7 +29,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table
-from bench.reporting.report import _on_draw, latest_plain_ladder, load_rows
+from bench.reporting.report import _on_draw, latest_plain_ladder
 from bench.spine import presets as P
 from bench.spine.tracking import DEFAULT_TRACKING_URI, Tracker
 from risclip.config import LADDER
@@ -61,10 +61,11 @@ class DrawRuns:
 
 def draw_runs(tracker: Tracker, draw: str, components: str) -> DrawRuns:
     parent = draw_invocation(tracker, draw, components)
-    df = load_rows(tracker, parent)
-    sub = df[(df["kind"] == "variant") & (df["components"] == components)].drop_duplicates("mlflow_run_id")
+    # the invocation's own rows (load_rows would also fetch every other row's run for metrics not used here)
+    rows = [r for r in tracker.load_json(parent.info.run_id, "results.json")
+            if r.get("kind") == "variant" and r.get("components") == components]
     runs = []
-    for _, r in sub.sort_values("seed").iterrows():
+    for r in sorted({r["mlflow_run_id"]: r for r in rows}.values(), key=lambda r: r["seed"]):
         run = tracker.get_run(r["mlflow_run_id"])
         runs.append({"seed": int(r["seed"]), "run_id": r["mlflow_run_id"],
                      "checkpoint": run.data.tags.get("checkpoint", ""),
