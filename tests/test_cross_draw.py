@@ -44,3 +44,40 @@ def test_bad_draws_and_an_empty_store_are_one_line_errors(tmp_path, capsys):
     assert main(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error: no finished bench.ablate invocation on draw 0" in err and "Traceback" not in err
+
+
+def test_scorer_loads_each_checkpoint_and_builds_each_test_split_once(tmp_path, monkeypatch):
+    import types
+
+    import risclip.engine as engine
+    from bench.reporting.cross_draw import Scorer
+    from bench.spine import presets as P
+
+    calls = {"load": 0, "build": 0}
+    cfg = types.SimpleNamespace(image_size=32, context_length=16)
+
+    def load(path, dev):
+        calls["load"] += 1
+        return types.SimpleNamespace(cfg=cfg, path=path)
+
+    def build(data, model_cfg, split, train):
+        calls["build"] += 1
+        return ("test", data.data_root)
+
+    def evaluate(model, test, train_cfg, dev, desc, protocols):
+        return types.SimpleNamespace(per_sample=[{"ckpt": model.path, "test": test[1],
+                                                  "threshold": protocols[0].threshold}])
+
+    monkeypatch.setattr(engine, "load_checkpoint", load)
+    monkeypatch.setattr(engine, "build_dataset", build)
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"x")
+    b.write_bytes(b"x")
+    base = P.get_preset(P.DEFAULT_PRESET)
+    scorer = Scorer({d: P.with_data_seed(base, int(d)) for d in ("0", "1")})
+    rows = [scorer.score(str(c), 0.4, d) for c in (a, b) for d in ("0", "1", "0")]
+    assert calls == {"load": 2, "build": 2}
+    assert rows[1][0]["test"] != rows[0][0]["test"] and rows[0][0]["threshold"] == 0.4
+    with pytest.raises(FileNotFoundError, match="not on this machine"):
+        scorer.score(str(tmp_path / "missing.pt"), None, "0")

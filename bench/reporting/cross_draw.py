@@ -29,7 +29,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table
-from bench.reporting.report import _on_draw, latest_plain_ladder
+from bench.reporting.report import latest_plain_ladder, on_draw
 from bench.spine import presets as P
 from bench.spine.tracking import DEFAULT_TRACKING_URI, Tracker
 from risclip.config import LADDER
@@ -45,7 +45,7 @@ def draw_invocation(tracker: Tracker, draw: str, components: str):
         return plain
     for run in tracker.runs({"kind": "invocation"}, limit=500):
         tags = run.data.tags
-        if _on_draw(tags, draw) and components in tags.get("variants", "").split(";"):
+        if on_draw(tags, draw) and components in tags.get("variants", "").split(";"):
             return run
     raise LookupError(f"no finished bench.ablate invocation on draw {draw} with {components} in experiment "
                       f"{tracker.experiment_id}; run python -m bench.ablate --data-seed {draw} first")
@@ -77,21 +77,49 @@ def logged_ious(tracker: Tracker, run_id: str) -> list[dict]:
     return tracker.load_json(run_id, "metrics.json").get("per_sample", [])
 
 
-def score(checkpoint: str, threshold: float | None, preset: P.Preset, device: str = "cpu") -> list[dict]:
-    """A checkpoint's per-expression IoUs on ``preset``'s test split, at the cut it was chosen at."""
-    from risclip.engine import build_dataset, evaluate, load_checkpoint, resolve_device
-    from risclip.metrics import get_protocol
+class Scorer:
+    """Scores checkpoints on draws' test splits. Each checkpoint is loaded once and each test split built
+    once (per image size and context length), however many cells and checks ask for them."""
 
-    if not checkpoint or not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"{checkpoint or '(none)'}: checkpoint not on this machine")
-    dev = resolve_device(device)
-    model = load_checkpoint(checkpoint, dev)
-    protocol = get_protocol("ours")
-    if threshold is not None:
-        protocol = dataclasses.replace(protocol, threshold=float(threshold))
-    test = build_dataset(preset.data, model.cfg, preset.data.test_split, train=False)
-    cfg = dataclasses.replace(preset.train, progress=True)
-    return evaluate(model, test, cfg, dev, desc=f"test of {preset.data.data_root}", protocols=(protocol,)).per_sample
+    def __init__(self, presets: dict[str, P.Preset], device: str = "cpu"):
+        from risclip.engine import resolve_device
+
+        self.presets = presets
+        self.device = resolve_device(device)
+        self._models: dict[str, object] = {}
+        self._tests: dict[tuple, object] = {}
+
+    def model(self, checkpoint: str):
+        from risclip.engine import load_checkpoint
+
+        if checkpoint not in self._models:
+            if not checkpoint or not Path(checkpoint).is_file():
+                raise FileNotFoundError(f"{checkpoint or '(none)'}: checkpoint not on this machine")
+            self._models[checkpoint] = load_checkpoint(checkpoint, self.device)
+        return self._models[checkpoint]
+
+    def test_set(self, draw: str, model_cfg):
+        from risclip.engine import build_dataset
+
+        key = (draw, model_cfg.image_size, model_cfg.context_length)
+        if key not in self._tests:
+            data = self.presets[draw].data
+            self._tests[key] = build_dataset(data, model_cfg, data.test_split, train=False)
+        return self._tests[key]
+
+    def score(self, checkpoint: str, threshold: float | None, draw: str) -> list[dict]:
+        """A checkpoint's per-expression IoUs on ``draw``'s test split, at the cut it was chosen at."""
+        from risclip.engine import evaluate
+        from risclip.metrics import get_protocol
+
+        model = self.model(checkpoint)
+        protocol = get_protocol("ours")
+        if threshold is not None:
+            protocol = dataclasses.replace(protocol, threshold=float(threshold))
+        preset = self.presets[draw]
+        cfg = dataclasses.replace(preset.train, progress=True)
+        return evaluate(model, self.test_set(draw, model.cfg), cfg, self.device,
+                        desc=f"test of {preset.data.data_root}", protocols=(protocol,)).per_sample
 
 
 def as_table(per_run: dict[int, list[dict]]) -> tuple:
@@ -106,7 +134,7 @@ def as_table(per_run: dict[int, list[dict]]) -> tuple:
 def cross_draw(tracker: Tracker, preset: P.Preset, draws: list[str], components: str, device: str = "cpu"):
     """``{(models' draw, test draw): {seed: per-expression rows}}``, the draws' runs and the fidelity checks."""
     found = {d: draw_runs(tracker, d, components) for d in draws}
-    presets = {d: P.with_data_seed(preset, int(d)) for d in draws}
+    scorer = Scorer({d: P.with_data_seed(preset, int(d)) for d in draws}, device)
     cells: dict[tuple[str, str], dict[int, list[dict]]] = {}
     checks = []
     for d, dr in found.items():
@@ -116,9 +144,9 @@ def cross_draw(tracker: Tracker, preset: P.Preset, draws: list[str], components:
                 if d == t:
                     cells[(d, t)][r["seed"]] = logged_ious(tracker, r["run_id"])
                 else:
-                    cells[(d, t)][r["seed"]] = score(r["checkpoint"], r["threshold"], presets[t], device)
+                    cells[(d, t)][r["seed"]] = scorer.score(r["checkpoint"], r["threshold"], t)
         first = dr.runs[0]
-        again = score(first["checkpoint"], first["threshold"], presets[d], device)
+        again = scorer.score(first["checkpoint"], first["threshold"], d)
         re_miou = 100.0 * sum(float(x["iou"]) for x in again) / len(again)
         checks.append((d, first["seed"], first["mIoU"], re_miou))
     return found, cells, checks

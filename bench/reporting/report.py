@@ -57,7 +57,7 @@ def is_plain_ladder(run, data_seed: str = "0") -> bool:
     """An invocation that ran every rung of the ladder with the preset as it is (no ``--set``, no ``--tuned``)
     on the given SynthRef draw (``--data-seed``; runs from before the tag existed are the preset's draw, 0)."""
     tags = run.data.tags
-    return _whole_ladder(tags) and not tags.get("tuned") and _on_draw(tags, data_seed)
+    return _whole_ladder(tags) and not tags.get("tuned") and on_draw(tags, data_seed)
 
 
 def _whole_ladder(tags: dict) -> bool:
@@ -68,7 +68,7 @@ def _whole_ladder(tags: dict) -> bool:
 def latest_tuned_invocation(tracker: Tracker):
     """The latest finished invocation that ran every rung on a ladder study's chosen settings (``--tuned``)."""
     for r in tracker.runs({"kind": "invocation"}, limit=200):
-        if r.data.tags.get("tuned") and _whole_ladder(r.data.tags) and _on_draw(r.data.tags, "0"):
+        if r.data.tags.get("tuned") and _whole_ladder(r.data.tags) and on_draw(r.data.tags, "0"):
             return r
     return None
 
@@ -123,7 +123,7 @@ def load_rows(tracker: Tracker, parent) -> pd.DataFrame:
     return df
 
 
-def _on_draw(tags: dict, data_seed: str) -> bool:
+def on_draw(tags: dict, data_seed: str) -> bool:
     """An invocation on the given SynthRef draw (runs from before the ``data_seed`` tag are draw 0)."""
     return (tags.get("data_seed", "0") or "0") == data_seed
 
@@ -133,7 +133,7 @@ def tuning_runs(tracker: Tracker, limit: int = 40, data_seed: str = "0") -> pd.D
     first: a probe on another draw scored other data, so it is never set beside this draw's runs."""
     parents = tracker.runs({"kind": "invocation"}, limit=500)
     overrides = {p.info.run_id: p.data.tags["overrides"] for p in parents
-                 if p.data.tags.get("overrides") and _on_draw(p.data.tags, data_seed)}
+                 if p.data.tags.get("overrides") and on_draw(p.data.tags, data_seed)}
     rows = []
     for r in tracker.runs({"kind": "variant"}):
         parent = r.data.tags.get("mlflow.parentRunId")
