@@ -43,9 +43,12 @@ def regenerate_command(preset: str, stem: str, draw: str = "0", run_id: str | No
     """The ``bench.report`` command that writes this report again: the preset's experiment, the file stem where
     it is not the default one, the draw, and the parent run where the report would not pick it by itself."""
     base_stem = default_stem(preset) + (f"-draw{draw}" if draw != "0" else "")
-    command = ("python -m bench.report" + ("" if stem == base_stem else f" --name {stem}") if preset == DEFAULT_PRESET
-               else f"python -m bench.report --preset {preset}" if stem == base_stem else
-               f"python -m bench.report --experiment risclip-{preset} --name {stem}")
+    if preset == DEFAULT_PRESET:
+        command = "python -m bench.report" + ("" if stem == base_stem else f" --name {stem}")
+    elif stem == base_stem:
+        command = f"python -m bench.report --preset {preset}"
+    else:
+        command = f"python -m bench.report --experiment risclip-{preset} --name {stem}"
     if draw != "0":
         command += f" --data-seed {draw}"
     if run_id:
