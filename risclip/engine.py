@@ -728,8 +728,8 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     ``evaluators`` score the evaluation split beside the metrics (:class:`Evaluator`); ``protocols`` name the
     evaluation protocols to score the test split under (the first gives ``metrics``, the others
     ``protocol_metrics``; val is scored under the first). With a ``workdir``, the trained variant is
-    also written as ``workdir/model.pt`` (its model config and component weights), which
-    ``python -m risclip.predict --checkpoint`` reads. ``text_controls`` also scores test with the swap and
+    also written as ``workdir/model.pt`` (its model config, component weights and, once scored, the cut
+    and precision test was scored at), which ``python -m risclip.predict --checkpoint`` reads. ``text_controls`` also scores test with the swap and
     generic sentences of :func:`evaluate_text_controls` (``RunResult.controls``).
     """
     device = resolve_device(train_cfg.device)
@@ -783,6 +783,10 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     needs_val = evaluate_val or train_cfg.threshold_from_val
     val_set = build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False) if needs_val else None
     scored = score_trained(model, test_set, val_set, train_cfg, device, evaluators, protocols, evaluate_val, text_controls)
+    if final is not None:  # the served model carries the cut and precision it was scored at
+        if dist.is_main():
+            save_checkpoint(model, final, run_key, scoring=scoring_of(scored, train_cfg, protocols[0]))
+        dist.barrier()
     return RunResult(
         components=str(model_cfg.components), model_hash=model_cfg.config_hash(), train_hash=train_cfg.config_hash(),
         metrics=scored.test.metrics, by_kind=scored.test.by_kind, val_metrics=scored.val_metrics, history=history,
@@ -796,12 +800,38 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
 CHECKPOINT_FORMAT = "risclip-model-1"
 
 
-def save_checkpoint(model: RISCLIP, path: str | Path, run_key: str = "") -> None:
+def scoring_of(scored: Scored, cfg: TrainConfig, protocol: str = "ours") -> dict:
+    """How a run's test masks were made, for its checkpoint: the sigmoid cut (None for a zero-shot variant,
+    whose rule is ``ModelConfig.tau``), the rule that chose it, the protocol, and the autocast the evaluation
+    ran under (``TrainConfig.amp`` on CUDA, ``cpu_amp`` on a CPU). :func:`risclip.predict.predict` applies
+    all of it, so a served mask is the mask the report scored."""
+    if scored.threshold is None:
+        rule = "zero-shot: min-max-normalised cosine map > tau"
+    elif scored.val_cuts:
+        rule = f"best val mIoU among sigmoid cuts {min(scored.val_cuts):.2f}..{max(scored.val_cuts):.2f}"
+    else:
+        rule = f"protocol {protocol}'s own cut"
+    return {"threshold": scored.threshold, "rule": rule, "protocol": protocol,
+            "amp": bool(cfg.amp), "cpu_amp": bool(cfg.cpu_amp)}
+
+
+def save_checkpoint(model: RISCLIP, path: str | Path, run_key: str = "", scoring: dict | None = None) -> None:
     """A trained variant as one self-describing file: its model config (components, backbone name and
-    weights, sizes) and every non-CLIP weight. The frozen CLIP is not stored: it comes from the config's
-    ``pretrained`` (an open_clip tag or a local file), as it did in training."""
-    _save_atomic({"format": CHECKPOINT_FORMAT, "model_config": model.cfg.to_dict(), "run_key": run_key,
-                  "model": model.component_state_dict()}, Path(path))
+    weights, sizes), every non-CLIP weight and, once the run has been scored, ``scoring``
+    (:func:`scoring_of`: the cut and precision its test masks were made with). The frozen CLIP is not
+    stored: it comes from the config's ``pretrained`` (an open_clip tag or a local file), as it did in
+    training."""
+    obj = {"format": CHECKPOINT_FORMAT, "model_config": model.cfg.to_dict(), "run_key": run_key,
+           "model": model.component_state_dict()}
+    if scoring is not None:
+        obj["scoring"] = scoring
+    _save_atomic(obj, Path(path))
+
+
+def read_scoring(path: str | Path) -> dict | None:
+    """The ``scoring`` a checkpoint carries (:func:`scoring_of`), or None for one written before it was stored."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("scoring") if isinstance(state, dict) else None
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",

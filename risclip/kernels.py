@@ -9,8 +9,8 @@ fewer, fused kernels, so that a latency measures the method rather than our bloc
   re-slices its packed weights and, with a padding mask or in training, leaves its fused kernel);
   the text tower's causal mask becomes ``is_causal``;
 * MaskCLIP's value path multiplies by one frozen matrix, ``W_o W_v`` (and bias ``W_o b_v + b_o``),
-  computed once when the model is built (a non-persistent buffer that moves with the model and is
-  refreshed whenever a state dict is loaded) instead of slicing ``W_v`` from the packed in-projection
+  computed when the model is built (a non-persistent buffer, never in checkpoints) and recomputed where it
+  is read whenever any of its source weights has changed since, by whatever means) instead of slicing ``W_v`` from the packed in-projection
   and applying ``W_o`` after it on every call: one matrix product instead of two;
 * the SKE's per-layer shared-space maps go through ``ln_post`` and ``proj`` in one batched call;
 * the decoder runs channels-last (``torch.channels_last``), the layout cuDNN's and oneDNN's
@@ -114,9 +114,9 @@ def fused_value_projection(block: nn.Module) -> tuple[torch.Tensor, torch.Tensor
     d = attn.embed_dim
     with torch.no_grad():
         w_v = attn.in_proj_weight[2 * d:].double()
-        b_v = attn.in_proj_bias[2 * d:].double() if attn.in_proj_bias is not None else torch.zeros(d, dtype=torch.double)
+        b_v = attn.in_proj_bias[2 * d:].double() if attn.in_proj_bias is not None else torch.zeros(d, dtype=torch.double, device=attn.out_proj.weight.device)
         w_o = attn.out_proj.weight.double()
-        b_o = attn.out_proj.bias.double() if attn.out_proj.bias is not None else torch.zeros(d, dtype=torch.double)
+        b_o = attn.out_proj.bias.double() if attn.out_proj.bias is not None else torch.zeros(d, dtype=torch.double, device=attn.out_proj.weight.device)
         dtype = attn.out_proj.weight.dtype
         return (w_o @ w_v).to(dtype), (w_o @ b_v + b_o).to(dtype)
 

@@ -119,27 +119,37 @@ class RISCLIP(nn.Module):
                 raise ValueError(f"block index {idx} out of range for a {self.vision_layers}-block vision tower")
 
         # the value path's two frozen projections as one matrix (fused kernels): buffers that move with the
-        # model but stay out of checkpoints, recomputed when a state dict changes the CLIP weights
-        self._value_source: tuple[int, ...] | None = None
+        # model but stay out of checkpoints. They are derived state, so :meth:`_fresh_value_projection`
+        # recomputes them wherever they are read once any source weight has changed, however it changed:
+        # a state dict loaded into the model or into ``model.clip``, an in-place ``copy_`` or weight surgery,
+        # ``.to(dtype)`` / ``.to(device)`` (which swaps each parameter's data).
+        self._value_source: tuple | None = None
         if comp.value and self.fused and bb.fusable(visual.transformer.resblocks[-1]):
             w, b = K.fused_value_projection(visual.transformer.resblocks[-1])
             self.register_buffer("value_weight", w, persistent=False)
             self.register_buffer("value_bias", b, persistent=False)
             self._value_source = self._value_versions()
-            self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_value_projection())
 
-    def _value_versions(self) -> tuple[int, ...]:
+    def _value_sources(self) -> list[torch.Tensor]:
         attn = self.clip.visual.transformer.resblocks[-1].attn
-        return tuple(p._version for p in (attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight,
-                                          attn.out_proj.bias) if p is not None)
+        return [p for p in (attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias)
+                if p is not None]
 
-    def _refresh_value_projection(self) -> None:
-        if self._value_source is not None and self._value_versions() != self._value_source:
-            w, b = K.fused_value_projection(self.clip.visual.transformer.resblocks[-1])
+    def _value_versions(self) -> tuple:
+        """What identifies the fused projection's sources as they are now: each tensor's object, storage,
+        version counter (bumped by every in-place write), dtype and device."""
+        return tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in self._value_sources())
+
+    @torch.compiler.disable  # a check of Python-side tensor identity: run eagerly, between compiled graphs
+    def _fresh_value_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused value projection, recomputed first if any source weight changed since it was made."""
+        if self._value_versions() != self._value_source:
             with torch.no_grad():
-                self.value_weight.copy_(w)
-                self.value_bias.copy_(b)
+                w, b = K.fused_value_projection(self.clip.visual.transformer.resblocks[-1])
+            # plain attribute assignment replaces the registered buffers (their dtype and device follow the sources)
+            self.value_weight, self.value_bias = w, b
             self._value_source = self._value_versions()
+        return self.value_weight, self.value_bias
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> RISCLIP:
@@ -234,7 +244,7 @@ class RISCLIP(nn.Module):
             while next_v <= lv:
                 adapters = self.vision_adapters[next_v] if self.vision_adapters is not None else None
                 if next_v == self.vision_layers - 1 and self.cfg.components.value:
-                    fused = (self.value_weight, self.value_bias) if self._value_source is not None else None
+                    fused = self._fresh_value_projection() if self._value_source is not None else None
                     v = bb.value_block_forward(v_blocks[next_v], v, adapters, self.cfg.value_residual, self.cfg.value_mlp,
                                                fused)
                 else:

@@ -14,8 +14,11 @@ from the server into ``--cache-dir``).
 The frozen CLIP comes from the checkpoint's config (an open_clip tag or a local file); ``--pretrained``
 points it elsewhere, e.g. at the same weights on another machine.
 
-Masks are written at the image's original size (white = the referent) under protocol ``ours``
-(sigmoid > 0.5, or the zero-shot rule for rung 0); ``--threshold`` changes the cut. Several ``--text``
+Masks are written at the image's original size (white = the referent), made as the run's test masks were
+scored: at the sigmoid cut the run chose (on val, where ``threshold_from_val`` chose it; the protocol's own
+otherwise) and under the autocast its evaluation ran with, both stored in the checkpoint; rung 0 keeps its
+zero-shot rule. The cut used is printed. ``--threshold`` overrides the cut; a checkpoint written before the
+cut was stored is cut at 0.5, and says so. Several ``--text``
 give several masks from one batch; a variant without CFE runs its image tower once for all of them.
 Bad input (a missing or unreadable image, a checkpoint of another variant or backbone than asked for
 with ``--components`` / ``--clip-model``, a sentence longer than the model's context) is a one-line
@@ -29,6 +32,7 @@ import dataclasses
 import sqlite3
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,15 +180,55 @@ def load_model(checkpoint: str | Path, device: torch.device, pretrained: str | N
 
 
 # ------------------------------------------------------------------------------------------ predict
+DEFAULT_CUT = 0.5  # the cut of a checkpoint that stores none (written before the cut travelled with the model)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How masks are made from a checkpoint: the sigmoid cut, where it came from, and the autocast."""
+
+    threshold: float
+    source: str  # one line for the user: which cut, and why
+    amp: bool = False
+    cpu_amp: bool = False
+
+
+def serving_of(checkpoint: str | Path, model=None, threshold: float | None = None) -> Serving:
+    """The cut and precision to serve ``checkpoint`` with: what its run was scored at (the ``scoring`` that
+    :func:`risclip.engine.run_variant` stores), ``threshold`` where the user overrides the cut, 0.5 for a
+    checkpoint that stores none."""
+    from .engine import read_scoring
+
+    scoring = read_scoring(checkpoint) or {}
+    amp, cpu_amp = bool(scoring.get("amp", False)), bool(scoring.get("cpu_amp", False))
+    if model is not None and model.zero_shot:
+        return Serving(DEFAULT_CUT, f"zero-shot rule (min-max-normalised map > tau = {model.cfg.tau})", amp, cpu_amp)
+    if threshold is not None:
+        return Serving(threshold, f"cut {threshold:.2f} (--threshold)", amp, cpu_amp)
+    if scoring.get("threshold") is not None:
+        cut = float(scoring["threshold"])
+        return Serving(cut, f"cut {cut:.2f}, the cut the run was scored at ({scoring.get('rule', 'stored')})", amp,
+                       cpu_amp)
+    return Serving(DEFAULT_CUT, f"cut {DEFAULT_CUT:.2f}: this checkpoint stores no cut (written before runs stored "
+                                f"theirs); pass --threshold to choose one", amp, cpu_amp)
+
+
 @torch.no_grad()
-def predict(model, image: Image.Image, texts: list[str], threshold: float = 0.5) -> list[np.ndarray]:
-    """Boolean masks (H, W) at the image's original size, one per sentence, from one batched pass."""
+def predict(model, image: Image.Image, texts: list[str], threshold: float = DEFAULT_CUT,
+            serving: Serving | None = None) -> list[np.ndarray]:
+    """Boolean masks (H, W) at the image's original size, one per sentence, from one batched pass: cut at
+    ``threshold``, or as ``serving`` (:func:`serving_of`) says, its autocast included."""
+    from .kernels import mixed_precision
+
     cfg = model.cfg
     tf = ResizeNormalize(cfg.image_size)
     device = next(model.parameters()).device
     x = tf.image(image)[None].to(device)
     tokens = tokenize(texts, cfg.context_length).to(device)
-    out = model(x, tokens)  # one image, several sentences (the image tower runs once without CFE)
+    if serving is not None:
+        threshold = serving.threshold
+    with mixed_precision(device, cuda_amp=bool(serving and serving.amp), cpu_amp=bool(serving and serving.cpu_amp)):
+        out = model(x, tokens)  # one image, several sentences (the image tower runs once without CFE)
     masks = model.binarise(out, [(image.height, image.width)] * len(texts), threshold=threshold)
     return [m.cpu().numpy() for m in masks]
 
@@ -223,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", default=None, help="CLIP weights to use instead of the checkpoint's own")
     p.add_argument("--components", default=None, help="fail unless the checkpoint is this variant (e.g. adapters,cfe)")
     p.add_argument("--clip-model", default=None, help="fail unless the checkpoint's backbone is this (e.g. ViT-B-16)")
-    p.add_argument("--threshold", type=float, default=0.5, help="sigmoid cut for foreground (default 0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="sigmoid cut for foreground (default: the cut the run was scored at, stored in its checkpoint; "
+                        "0.5 for a checkpoint that stores none)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the model first (mode default; reduce-overhead adds CUDA graphs); the "
@@ -234,19 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
-        if not 0 < a.threshold < 1:
+        if a.threshold is not None and not 0 < a.threshold < 1:
             raise PredictError(f"--threshold must lie strictly between 0 and 1 (got {a.threshold})")
         image = read_image(a.image)
         ckpt = Path(a.checkpoint) if a.checkpoint else checkpoint_of_run(a.run, a.tracking_uri, a.cache_dir)
         model = load_model(ckpt, torch.device(a.device), a.pretrained, a.components, a.clip_model)
+        serving = serving_of(ckpt, model, a.threshold)
         if a.compile is not None:
             from .kernels import compile_model
 
             compile_model(model, a.compile)
             t0 = time.perf_counter()
-            predict(model, image, a.text, a.threshold)  # the first call compiles
+            predict(model, image, a.text, serving=serving)  # the first call compiles
             print(f"compiled ({a.compile}) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        masks = predict(model, image, a.text, a.threshold)
+        masks = predict(model, image, a.text, serving=serving)
+        print(f"masks: {serving.source}")
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         for i, (text, m) in enumerate(zip(a.text, masks)):

@@ -97,6 +97,50 @@ def test_fused_value_projection_follows_loaded_weights():
     assert _max_diff(eager, fused, images, tokens) <= TOL
 
 
+STALE_TOL = 1e-5
+
+
+def _other_clip_state(cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """CLIP weights of another seed: what a user might load into ``model.clip``."""
+    torch.manual_seed(7)
+    return RISCLIP.from_config(cfg).clip.state_dict()
+
+
+def _change_by_loading_into_the_tower(m: RISCLIP, other: dict) -> None:
+    m.clip.load_state_dict(other)
+
+
+def _change_in_place(m: RISCLIP, other: dict) -> None:
+    attn = m.clip.visual.transformer.resblocks[-1].attn
+    d = attn.embed_dim
+    with torch.no_grad():
+        attn.in_proj_weight[2 * d:].copy_(attn.in_proj_weight[2 * d:] * -1.5 + 0.01)
+        attn.out_proj.bias.add_(0.3)
+
+
+def _change_by_dtype_round_trip(m: RISCLIP, other: dict) -> None:
+    m.to(torch.bfloat16).to(torch.float32)
+
+
+@pytest.mark.parametrize("change", [_change_by_loading_into_the_tower, _change_in_place, _change_by_dtype_round_trip],
+                         ids=["load-into-clip", "in-place-copy", "dtype-round-trip"])
+@pytest.mark.parametrize("components", [Components(), Components.from_names("adapters,cfe")], ids=str)
+def test_fused_value_projection_never_goes_stale(components, change):
+    """The fused W_o W_v is derived from CLIP's weights: whatever changes them (a state dict loaded into the
+    tower itself, not the model; an in-place write; a dtype round trip that swaps every parameter's data),
+    the fused path still equals the eager path, which reads the weights directly."""
+    eager, fused = _pair(components)
+    other = _other_clip_state(eager.cfg)
+    images, tokens = _inputs(eager.cfg)
+    before = _max_diff(eager, fused, images, tokens)
+    for m in (eager, fused):
+        change(m, other)
+    with torch.no_grad():
+        moved = (eager(images, tokens).patch_logits - _pair(components)[0](images, tokens).patch_logits).abs().max()
+    assert moved > 10 * STALE_TOL  # the change did change what the model computes
+    assert before <= STALE_TOL and _max_diff(eager, fused, images, tokens) <= STALE_TOL
+
+
 def test_eager_path_is_the_old_path_and_out_of_the_hash():
     cfg = ModelConfig.tiny()
     assert cfg.kernels == "fused" and "kernels" not in cfg.to_dict()

@@ -100,3 +100,73 @@ def test_run_id_is_found_in_the_local_store(trained, tmp_path, capsys):
     assert "no MLflow run nope" in capsys.readouterr().err
     model = load_checkpoint(ckpt)
     assert str(model.cfg.components) == "value+adapters+decoder"
+
+
+class _Masks:
+    """An evaluator that keeps the masks the evaluation scored, by sentence id."""
+
+    def __init__(self, model, protocol):
+        self.model, self.protocol = model, protocol
+
+    def reset(self):
+        self.masks = {}
+
+    def process(self, batch, output):
+        from risclip.engine import binarise
+
+        for m, mask in zip(batch["meta"], binarise(self.model, output, batch, self.protocol)):
+            self.masks[m["sent_id"]] = mask.cpu().numpy()
+
+    def compute(self):
+        return {}
+
+
+def test_predict_serves_the_cut_and_precision_the_run_was_scored_at(synthref_root, tmp_path, capsys):
+    """A run that chose its cut on val (under CPU bf16 autocast) stores both in model.pt; predict, with no
+    --threshold, gives exactly the test masks the evaluation scored, and says which cut it used."""
+    import dataclasses
+
+    from risclip.engine import build_dataset, evaluate, read_scoring
+    from risclip.metrics import get_protocol
+
+    data = DataConfig(data_root=str(synthref_root), max_train_samples=16, max_eval_samples=6)
+    train = TrainConfig(stage1_epochs=1, stage2_epochs=0, batch_size=8, eval_batch_size=4, progress=False,
+                        threshold_from_val=True, cpu_amp=True)
+    torch.manual_seed(5)  # a CLIP file, as real runs have (random weights would be drawn anew at every load)
+    clip_file = tmp_path / "clip.pt"
+    torch.save(RISCLIP.from_config(ModelConfig.tiny()).clip.state_dict(), clip_file)
+    model_cfg = ModelConfig.tiny(components="adapters", pretrained=str(clip_file))
+    result = run_variant(model_cfg, train, data, tmp_path / "run")
+    scoring = read_scoring(result.checkpoint)
+    assert scoring["threshold"] == result.threshold and scoring["cpu_amp"] is True
+    assert "val mIoU" in scoring["rule"]
+    assert result.threshold != 0.5  # else this test could not tell a served cut from the old fixed one
+    # the masks the evaluation scored, made again by the scorer's own path from the checkpoint
+    model = load_checkpoint(result.checkpoint)
+    cut = dataclasses.replace(get_protocol("ours"), threshold=result.threshold)
+    keeper = _Masks(model, cut)
+    test_set = build_dataset(data, model_cfg, data.test_split, train=False)
+    evaluate(model, test_set, train, torch.device("cpu"), evaluators=[keeper], protocols=[cut])
+    assert len(keeper.masks) == len(test_set) == len(result.per_sample)
+    iou = {r["sent_id"]: r["iou"] for r in result.per_sample}
+    for i in range(len(test_set)):
+        meta = test_set[i]["meta"]
+        image = test_set.images[meta["image_id"]]["file_name"]
+        out = tmp_path / f"mask-{i}.png"
+        assert P.main(["--checkpoint", result.checkpoint, "--image", str(synthref_root / "images" / image),
+                       "--text", meta["text"], "--out", str(out)]) == 0
+        served = np.asarray(Image.open(out)) > 0
+        assert np.array_equal(served, keeper.masks[meta["sent_id"]]), meta["text"]
+        target = test_set[i]["orig_mask"].numpy()
+        assert (served & target).sum() / max(1, (served | target).sum()) == pytest.approx(iou[meta["sent_id"]], abs=1e-12)
+        assert f"cut {result.threshold:.2f}, the cut the run was scored at" in capsys.readouterr().out
+    # --threshold still overrides; a checkpoint without a stored cut is cut at 0.5 and says so
+    assert P.main(["--checkpoint", result.checkpoint, "--image", str(synthref_root / "images" / image), "--text", "x",
+                   "--threshold", "0.7", "--out", str(out)]) == 0
+    assert "cut 0.70 (--threshold)" in capsys.readouterr().out
+    old = torch.load(result.checkpoint, weights_only=True)
+    del old["scoring"]
+    torch.save(old, tmp_path / "old.pt")
+    assert P.main(["--checkpoint", str(tmp_path / "old.pt"), "--image", str(synthref_root / "images" / image),
+                   "--text", "x", "--out", str(out)]) == 0
+    assert "cut 0.50: this checkpoint stores no cut" in capsys.readouterr().out
