@@ -31,12 +31,16 @@ def _looks_like_path(s: str) -> bool:
     return os.sep in s or s.startswith(("~", ".")) or s.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
-def create_clip(name: str, pretrained: str | None = None, image_size: int | None = None) -> open_clip.CLIP:
+def create_clip(name: str, pretrained: str | None = None, image_size: int | None = None,
+                pos_embed_resize: str = "open_clip") -> open_clip.CLIP:
     """Build an open_clip CLIP ViT, frozen and in eval mode.
 
-    ``pretrained``: None (random init), a local checkpoint path (open_clip's own loader, which also
-    resizes position embeddings to ``image_size``), or an open_clip tag such as ``laion2b_s34b_b88k``.
-    Offline, a tag that cannot be fetched raises :class:`BackboneError` saying how to pass a file.
+    ``pretrained``: None (random init), a local checkpoint path (open_clip's own loader), or an open_clip tag
+    such as ``laion2b_s34b_b88k``. Offline, a tag that cannot be fetched raises :class:`BackboneError` saying
+    how to pass a file. Where the checkpoint's position-embedding grid differs from ``image_size``'s,
+    ``pos_embed_resize`` (``ModelConfig.pos_embed_resize``) says how it is resized: ``"open_clip"`` keeps the
+    loader's antialiased bicubic resize, ``"maskclip"`` resizes the checkpoint's grid again with plain
+    bicubic interpolation, as MaskCLIP does (:func:`resize_position_grid`).
     """
     if name not in open_clip.list_models():
         raise BackboneError(f"unknown open_clip model '{name}'; ours: {', '.join(OUR_MODELS)}; "
@@ -73,9 +77,49 @@ def create_clip(name: str, pretrained: str | None = None, image_size: int | None
                 f"pretrained=/path/to/open_clip_model.safetensors") from None
     if not isinstance(model, open_clip.CLIP) or not hasattr(model.visual, "transformer"):
         raise BackboneError(f"{name}: only open_clip CLIP models with a ViT image tower are supported")
+    if pos_embed_resize == "maskclip" and pretrained is not None:
+        _maskclip_position_grid(model, name, pretrained)
+    elif pos_embed_resize not in ("open_clip", "maskclip"):
+        raise BackboneError(f"unknown pos_embed_resize '{pos_embed_resize}'; valid: open_clip, maskclip")
     model.requires_grad_(False)
     model.eval()
     return model
+
+
+def resize_position_grid(pos: torch.Tensor, grid: tuple[int, int], antialias: bool) -> torch.Tensor:
+    """A (1 + n*n, D) position embedding (class token first) with its n x n grid resized to ``grid`` by
+    bicubic interpolation (``align_corners=False``), antialiased (open_clip's loader) or not (MaskCLIP)."""
+    cls_tok, cells = pos[:1], pos[1:]
+    n = int(round(len(cells) ** 0.5))
+    if n * n != len(cells):
+        raise BackboneError(f"position embedding of {len(cells)} cells is not a square grid")
+    if (n, n) == tuple(grid):
+        return pos
+    img = cells.reshape(1, n, n, -1).permute(0, 3, 1, 2).float()
+    out = F.interpolate(img, size=tuple(grid), mode="bicubic", align_corners=False, antialias=antialias)
+    return torch.cat([cls_tok, out.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)], 0)
+
+
+def _checkpoint_file(name: str, pretrained: str) -> str:
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return str(path)
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    return download_pretrained(get_pretrained_cfg(name, pretrained))  # the cached file open_clip just loaded
+
+
+def _maskclip_position_grid(model: open_clip.CLIP, name: str, pretrained: str) -> None:
+    """Replace the loader's resized image position embedding by the checkpoint's own, resized MaskCLIP's way."""
+    from open_clip.factory import load_state_dict
+
+    state = load_state_dict(_checkpoint_file(name, pretrained))
+    pos = state.get("visual.positional_embedding")
+    if pos is None:
+        raise BackboneError(f"{pretrained}: no visual.positional_embedding in the checkpoint, so pos_embed_resize="
+                            f"'maskclip' cannot resize it; use 'open_clip'")
+    with torch.no_grad():
+        model.visual.positional_embedding.copy_(resize_position_grid(pos, tuple(model.visual.grid_size), antialias=False))
 
 
 def patch_size(name: str) -> int:

@@ -142,6 +142,7 @@ class _Hashable:
 
 SKE_FORMS: tuple[str, ...] = ("maps", "joint")
 KERNELS: tuple[str, ...] = ("fused", "eager")  # ModelConfig.kernels (risclip.kernels)
+POS_EMBED_RESIZES: tuple[str, ...] = ("open_clip", "maskclip")  # ModelConfig.pos_embed_resize (risclip.backbone)
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 # value path forms by name: (keep the last block's residual, keep its MLP)
 VALUE_PATHS: dict[str, tuple[bool, bool]] = {"maskclip": (True, True), "clearclip": (False, False)}
@@ -192,12 +193,21 @@ class ModelConfig(_Hashable):
     # fused value projection, a channels-last decoder) or "eager", the path of every run before it; both
     # give the same outputs, so the default stays out of the config hash
     kernels: str = "fused"
+    # how a checkpoint's image position embeddings meet another input size (a 14x14 grid of 224-px weights run
+    # at 416 px: 26x26), POS_EMBED_RESIZES: "open_clip" resizes once at load with antialiased bicubic
+    # interpolation (open_clip's loader; PyTorch's antialiased kernel is Keys' a = -0.5, as PIL's), "maskclip"
+    # with plain bicubic (a = -0.75, no antialias), as MaskCLIP resizes at every forward. No effect where the
+    # checkpoint's grid already fits (every SynthRef preset). The paper presets use "maskclip": see
+    # docs/design.md, "Position embeddings at another input size"
+    pos_embed_resize: str = "open_clip"
 
-    _LATER_FIELDS = {"kernels": "fused"}
+    _LATER_FIELDS = {"kernels": "fused", "pos_embed_resize": "open_clip"}
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNELS:
             raise ValueError(f"unknown kernels '{self.kernels}'; valid: {', '.join(KERNELS)}")
+        if self.pos_embed_resize not in POS_EMBED_RESIZES:
+            raise ValueError(f"unknown pos_embed_resize '{self.pos_embed_resize}'; valid: {', '.join(POS_EMBED_RESIZES)}")
         if self.value_path not in VALUE_PATHS:
             raise ValueError(f"unknown value_path '{self.value_path}'; valid: {', '.join(VALUE_PATHS)}")
         if self.ske_form not in SKE_FORMS:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from PIL import Image
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -485,8 +486,17 @@ def protocol_targets(batch: dict, protocol: EvalProtocol, device: torch.device) 
     """A batch's ground truth as ``protocol`` scores it (original size, or size x size)."""
     if protocol.size is None:
         return [t.to(device) for t in batch["orig_mask"]]
-    return [F.interpolate(t[None, None].float().to(device), size=(protocol.size, protocol.size), mode="nearest")[0, 0] > 0.5
-            for t in batch["orig_mask"]]
+    return [resize_mask(t, protocol.size, protocol.target_resize).to(device) for t in batch["orig_mask"]]
+
+
+def resize_mask(mask: torch.Tensor, size: int, rule: str = "torch-nearest") -> torch.Tensor:
+    """A boolean mask resized to ``size`` x ``size`` by nearest neighbour: torch's ``mode="nearest"``
+    (source pixel floor(i * in / out)) or PIL's ``Image.NEAREST`` (the source pixel under the output pixel's
+    centre), as LAVT's test resizes its targets."""
+    if rule == "pil-nearest":
+        img = Image.fromarray(mask.cpu().numpy().astype(np.uint8) * 255)
+        return torch.from_numpy(np.asarray(img.resize((size, size), Image.NEAREST)) > 127)
+    return F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5
 
 
 def _sub_batch(batch: dict, rows: list[int]) -> dict:
@@ -542,7 +552,7 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
     if len({p.name for p in chosen}) != len(chosen):
         raise ValueError(f"evaluate: protocol names must differ ({', '.join(p.name for p in chosen)})")
     model.set_stage(None)
-    meters = {p.name: RISMetrics(inclusive=p.inclusive) for p in chosen}
+    meters = {p.name: p.meter() for p in chosen}
     shard = Subset(dataset, dist.shard_indices(len(dataset), dist.rank(), dist.world_size())) if dist.active() else dataset
     loader = DataLoader(shard, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=refer_collate,
                         **loader_options(cfg, device, persistent=False))

@@ -13,10 +13,12 @@ Definitions (docs/design.md, "Metrics and protocols"; the field's convention, e.
 
 All values are returned in percent.
 
-The empty-union case (an empty target *and* an empty prediction) never occurs in RefCOCO, but it can
-in synthetic or cropped data. We score such a sample's IoU as ``empty_iou`` (default 1.0: predicting
-nothing for nothing is exactly right); it adds 0 to both oIoU sums. Set ``empty_iou=0.0`` to follow the
-evaluation scripts that divide with an epsilon and so score it 0.
+Empty masks. Our own protocol (``ours``) scores an expression whose target *and* prediction are both
+empty (an empty union) as IoU 1.0: predicting nothing for nothing is exactly right; it adds 0 to both
+oIoU sums. An empty prediction against a non-empty target, or the reverse, scores 0. RefCOCO and SynthRef
+never have an empty target, so this rule never moves their numbers. The peers' own evaluation code scores
+an empty union 0 (LAVT: ``this_iou = 0.0 if U == 0``; CRIS: ``inter / (union + 1e-6)``), and their
+protocols here do the same (:class:`EvalProtocol` ``empty_iou``, ``iou_epsilon``).
 """
 
 from __future__ import annotations
@@ -31,14 +33,25 @@ METRIC_NAMES: tuple[str, ...] = ("mIoU", "oIoU") + tuple(f"P@{int(t * 100)}" for
 Reduce = Callable[[torch.Tensor], torch.Tensor]  # sums a float64 vector across processes (distributed runs)
 
 
+# CRIS's precision thresholds: ``torch.arange(0.5, 1.0, 0.1)`` in float32, compared (with IoUs in float64)
+# at their float32 values: 0.5, 0.6000000238..., 0.6999999881..., 0.8000000119..., 0.8999999762...
+CRIS_THRESHOLDS: tuple[float, ...] = (0.5, 0.6000000238418579, 0.699999988079071, 0.800000011920929,
+                                      0.8999999761581421)
+TARGET_RESIZES: tuple[str, ...] = ("torch-nearest", "pil-nearest")
+
+
 @dataclass(frozen=True)
 class EvalProtocol:
     """How a prediction is binarised and scored; peers differ, so every number names its protocol.
 
     ``threshold``: a pixel is foreground when sigmoid(logit) > threshold (variants with nothing trained
     keep their zero-shot rule, :mod:`risclip.grounding`); ``size``: None scores at each image's original
-    size, else prediction and ground truth are both resized to ``size`` x ``size`` (the mask by nearest
-    neighbour); ``inclusive``: P@X counts IoU >= X rather than IoU > X; ``reports``: the metrics the
+    size, else prediction and ground truth are both resized to ``size`` x ``size`` (the prediction's logits
+    bilinearly; the mask by nearest neighbour, ``target_resize``: torch's ``mode="nearest"`` or PIL's
+    ``Image.NEAREST``, which pick different source pixels); ``inclusive``: P@X counts IoU >= X rather than
+    IoU > X; ``precision_thresholds``: the X of P@X as the protocol's code compares them; ``empty_iou``: the
+    IoU of an expression whose target and prediction are both empty; ``iou_epsilon``: added to every union
+    before dividing (then an empty union scores 0 whatever ``empty_iou`` says); ``reports``: the metrics the
     protocol's papers publish (the others are still computed, but tables show these).
     """
 
@@ -48,14 +61,35 @@ class EvalProtocol:
     inclusive: bool = False
     reports: tuple[str, ...] = METRIC_NAMES
     description: str = ""
+    empty_iou: float = 1.0
+    iou_epsilon: float = 0.0
+    precision_thresholds: tuple[float, ...] = PRECISION_THRESHOLDS
+    target_resize: str = "torch-nearest"
+
+    def __post_init__(self) -> None:
+        if self.target_resize not in TARGET_RESIZES:
+            raise ValueError(f"unknown target_resize '{self.target_resize}'; valid: {', '.join(TARGET_RESIZES)}")
+        if len(self.precision_thresholds) != len(PRECISION_THRESHOLDS):
+            raise ValueError(f"precision_thresholds must give {len(PRECISION_THRESHOLDS)} values, for P@50..P@90")
+
+    def meter(self) -> RISMetrics:
+        """A :class:`RISMetrics` that scores by this protocol's rules."""
+        return RISMetrics(empty_iou=self.empty_iou, inclusive=self.inclusive, epsilon=self.iou_epsilon,
+                          thresholds=self.precision_thresholds)
 
 
 PROTOCOLS: dict[str, EvalProtocol] = {
-    "ours": EvalProtocol("ours", description="sigmoid > 0.5 at the original size; P@X counts IoU > X (RISCLIP)"),
-    "cris": EvalProtocol("cris", threshold=0.35, reports=("mIoU",),
-                         description="sigmoid > 0.35 at the original size; mIoU only (CRIS, ETRIS, DETRIS)"),
-    "lavt": EvalProtocol("lavt", size=480, inclusive=True,
-                         description="sigmoid > 0.5, prediction and mask scored at 480 x 480; P@X counts IoU >= X "
+    "ours": EvalProtocol("ours", description="sigmoid > 0.5 at the original size; P@X counts IoU > X; an empty "
+                                             "target and empty prediction score IoU 1 (RISCLIP)"),
+    "cris": EvalProtocol("cris", threshold=0.35, reports=("mIoU",), empty_iou=0.0, iou_epsilon=1e-6,
+                         precision_thresholds=CRIS_THRESHOLDS,
+                         description="sigmoid > 0.35 at the original size; IoU = I / (U + 1e-6); P@X counts IoU > X "
+                                     "at float32 X; mIoU only (CRIS, ETRIS, DETRIS). Unlike CRIS's test, our "
+                                     "probabilities come from logits resized bilinearly to the original size, not "
+                                     "from a letterboxed input warped back with bicubic interpolation"),
+    "lavt": EvalProtocol("lavt", size=480, inclusive=True, empty_iou=0.0, target_resize="pil-nearest",
+                         description="sigmoid > 0.5, prediction and mask scored at 480 x 480 (the mask resized by "
+                                     "PIL's nearest neighbour); P@X counts IoU >= X; an empty union scores 0 "
                                      "(LAVT, CARIS)"),
 }
 
@@ -92,9 +126,12 @@ class RISMetrics:
     resolutions). ``kinds`` optionally names each sample's expression kind for :meth:`compute_by_kind`.
     """
 
-    def __init__(self, empty_iou: float = 1.0, inclusive: bool = False) -> None:
+    def __init__(self, empty_iou: float = 1.0, inclusive: bool = False, epsilon: float = 0.0,
+                 thresholds: Sequence[float] = PRECISION_THRESHOLDS) -> None:
         self.empty_iou = float(empty_iou)
         self.inclusive = bool(inclusive)  # P@X counts IoU >= X (LAVT) instead of IoU > X
+        self.epsilon = float(epsilon)  # added to every union before dividing (CRIS: 1e-6)
+        self.thresholds = tuple(float(t) for t in thresholds)
         self.reset()
 
     def reset(self) -> None:
@@ -140,13 +177,14 @@ class RISMetrics:
             return torch.zeros(0, dtype=torch.float64)
         inter = torch.cat(self._inter)
         union = torch.cat(self._union)
-        iou = torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, self.empty_iou))
-        return iou
+        if self.epsilon > 0:
+            return inter / (union + self.epsilon)
+        return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, self.empty_iou))
 
     def _sums(self, iou: torch.Tensor, inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
         """[count, sum of IoU, sum of intersections, sum of unions, count above each P@X threshold]: what
         adds across processes exactly (every metric is a ratio of these sums, never a mean of means)."""
-        above = [(iou >= t if self.inclusive else iou > t).double().sum() for t in PRECISION_THRESHOLDS]
+        above = [(iou >= t if self.inclusive else iou > t).double().sum() for t in self.thresholds]
         return torch.stack([torch.tensor(float(iou.numel()), dtype=torch.float64), iou.sum(), inter.sum(),
                             union.sum(), *above]).to(torch.float64)
 

@@ -153,7 +153,7 @@ class RISCLIP(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> RISCLIP:
-        return cls(cfg, bb.create_clip(cfg.clip_model, cfg.pretrained, cfg.image_size))
+        return cls(cfg, bb.create_clip(cfg.clip_model, cfg.pretrained, cfg.image_size, cfg.pos_embed_resize))
 
     # ----------------------------------------------------------------------------------------- stages
     @property

@@ -199,6 +199,8 @@ PAPER_COMMON = {
     "model.pretrained": "paper: CLIP's own pre-trained weights (open_clip tag 'openai'; or a local file)",
     "model.context_length": "CLIP's text context (77 tokens)",
     "model.value_path": "ours: MaskCLIP's form (residual and MLP kept), as the paper cites MaskCLIP",
+    "model.pos_embed_resize": "ours: MaskCLIP's plain bicubic resize of the 224-px grid, as the paper's rung 0 is "
+                              "MaskCLIP's map (docs/design.md)",
     "model.tau": "ours: zero-shot threshold, to be chosen on val",
     "model.decoder_dims": "ours: LAVT-style widths", "model.decoder_layers": "ours: evenly spaced blocks",
     "model.cfe_layers": "ours: every fusion point", "model.ske_layers": "ours: reconstruction (docs/design.md)",
@@ -213,7 +215,7 @@ PAPER_COMMON = {
 
 def _paper(name: str, clip_model: str, image_size: int) -> Preset:
     # The paper trains at 416 px with ViT-B/16; epochs, rates and widths here are our choices (see provenance).
-    model = ModelConfig(clip_model=clip_model, pretrained="openai", image_size=image_size)
+    model = ModelConfig(clip_model=clip_model, pretrained="openai", image_size=image_size, pos_embed_resize="maskclip")
     train = TrainConfig(stage1_epochs=20, stage2_epochs=10, batch_size=32, lr=1e-4, decoder_lr=1e-4)
     data = DataConfig(data_root="data", dataset="refcocog", split_by="umd", image_root="data/images/train2014")
     marks = {f"{sec}.{f}": OURS for sec, cfg in (("model", model), ("train", train), ("data", data))
