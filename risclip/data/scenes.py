@@ -23,6 +23,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SIZES: tuple[str, ...] = ("small", "large")
 PROFILES: tuple[str, ...] = ("refcoco", "dense")
+SENTENCE_VERSIONS: tuple[int, ...] = (1, 2)  # SynthRefConfig.sentences
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,20 @@ class SynthRefConfig:
     noise_std: float = 5.0
     margin_fraction: float = 0.06  # spatial words need this share of the image size as a clear margin
     extra_test_images: int = 0  # more test images after the first ``images`` (train and val unchanged)
+    # what the sentences may say (SENTENCE_VERSIONS; refcoco profile only). 1: the first rules, kept byte-identical
+    # for earlier presets (a shrunk object keeps its size word; a relation holds along one axis whatever the
+    # other says; positions are the shapes' parameter centres). 2: every sentence true to the picture, checked
+    # by risclip.data.truth (docs/data.md, "What the sentences say"): sizes drawn once per scene and shape, so
+    # every "large" object of a shape is visibly larger than every "small" one; size words only where the image
+    # holds the other size of the shape; positions at the masks' centroids; a relation holds where its named
+    # direction dominates (the offset along it at least the margin and at least the offset across it)
+    sentences: int = 1
+
+    def __post_init__(self) -> None:
+        if self.sentences not in SENTENCE_VERSIONS:
+            raise ValueError(f"unknown SynthRef sentences version {self.sentences}; valid: {SENTENCE_VERSIONS}")
+        if self.sentences != 1 and self.profile != "refcoco":
+            raise ValueError("SynthRef sentences version 2 exists for the refcoco profile only")
 
 
 @dataclass
@@ -72,8 +87,13 @@ class SceneObject:
     striped: bool
     polygon: list[float] = field(default_factory=list)
     mask: np.ndarray | None = None
+    centroid: tuple[float, float] | None = None  # the mask's centroid (x, y): where spatial words look (version 2)
 
     def centre(self, axis: int) -> float:
+        """Where the object is along ``axis`` (0: x, 1: y) for spatial words: the mask's centroid where it is
+        set (sentences version 2), else the shape's parameter centre (version 1)."""
+        if self.centroid is not None:
+            return self.centroid[axis]
         return self.cx if axis == 0 else self.cy
 
 
@@ -186,6 +206,57 @@ def make_scene_refcoco(rng: np.random.Generator, cfg: SynthRefConfig) -> list[Sc
                         striped=bool(rng.random() < cfg.striped_fraction))
         o.polygon = _polygon(o.shape, o.cx, o.cy, o.radius)
         o.mask = polygon_mask(o.polygon, s, s)
+        occupied |= _grow(o.mask, gap)
+        objs.append(o)
+    order = rng.permutation(len(objs))  # placement order (large first) must not leak into object order
+    return [objs[i] for i in order]
+
+
+def _fits(shape: str, r: float, occupied: np.ndarray, rng: np.random.Generator, s: int,
+          tries: int) -> tuple[float, float] | None:
+    for _ in range(tries):
+        cx = float(rng.uniform(r + 1, s - r - 1))
+        cy = float(rng.uniform(r + 1, s - r - 1))
+        if not (polygon_mask(_polygon(shape, cx, cy, r), s, s) & occupied).any():
+            return cx, cy
+    return None
+
+
+def make_scene_refcoco_v2(rng: np.random.Generator, cfg: SynthRefConfig) -> list[SceneObject]:
+    """The refcoco profile's scene for sentences version 2: the same object counts, palette and packing as
+    :func:`make_scene_refcoco`, but sizes that say what is seen. Each shape of the scene gets one radius for
+    "large" (0.20-0.26 of the side) and one for "small" (0.13-0.17), so every large object of a shape has
+    at least (0.20 / 0.17)^2 = 1.38 times the area of every small one and large ones of a shape have equal
+    areas. An object is never shrunk to fit: a large one that finds no room in 240 tries becomes small (and
+    is drawn at the shape's small radius), a small one that finds none is left out. Each object records its
+    mask's centroid, where spatial words look."""
+    s = cfg.size
+    main = str(rng.choice(SHAPES))
+    n_main = int(rng.choice([2, 3, 4], p=[0.4, 0.4, 0.2]))
+    n_other = int(rng.choice([0, 1, 2], p=[0.3, 0.45, 0.25]))
+    others = [str(x) for x in rng.choice([x for x in SHAPES if x != main], size=n_other)]
+    colours = list(rng.choice(list(COLOURS), size=int(rng.integers(2, 4)), replace=False))
+    radii = {shape: {z: float(rng.uniform(*REFCOCO_RADII[z]) * s) for z in SIZES} for shape in SHAPES}
+    drawn = [(shape, SIZES[int(rng.integers(0, 2))]) for shape in [main] * n_main + others]
+    drawn.sort(key=lambda d: d[1] != "large")  # large first: they are the hard ones to fit
+    occupied = np.zeros((s, s), dtype=bool)
+    gap = max(2, round(0.025 * s))
+    objs: list[SceneObject] = []
+    for shape, size in drawn:
+        at = _fits(shape, radii[shape][size], occupied, rng, s, 240)
+        if at is None and size == "large":
+            size = "small"
+            at = _fits(shape, radii[shape][size], occupied, rng, s, 240)
+        if at is None:
+            continue
+        r = radii[shape][size]
+        o = SceneObject(shape=shape, colour=str(colours[int(rng.integers(0, len(colours)))]), size=size,
+                        cx=round(at[0], 2), cy=round(at[1], 2), radius=round(r, 2),
+                        striped=bool(rng.random() < cfg.striped_fraction))
+        o.polygon = _polygon(o.shape, o.cx, o.cy, o.radius)
+        o.mask = polygon_mask(o.polygon, s, s)
+        ys, xs = np.nonzero(o.mask)
+        o.centroid = (float(xs.mean()), float(ys.mean()))
         occupied |= _grow(o.mask, gap)
         objs.append(o)
     order = rng.permutation(len(objs))  # placement order (large first) must not leak into object order

@@ -52,6 +52,7 @@ from .scenes import (  # noqa: F401
     SynthRefConfig,
     make_scene,
     make_scene_refcoco,
+    make_scene_refcoco_v2,
     polygon_mask,
     render,
 )
@@ -126,8 +127,10 @@ class Expression:
         relation = self.relation if self.style == 0 else RELATION_PHRASES[self.relation]
         return f"the {self.target.text()} {relation} the {self.anchor.text()}"
 
-    def resolve(self, objs: Sequence[SceneObject], margin: float) -> list[int]:
-        """Indices of the objects this expression picks out (unambiguous expressions give one)."""
+    def resolve(self, objs: Sequence[SceneObject], margin: float, sentences: int = 1) -> list[int]:
+        """Indices of the objects this expression picks out (unambiguous expressions give one), under the
+        rules of ``sentences`` (``SynthRefConfig.sentences``; they differ for relations only, see
+        :func:`relation_holds`)."""
         cands = self.target.select(objs)
         if self.kind == "attribute":
             return cands
@@ -143,39 +146,73 @@ class Expression:
         if len(anchors) != 1:
             return anchors * 2  # ambiguous anchor: report ambiguity
         a = objs[anchors[0]]
-        axis, sign = RELATIONS[self.relation]
         chosen, unclear = [], []
         for i in cands:
             if i == anchors[0]:
                 continue
-            d = sign * (objs[i].centre(axis) - a.centre(axis))
-            if d >= margin:
+            verdict = relation_holds(objs[i], a, self.relation, margin, sentences)
+            if verdict is True:
                 chosen.append(i)
-            elif d > 0:  # on the right side but too close to call
+            elif verdict is None:  # too close to call
                 unclear.append(i)
-        return chosen + unclear
+        if sentences == 1:
+            # version 1's answer, kept for its byte-identical files: a referent that is itself too close to
+            # call, with no other candidate, passes as [referent] (version 2 rejects it below)
+            return chosen + unclear
+        return chosen + unclear * 2  # any object too close to call makes the expression ambiguous
 
 
-def candidate_expressions(objs: Sequence[SceneObject], ref: int, margin: float) -> dict[str, list[Expression]]:
-    """Every expression of each kind that resolves to exactly ``ref`` (checked by :meth:`Expression.resolve`)."""
+def relation_holds(o: SceneObject, anchor: SceneObject, relation: str, margin: float, sentences: int = 1) -> bool | None:
+    """Whether ``o`` stands in ``relation`` to ``anchor``: True, False, or None where it is too close to call
+    (an expression with such a distractor is not kept). Version 1 (CLEVR's one-axis rule): the offset ``d``
+    along the named direction is at least ``margin``, whatever the offset across it; 0 < d < margin is
+    unclear. Version 2 (how people speak: "below" is below): the named direction dominates, d >= margin and
+    d >= |c| for the offset c across it; an object clearly off the named direction (d <= 0, or |c| > 2 d, more
+    than about 63 degrees off it) clearly does not hold; anything between is unclear."""
+    axis, sign = RELATIONS[relation]
+    d = sign * (o.centre(axis) - anchor.centre(axis))
+    if sentences == 1:
+        return True if d >= margin else (None if d > 0 else False)
+    c = abs(o.centre(1 - axis) - anchor.centre(1 - axis))
+    if d >= margin and d >= c:
+        return True
+    if d <= 0 or c > 2 * d:
+        return False
+    return None
+
+
+def _size_contrasts(objs: Sequence[SceneObject], o: SceneObject) -> bool:
+    """The image holds an object of ``o``'s shape and the other size: a size word on ``o`` says something."""
+    return any(p.shape == o.shape and p.size != o.size for p in objs)
+
+
+def candidate_expressions(objs: Sequence[SceneObject], ref: int, margin: float,
+                          sentences: int = 1) -> dict[str, list[Expression]]:
+    """Every expression of each kind that resolves to exactly ``ref`` (checked by :meth:`Expression.resolve`).
+    Under sentences version 2 a description names a size only where the image holds the other size of its
+    shape (a size word contrasts, as people use it)."""
     o = objs[ref]
-    descs = [Description(o.shape, c, z) for c, z in itertools.product((None, o.colour), (None, o.size))]
+    sizes = (None, o.size) if sentences == 1 or _size_contrasts(objs, o) else (None,)
+    descs = [Description(o.shape, c, z) for c, z in itertools.product((None, o.colour), sizes)]
     out: dict[str, list[Expression]] = {k: [] for k in KINDS}
     for d in descs:
         e = Expression("attribute", d)
-        if e.resolve(objs, margin) == [ref]:
+        if e.resolve(objs, margin, sentences) == [ref]:
             out["attribute"].append(e)
     ambiguous = [d for d in descs if len(d.select(objs)) >= 2]
     for d in ambiguous:
         for word in POSITIONS:
             e = Expression("position", d, position=word)
-            if e.resolve(objs, margin) == [ref]:
+            if e.resolve(objs, margin, sentences) == [ref]:
                 out["position"].append(e)
     anchors = []
     for j, a in enumerate(objs):
         if j == ref:
             continue
-        for c, z in ((a.colour, None), (None, None), (a.colour, a.size)):
+        forms = [(a.colour, None), (None, None)]
+        if sentences == 1 or _size_contrasts(objs, a):
+            forms.append((a.colour, a.size))
+        for c, z in forms:
             ad = Description(a.shape, c, z)
             if ad.select(objs) == [j]:
                 anchors.append(ad)
@@ -184,7 +221,7 @@ def candidate_expressions(objs: Sequence[SceneObject], ref: int, margin: float) 
         for ad in anchors:
             for word in RELATIONS:
                 e = Expression("relation", d, relation=word, anchor=ad)
-                if e.resolve(objs, margin) == [ref]:
+                if e.resolve(objs, margin, sentences) == [ref]:
                     out["relation"].append(e)
     return out
 
@@ -220,7 +257,10 @@ def generate_image(index: int, cfg: SynthRefConfig) -> GeneratedImage:
         raise ValueError(f"unknown SynthRef profile '{cfg.profile}'; valid: {', '.join(PROFILES)}")
     rng = np.random.default_rng([cfg.seed, index])
     dense = cfg.profile == "dense"
-    objs = make_scene(rng, cfg) if dense else make_scene_refcoco(rng, cfg)
+    if dense:
+        objs = make_scene(rng, cfg)
+    else:
+        objs = make_scene_refcoco(rng, cfg) if cfg.sentences == 1 else make_scene_refcoco_v2(rng, cfg)
     pixels = render(objs, rng, cfg)
     margin = cfg.margin_fraction * cfg.size
     refs = _dense_refs(objs, rng, cfg, margin) if dense else _refcoco_refs(objs, rng, cfg, margin)
@@ -265,7 +305,7 @@ def _refcoco_refs(objs: Sequence[SceneObject], rng: np.random.Generator, cfg: Sy
     order = sorted(rng.permutation(len(objs)).tolist(), key=lambda i: -counts[objs[i].shape])
     refs: list[tuple[int, list[Expression]]] = []
     for ref in order[: cfg.max_refs_per_image]:
-        pool = candidate_expressions(objs, int(ref), margin)
+        pool = candidate_expressions(objs, int(ref), margin, cfg.sentences)
         n_sent = int(rng.integers(1, cfg.max_sentences_per_ref + 1))
         chosen: list[Expression] = []  # programs already used for this referent (any phrasing)
         sentences: list[Expression] = []
@@ -349,6 +389,8 @@ def config_record(cfg: SynthRefConfig) -> dict:
     rec = {**cfg.__dict__, "split_fractions": list(cfg.split_fractions)}
     if not cfg.extra_test_images:  # records written before the field existed stay equal
         rec.pop("extra_test_images")
+    if cfg.sentences == 1:  # likewise
+        rec.pop("sentences")
     if cfg.profile == "dense":
         rec.pop("profile")
     return rec
@@ -388,8 +430,13 @@ def generate_main(argv: Sequence[str]) -> int:
     parser.add_argument("--size", type=int, default=SynthRefConfig.size, help="image side in pixels (default %(default)s)")
     parser.add_argument("--min-objects", type=int, default=SynthRefConfig.min_objects, help="dense profile only")
     parser.add_argument("--max-objects", type=int, default=SynthRefConfig.max_objects, help="dense profile only")
+    parser.add_argument("--sentences", type=int, choices=(1, 2), default=SynthRefConfig.sentences,
+                        help="what the sentences may say: 2 (refcoco profile) keeps every sentence true to the picture "
+                             "(docs/data.md); 1, the default, the first rules, for earlier presets")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.sentences == 2 and args.profile != "refcoco":
+        parser.error("--sentences 2 exists for the refcoco profile only")
     if args.images < 1:
         parser.error("--images must be at least 1")
     if args.extra_test_images < 0:
@@ -400,7 +447,7 @@ def generate_main(argv: Sequence[str]) -> int:
         parser.error("need 2 <= --min-objects <= --max-objects <= 12")
     cfg = SynthRefConfig(images=args.images, seed=args.seed, size=args.size, profile=args.profile,
                          min_objects=args.min_objects, max_objects=args.max_objects,
-                         extra_test_images=args.extra_test_images)
+                         extra_test_images=args.extra_test_images, sentences=args.sentences)
     try:
         summary = generate(args.out, cfg, progress=False if args.no_progress else None)
     except OSError as e:
