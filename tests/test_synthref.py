@@ -209,21 +209,24 @@ def test_refcoco_profile_has_refcoco_traits_and_a_high_oracle_cap(refcoco_128):
     coarse = dataset_stats(refcoco_128, split="train", spec=GridSpec(128, 32))
     assert coarse["oracle"]["area_mIoU"] < st["oracle"]["area_mIoU"] - 10
     sizes = st["size_words_vs_area"]
-    assert sizes["contrasted_refs"] > 0 and 0.0 <= sizes["agree_pct"] <= 100.0
+    assert sizes["sized_expressions"] > 0 and 0.0 <= sizes["agree_pct"] <= 100.0
 
 
 def test_size_words_are_checked_against_the_areas():
+    """The stats command's size check compares the sentence's size word with areas, not size labels with size
+    labels: a shrunk "large" object is caught even where every other object of its shape is labelled large."""
     from risclip.data.stats import _size_words_agree
 
-    def obj(i, size, area, cat=1):
-        return {"id": i, "category_id": cat, "area": area, "attributes": {"size": size}}
+    def obj(i, area, cat=1, label="large"):
+        return {"id": i, "category_id": cat, "area": area, "attributes": {"size": label}}
 
-    big, small, small2 = obj(1, "large", 500.0), obj(2, "small", 200.0), obj(3, "small", 600.0)
-    assert _size_words_agree(big, [big, small]) is True
-    assert _size_words_agree(small, [big, small]) is True
-    assert _size_words_agree(big, [big, small, small2]) is False  # a "small" object larger than the large one
-    assert _size_words_agree(big, [big, obj(4, "small", 900.0, cat=2)]) is None  # no same-category contrast
-    assert _size_words_agree({"id": 5, "category_id": 1, "area": 1.0}, [big]) is None  # no size label
+    big, small, bigger = obj(1, 500.0), obj(2, 200.0, label="small"), obj(3, 900.0)  # bigger: labelled large too
+    assert _size_words_agree("the large square", big, [big, small]) is True
+    assert _size_words_agree("the small red square", small, [big, small]) is True
+    assert _size_words_agree("the large square", big, [big, small, bigger]) is False  # a larger one of its shape
+    assert _size_words_agree("the large square", big, [big, obj(4, 100.0, cat=2)]) is False  # nothing to contrast
+    assert _size_words_agree("the square on the left", big, [big, small]) is None  # no size word
+    assert _size_words_agree("the circle above the small square", big, [big, small]) is None  # on the anchor only
 
 
 def test_oracle_loses_only_corners_of_a_mask_made_of_whole_patches():

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .refer import ReferError, annotation_mask, load_instances, load_refs
+from . import truth
 from .transforms import ResizeNormalize
 
 
@@ -52,20 +53,16 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def _size_words_agree(ann: dict, objects: list[dict]) -> bool | None:
-    """Whether ``ann``'s size label ("small" / "large", SynthRef's attributes) agrees with the areas: larger
-    than every same-category object labelled small, if it is large, and smaller than every one labelled large,
-    if it is small. None where no such object is in the image or the annotations carry no size label (a
-    generator that shrinks an object to place it could in principle make a "large" one smaller)."""
-    size = (ann.get("attributes") or {}).get("size")
-    if size not in ("small", "large"):
+def _size_words_agree(text: str, ann: dict, objects: list[dict]) -> bool | None:
+    """Whether the size word a sentence puts on its referent is true of the areas: the rule of
+    :mod:`risclip.data.truth` (a "large" referent clearly larger than some object of its category and none
+    notably larger; "small" the reverse), against every other object of its category in the image. None for a
+    sentence with no size word on its referent (or none :mod:`risclip.data.truth` can parse)."""
+    p = truth.parse(text)
+    if p is None or p.target.size is None:
         return None
-    others = [o for o in objects if o["id"] != ann["id"] and o["category_id"] == ann["category_id"]
-              and (o.get("attributes") or {}).get("size") not in (None, size)]
-    if not others:
-        return None
-    sign = 1.0 if size == "large" else -1.0
-    return all(sign * (float(ann["area"]) - float(o["area"])) > 0 for o in others)
+    others = [float(o["area"]) for o in objects if o["id"] != ann["id"] and o["category_id"] == ann["category_id"]]
+    return truth.size_word_holds(p.target.size, float(ann["area"]), others)
 
 
 def dataset_stats(data_root: str | Path, dataset: str = "synthref", split_by: str = "synth", split: str = "test",
@@ -89,9 +86,10 @@ def dataset_stats(data_root: str | Path, dataset: str = "synthref", split_by: st
     size_agree: list[bool] = []
     for r in refs:
         img, ann = images[r["image_id"]], anns[r["ann_id"]]
-        agree = _size_words_agree(ann, per_image[r["image_id"]])
-        if agree is not None:
-            size_agree.append(agree)
+        for sent in r["sentences"]:
+            agree = _size_words_agree(str(sent.get("sent") or sent.get("raw") or ""), ann, per_image[r["image_id"]])
+            if agree is not None:
+                size_agree.append(agree)
         mask = annotation_mask(ann["segmentation"], img["height"], img["width"])
         areas.append(100.0 * mask.sum() / mask.size)
         same.append(sum(a["category_id"] == ann["category_id"] for a in per_image[r["image_id"]]))
@@ -117,9 +115,8 @@ def dataset_stats(data_root: str | Path, dataset: str = "synthref", split_by: st
             [(2 <= c <= 4) for c in same])), "histogram": dict(sorted(Counter(same).items()))},
         "kinds_pct": {k: 100.0 * v / total for k, v in sorted(kinds.items())},
         "words_per_expression": float(np.mean(words)),
-        # SynthRef only (its annotations carry a size label): referents with a same-category object of the other
-        # size label in their image, and the share whose label agrees with the areas against every such object
-        "size_words_vs_area": {"contrasted_refs": len(size_agree),
+        # expressions that put a size word on their referent, and the share whose word is true of the areas
+        "size_words_vs_area": {"sized_expressions": len(size_agree),
                                "agree_pct": 100.0 * float(np.mean(size_agree)) if size_agree else float("nan")},
         "oracle": {"grid": f"{spec.grid}x{spec.grid} ({spec.image_size} px, {spec.patch} px patches)",
                    **{f"{k}_mIoU": float(np.mean(v)) for k, v in ious.items()},
@@ -140,8 +137,9 @@ def format_stats(st: dict) -> str:
         f"  expression kinds            {kinds}",
         f"  words per expression        {st['words_per_expression']:.1f}",
         *([f"  size words against areas    {st['size_words_vs_area']['agree_pct']:.1f}% of the "
-           f"{st['size_words_vs_area']['contrasted_refs']} referents with a same-category object of the other size "
-           f"agree"] if st.get("size_words_vs_area", {}).get("contrasted_refs") else []),
+           f"{st['size_words_vs_area']['sized_expressions']} expressions with a size word on their referent are "
+           f"true of the areas (risclip.data.truth's rule)"] if st.get("size_words_vs_area", {}).get("sized_expressions")
+          else []),
         f"  stage-1 oracle cap, {orc['grid']}: mIoU {orc['area_mIoU']:.1f} (area target), "
         f"{orc['nearest_mIoU']:.1f} (nearest); oIoU {orc['area_oIoU']:.1f} / {orc['nearest_oIoU']:.1f}",
     ])

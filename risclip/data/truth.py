@@ -144,12 +144,16 @@ def see(image: np.ndarray, anns: Sequence[dict], categories: dict[int, str]) -> 
     return out
 
 
-def size_holds(o: Seen, word: str, objs: Sequence[Seen]) -> bool:
-    """The size rule of the module docstring."""
-    same = [p for p in objs if p.shape == o.shape and p.ann_id != o.ann_id]
+def size_word_holds(word: str, area: float, others: Sequence[float]) -> bool:
+    """The size rule of the module docstring, for an object of ``area`` among ``others``, the areas of the other
+    objects of its shape in the image."""
     if word == "large":
-        return any(o.area >= SIZE_CONTRAST * p.area for p in same) and all(p.area <= SIZE_TOLERANCE * o.area for p in same)
-    return any(p.area >= SIZE_CONTRAST * o.area for p in same) and all(o.area <= SIZE_TOLERANCE * p.area for p in same)
+        return any(area >= SIZE_CONTRAST * a for a in others) and all(a <= SIZE_TOLERANCE * area for a in others)
+    return any(a >= SIZE_CONTRAST * area for a in others) and all(area <= SIZE_TOLERANCE * a for a in others)
+
+
+def size_holds(o: Seen, word: str, objs: Sequence[Seen]) -> bool:
+    return size_word_holds(word, o.area, [p.area for p in objs if p.shape == o.shape and p.ann_id != o.ann_id])
 
 
 def fits(phrase: Phrase, o: Seen, objs: Sequence[Seen]) -> bool:
