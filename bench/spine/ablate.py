@@ -225,12 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "'' for none)")
     how = p.add_argument_group("how")
     how.add_argument("--preset", default=P.DEFAULT_PRESET, choices=sorted(P.PRESETS),
-                     help="synth-refcoco (default): SynthRef's RefCOCO-like profile on a CPU; synth-refcoco-dense: "
-                          "the same with the v4 proxy CLIP (dense region-phrase loss, sine-cosine position codes); "
-                          "synth-refcoco-grounded: synth-refcoco-dense with each trained variant's mask cut chosen on "
-                          "val; synth-cpu: the "
-                          "first, dense SynthRef ladder; paper-b / paper-l: RefCOCOg-UMD with CLIP ViT-B/16 or "
-                          "ViT-L/14-336 (needs the real data and weights)")
+                     help="; ".join(f"{name}{' (default)' if name == P.DEFAULT_PRESET else ''}: "
+                                    f"{P.get_preset(name).description}" for name in P.PRESETS)
+                          + ". --describe-preset prints every field of one")
     how.add_argument("--dataset", default=None, choices=sorted(P.REFER_DATASETS),
                      help="paper presets: which refer dataset (default refcocog, UMD partition)")
     how.add_argument("--eval-split", default=None,
