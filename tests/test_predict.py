@@ -170,3 +170,4 @@ def test_predict_serves_the_cut_and_precision_the_run_was_scored_at(synthref_roo
     assert P.main(["--checkpoint", str(tmp_path / "old.pt"), "--image", str(synthref_root / "images" / image),
                    "--text", "x", "--out", str(out)]) == 0
     assert "cut 0.50: this checkpoint stores no cut" in capsys.readouterr().out
+

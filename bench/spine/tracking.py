@@ -110,6 +110,12 @@ class _Ending:
         self.end(run_id, "FINISHED")
 
 
+# MLflow 3 opens an experiment on its GenAI overview ("Traces: 0") unless the experiment says it holds model
+# training; with this tag `mlflow ui` lands on the runs table
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 class Tracker(_Ending):
     """A thin layer over ``MlflowClient`` with the calls the harness needs."""
 
@@ -125,9 +131,12 @@ class Tracker(_Ending):
                 # keep artifacts beside the database, as `mlflow ui` in that folder expects
                 db = Path(tracking_uri[len("sqlite:///"):])
                 artifact_location = (db.parent.resolve() / "mlruns").as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location,
+                                                               tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
         else:
             self.experiment_id = exp.experiment_id
+            if exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:  # experiments made before the tag existed
+                _retry(self.client.set_experiment_tag, self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
 
     # ------------------------------------------------------------------------------------------ runs
     def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
