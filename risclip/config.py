@@ -339,10 +339,18 @@ class TrainConfig(_Hashable):
     # pays for (our choice; None: stage 2 reads stage 1's sentences). Out of stage1_key: it changes no stage-1
     # weight.
     stage2_max_samples: int | None = None
+    # learning curves (risclip.engine.LearningCurve): after every epoch of each stage, val mIoU at its best cut
+    # among VAL_CUTS, overall and per expression kind, on the first ``curve_samples`` val sentences (None: all),
+    # so that a report shows whether a variant was still climbing when it stopped. Stage 1's curve scores what
+    # stage 1 trains (the patch map, upsampled), stage 2's the decoder's masks. It runs between epochs with the
+    # random state saved and restored and its time kept out of train_seconds: it never changes what is learnt
+    # or what a run costs, so both fields stay out of every run identity.
+    learning_curve: bool = True
+    curve_samples: int | None = 1000
 
     _LATER_FIELDS = {"pin_memory": None, "persistent_workers": True, "prefetch_factor": 4, "compile": "off",
                      "spatial_ce_weight": 0.0, "threshold_from_val": False, "cpu_amp": False,
-                     "stage2_max_samples": None}
+                     "stage2_max_samples": None, "learning_curve": True, "curve_samples": 1000}
 
     def __post_init__(self) -> None:
         if self.compile not in ("off", *COMPILE_MODES):

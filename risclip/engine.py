@@ -284,16 +284,29 @@ def resume(ckpt: Path | None, run_key: str, model: RISCLIP, optimizer, scheduler
     model.load_component_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return int(state["epoch"]) + 1, [dict(zip(state["history_keys"], row)) for row in state["history"].tolist()]
+    return int(state["epoch"]) + 1, history_rows(state)
 
 
 def save_epoch(ckpt: Path, run_key: str, epoch: int, model: RISCLIP, optimizer, scheduler, stage: int,
                history: list[dict]) -> None:
-    keys = list(history[-1])
+    keys, table = history_table(history)
     _save_atomic({"run_key": run_key, "epoch": epoch, "model": model.component_state_dict(),
                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                   "history_keys": keys, "stage": stage, "model_config": model.cfg.to_dict(),
-                  "history": torch.tensor([[float(r[k]) for k in keys] for r in history])}, ckpt)
+                  "history": table}, ckpt)
+
+
+def history_table(history: list[dict]) -> tuple[list[str], torch.Tensor]:
+    """Epoch rows as checkpoints store them: every key any row has (first seen first), one float row per
+    epoch, NaN where a row lacks a key (epochs trained before the learning curve existed)."""
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    return keys, torch.tensor([[float(r.get(k, math.nan)) for k in keys] for r in history], dtype=torch.float64)
+
+
+def history_rows(state: dict) -> list[dict]:
+    """The epoch rows :func:`history_table` stored, each without the keys it did not have."""
+    return [{k: v for k, v in zip(state["history_keys"], row) if not math.isnan(v)}
+            for row in state["history"].tolist()]
 
 
 # Stage 2 trains only the decoder on stage-1 outputs that do not change: they are computed once per
@@ -337,9 +350,11 @@ class PatchLevelCache:
 
 
 def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainConfig, workdir: Path | None,
-                device: torch.device, hooks: Sequence[Hook] = (), run_key: str = "") -> list[dict]:
+                device: torch.device, hooks: Sequence[Hook] = (), run_key: str = "",
+                curve: LearningCurve | None = None) -> list[dict]:
     """Train ``stage``'s parameters for its epochs; resume from ``workdir/stage{n}.pt`` if it is there.
-    Stage 2 reads the stage-1 outputs from a :class:`PatchLevelCache` where it fits."""
+    Stage 2 reads the stage-1 outputs from a :class:`PatchLevelCache` where it fits. With ``curve``
+    (:class:`LearningCurve`), every epoch's row also holds its val scores."""
     rule = stage_rule(stage, cfg)
     params = model.stage_parameters(stage)
     if not params or rule.epochs <= 0:
@@ -376,6 +391,8 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
         sums = dist.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
         row = {"stage": stage, "epoch": epoch + 1, "loss": float(sums[0] / sums[1].clamp_min(1)),
                "seconds": time.perf_counter() - t0, "lr": scheduler.get_last_lr()[0]}
+        if curve is not None:
+            row.update(curve(model, stage))
         history.append(row)
         if ckpt is not None and dist.is_main():
             save_epoch(ckpt, run_key, epoch, model, optimizer, scheduler, stage, history)
@@ -385,6 +402,45 @@ def train_stage(model: RISCLIP, dataset: ReferDataset, stage: int, cfg: TrainCon
             model.set_stage(stage)
     model.set_stage(None)
     return history
+
+
+class LearningCurve:
+    """Val scores after an epoch (``TrainConfig.learning_curve``): mIoU at the best of :data:`VAL_CUTS`
+    (``val_mIoU``, ``val_cut``) and per expression kind at that cut (``val_mIoU_<kind>``), on the first
+    ``TrainConfig.curve_samples`` val sentences. After a stage-1 epoch it scores the patch map upsampled (what
+    stage 1 trains: an untrained decoder is left out), after a stage-2 epoch the decoder's masks. The random
+    state is saved before and restored after, so training goes on as if it had not run; ``seconds`` adds up
+    its time, which :func:`run_variant` keeps out of ``train_seconds``. Runs on every process (the
+    evaluation is sharded and reduced)."""
+
+    def __init__(self, dataset: ReferDataset, cfg: TrainConfig, device: torch.device) -> None:
+        n = cfg.curve_samples
+        self.dataset = dataset if n is None or n >= len(dataset) else dataset.limited(n, "first")
+        self.cfg, self.device, self.seconds = cfg, device, 0.0
+
+    def __call__(self, model: RISCLIP, stage: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        cpu = torch.random.get_rng_state()
+        gpu = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        decoder = model.decoder
+        try:
+            if stage == PATCH_STAGE and decoder is not None:
+                model.decoder = None  # score what stage 1 trains: the patch map, upsampled
+            base = get_protocol("ours")
+            trial = [dataclasses.replace(base, name=f"curve@{c:.2f}", threshold=c) for c in VAL_CUTS]
+            ev = evaluate(model, self.dataset, self.cfg, self.device, desc=f"val curve, stage {stage}", protocols=trial)
+        finally:
+            model.decoder = decoder
+            torch.random.set_rng_state(cpu)
+            if gpu is not None:
+                torch.cuda.set_rng_state_all(gpu)
+        scores = {c: (ev.metrics if i == 0 else ev.protocols[p.name]) for i, (c, p) in enumerate(zip(VAL_CUTS, trial))}
+        best = max(VAL_CUTS, key=lambda c: (round(scores[c]["mIoU"], 9), -abs(c - base.threshold)))
+        by_kind = ev.by_kind if best == VAL_CUTS[0] else ev.protocol_by_kind[f"curve@{best:.2f}"]
+        row = {"val_mIoU": scores[best]["mIoU"], "val_cut": best}
+        row.update({f"val_mIoU_{k}": m["mIoU"] for k, m in by_kind.items()})
+        self.seconds += time.perf_counter() - t0
+        return row
 
 
 def train_epoch(net, model: RISCLIP, batches, rule: StageRule, cfg: TrainConfig, device: torch.device, optimizer,
@@ -428,6 +484,7 @@ class Evaluation:
     by_kind: dict[str, dict[str, float]]
     protocols: dict[str, dict[str, float]] = field(default_factory=dict)  # the other protocols
     per_sample: list[dict] = field(default_factory=list)  # {"sent_id", "image_id", "kind", "iou"}, first protocol
+    protocol_by_kind: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # the other protocols
 
 
 def binarise(model: RISCLIP, out: RISOutput, batch: dict, protocol: EvalProtocol) -> list[torch.Tensor]:
@@ -600,7 +657,8 @@ def evaluate(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: to
         tdist.all_gather_object(parts, rows)
         rows = [r for part in parts for r in part]
     rows.sort(key=lambda r: r["sent_id"])
-    return Evaluation(first.compute(reduce), first.compute_by_kind(reduce, kinds), others, rows)
+    others_by_kind = {p.name: meters[p.name].compute_by_kind(reduce, kinds) for p in chosen[1:]}
+    return Evaluation(first.compute(reduce), first.compute_by_kind(reduce, kinds), others, rows, others_by_kind)
 
 
 def evaluate_text_controls(model: RISCLIP, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
@@ -707,7 +765,8 @@ def stage2_set(train_set: ReferDataset, data: DataConfig, model_cfg: ModelConfig
 
 
 # TrainConfig fields that change how a run is executed, never its numbers (stage1_key leaves them out)
-RUNTIME_FIELDS: tuple[str, ...] = ("progress", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
+RUNTIME_FIELDS: tuple[str, ...] = ("progress", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
+                                   "learning_curve", "curve_samples")
 _TRAIN_DEFAULTS = TrainConfig()
 
 
@@ -758,7 +817,13 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
     compile_seconds = compile_for(model, train_cfg, sample)
     t0 = time.perf_counter()
     stage1_reused = False
+    curve = None
+    needs_val = evaluate_val or train_cfg.threshold_from_val
+    val_set = build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False) \
+        if needs_val or (train_cfg.learning_curve and model_cfg.components.trains_anything) else None
     if model_cfg.components.trains_anything:
+        if train_cfg.learning_curve and val_set is not None and len(val_set):
+            curve = LearningCurve(val_set, train_cfg, device)
         train_set = build_dataset(data_cfg, model_cfg, data_cfg.train_split, train=True)
         cached = None
         if stage1_cache is not None and model_cfg.components.trains_patch_level:
@@ -766,20 +831,19 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         if cached is not None and cached.is_file():
             state = torch.load(cached, map_location=device, weights_only=True)
             model.load_stage_state_dict(1, state["model"])
-            history += [dict(zip(state["history_keys"], row), reused=1.0) for row in state["history"].tolist()]
+            history += [dict(row, reused=1.0) for row in history_rows(state)]
             stage1_reused = True
         else:
-            h1 = train_stage(model, train_set, 1, train_cfg, wd, device, hooks, run_key)
+            h1 = train_stage(model, train_set, 1, train_cfg, wd, device, hooks, run_key, curve)
             history += h1
             if cached is not None and h1 and dist.is_main():
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                keys = list(h1[0])
-                _save_atomic({"model": model.stage_state_dict(1), "history_keys": keys,
-                              "history": torch.tensor([[float(r[k]) for k in keys] for r in h1])}, cached)
+                keys, table = history_table(h1)
+                _save_atomic({"model": model.stage_state_dict(1), "history_keys": keys, "history": table}, cached)
             dist.barrier()
         history += train_stage(model, stage2_set(train_set, data_cfg, model_cfg, train_cfg), 2, train_cfg, wd, device,
-                               hooks, run_key)
-    train_seconds = time.perf_counter() - t0
+                               hooks, run_key, curve)
+    train_seconds = time.perf_counter() - t0 - (curve.seconds if curve is not None else 0.0)
     final = None
     if wd is not None:
         final = wd / "model.pt"
@@ -790,8 +854,6 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         hook.trained(model)
         model.set_stage(None)
     t1 = time.perf_counter()
-    needs_val = evaluate_val or train_cfg.threshold_from_val
-    val_set = build_dataset(data_cfg, model_cfg, data_cfg.val_split, train=False) if needs_val else None
     scored = score_trained(model, test_set, val_set, train_cfg, device, evaluators, protocols, evaluate_val, text_controls)
     if final is not None:  # the served model carries the cut and precision it was scored at
         if dist.is_main():

@@ -128,6 +128,9 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert "## Tuning probes" in md and "`--set train.lr=0.01`" in md  # the --set run is listed as a probe
     assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.png").stat().st_size > 1000
     assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder-grids.png").stat().st_size > 1000
+    # every trained rung's row links to its learning curve (val mIoU after each epoch of each stage)
+    assert "## Learning curves" in md and all(f"(#curve-rung-{r})" in md for r in (1, 2, 3, 4))
+    assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder-curves.png").stat().st_size > 1000
     assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.csv").read_text().count("\n") == 13  # header + 5 rungs + 5 baselines + 2 references
 
     # 5. a ladder on a study's chosen settings (--tuned) is set beside the preset's, not taken for it

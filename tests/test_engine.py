@@ -361,3 +361,31 @@ def test_limited_keeps_what_a_fresh_capped_dataset_keeps(synthref_root, order):
         assert [(r["ref_id"], s["sent_id"]) for r, s in got.samples] == \
             [(r["ref_id"], s["sent_id"]) for r, s in want.samples]
     assert len(stage1.limited(5, order)) == 5 and len(stage1) == 12  # the copy leaves the original alone
+
+
+def test_learning_curve_scores_every_epoch_and_changes_nothing_learnt(data, tmp_path):
+    """With the learning curve on (the default), every epoch row holds val mIoU, its cut and per-kind mIoU;
+    the weights, losses and test metrics equal a run without it, and it stays out of every identity."""
+    model_cfg = ModelConfig.tiny(components="adapters,decoder")
+    on = run_variant(model_cfg, TrainConfig(**FAST), data, tmp_path / "on")
+    off = run_variant(model_cfg, TrainConfig(**FAST, learning_curve=False), data, tmp_path / "off")
+    assert [h["loss"] for h in on.history] == [h["loss"] for h in off.history]
+    assert on.metrics == off.metrics and on.threshold == off.threshold
+    a, b = torch.load(on.checkpoint, weights_only=True)["model"], torch.load(off.checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [(h["stage"], h["epoch"]) for h in on.history] == [(1, 1), (1, 2), (2, 1)]
+    for h in on.history:
+        assert 0.0 <= h["val_mIoU"] <= 100.0 and h["val_cut"] in engine.VAL_CUTS
+        assert any(k.startswith("val_mIoU_") for k in h)
+    assert not any(k.startswith("val_") for h in off.history for k in h)
+    assert engine.stage1_key(model_cfg, TrainConfig(), data) == engine.stage1_key(
+        model_cfg, TrainConfig(learning_curve=False, curve_samples=5), data)
+    assert "learning_curve" not in TrainConfig().to_dict()
+
+
+def test_history_table_keeps_rows_with_and_without_the_curve():
+    rows = [{"stage": 1, "epoch": 1, "loss": 0.5}, {"stage": 1, "epoch": 2, "loss": 0.4, "val_mIoU": 30.0}]
+    keys, table = engine.history_table(rows)
+    assert keys == ["stage", "epoch", "loss", "val_mIoU"]
+    assert engine.history_rows({"history_keys": keys, "history": table}) == [
+        {"stage": 1.0, "epoch": 1.0, "loss": 0.5}, {"stage": 1.0, "epoch": 2.0, "loss": 0.4, "val_mIoU": 30.0}]

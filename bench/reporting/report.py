@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table  # noqa: E402
+from bench.reporting.curves import curve_lines, curves_figure, load_curves  # noqa: E402
 from bench.spine.baselines import ORACLE_BASELINES, PROPOSAL_BASELINES  # noqa: E402
 from bench.spine.presets import DEFAULT_PRESET, pinned_command  # noqa: E402
 from bench.spine.proposals import ATTRIBUTE_FORMS, form_key  # noqa: E402
@@ -751,6 +752,7 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
     lines += ["## Ladder", "", f"![mIoU per rung]({stem}.png)", "",
               "| rung | components | seeds | mIoU | swap mIoU | generic mIoU | text sensitivity | oIoU | P@50 | P@90 | "
               "select mIoU | paper mIoU | gain, 95% CI | CI above 0 | train s | ms/img | peak MB |", "|" + "---|" * 17]
+    curves = load_curves(tracker, df)
     prev = None
     for s in variants:
         gain, sep = "-", "-"
@@ -760,7 +762,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
                 gain, sep = gap.text(), ("yes" if gap.low > 0 else "no")
             else:
                 gain = f"{s['mIoU'] - prev['mIoU']:+.2f}"
-        lines.append(f"| {s['rung'] if s['rung'] is not None else '-'} | {s['components']} | {s['seeds']} | "
+        curve = f" ([curve](#curve-rung-{s['rung']}))" if s["rung"] in curves else ""
+        lines.append(f"| {s['rung'] if s['rung'] is not None else '-'} | {s['components']}{curve} | {s['seeds']} | "
                      + _control_cells(s) + f" | {s['oIoU']:.2f} ± {s['oIoU_sd']:.2f} | {_fmt(s['P@50'])} | "
                      f"{_fmt(s['P@90'])} | {_fmt(s['select_mIoU'])} ± {_fmt(s['select_mIoU_sd'])} | "
                      f"{_fmt(s['paper_mIoU'])} | {gain} | {sep} | "
@@ -793,6 +796,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
               "would score). A text-blind prediction scores the same under both controls.", ""]
     lines += reference_lines(references, variants, per_expr)
     lines += cut_lines([*variants, *references])
+    curve_section = curve_lines(curves, curves_figure(curves, out_dir / f"{stem}-curves.png"))
+    lines += curve_section + ([""] if curve_section else [])
     lines += [
               "## mIoU by expression kind (mean over seeds)", "",
               "mIoU, then select mIoU in brackets, then swap mIoU after the slash.", "",

@@ -35,7 +35,7 @@ def run_identity(preset: P.Preset, components: Components, seed: int, fingerprin
     if model.get("pretrained") and Path(str(model["pretrained"])).is_file():
         model["pretrained"] = Path(str(model["pretrained"])).name  # the proxy's name carries its hashes
     train = dataclasses.replace(preset.train, seed=seed if components.trains_anything else 0).to_dict()
-    for k in ("progress", "num_workers", "device"):
+    for k in ("progress", "num_workers", "device", "learning_curve", "curve_samples"):
         train.pop(k, None)
     data = preset.data.to_dict()
     for k in ("data_root", "image_root"):
@@ -185,8 +185,11 @@ class TrackingHook(Hook):
         self.tracker, self.run_id = tracker, run_id
 
     def log(self, stage: int, epoch: int, row: dict) -> None:
-        self.tracker.log_metrics(self.run_id, {f"stage{stage}_loss": row["loss"], f"stage{stage}_epoch_seconds": row["seconds"],
-                                               f"stage{stage}_lr": row["lr"]}, step=epoch)
+        metrics = {f"stage{stage}_loss": row["loss"], f"stage{stage}_epoch_seconds": row["seconds"],
+                   f"stage{stage}_lr": row["lr"]}
+        # the learning curve (TrainConfig.learning_curve): val mIoU, its cut and per kind, as step metrics
+        metrics.update({f"stage{stage}_{k}": float(v) for k, v in row.items() if k.startswith("val_")})
+        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
 
     def epoch_end(self, model, stage: int, epoch: int, row: dict) -> None:
         self.log(stage, epoch, row)

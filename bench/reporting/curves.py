@@ -1,0 +1,87 @@
+"""Learning curves in the ladder report: each trained rung's val mIoU after every epoch of stage 1 and stage 2
+(``TrainConfig.learning_curve``, logged in each run's ``metrics.json`` history), so that a reader sees whether a
+rung was still climbing when its budget ran out. Renders only; trains nothing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+# a rung whose val mIoU rose by more than this over its last epoch is called still climbing
+CLIMBING_POINTS = 0.5
+
+
+def load_curves(tracker, df: pd.DataFrame) -> dict[int, dict[int, list[dict]]]:
+    """{rung: {seed: epoch rows with ``val_mIoU``}} for the rung runs of ``df`` that logged a learning curve."""
+    out: dict[int, dict[int, list[dict]]] = {}
+    for _, r in df[df["kind"] == "variant"].iterrows():
+        if r["rung"] is None or int(r["rung"]) == 0:
+            continue
+        try:
+            history = tracker.load_json(r["mlflow_run_id"], "metrics.json").get("history", [])
+        except (OSError, LookupError, ValueError, AttributeError):
+            continue
+        rows = [h for h in history if isinstance(h.get("val_mIoU"), (int, float)) and not math.isnan(h["val_mIoU"])]
+        if rows:
+            out.setdefault(int(r["rung"]), {})[int(r["seed"])] = sorted(rows, key=lambda h: (h["stage"], h["epoch"]))
+    return out
+
+
+def _label(h: dict) -> str:
+    return f"s{int(h['stage'])}e{int(h['epoch'])}"
+
+
+def curves_figure(curves: dict[int, dict[int, list[dict]]], path: Path) -> Path | None:
+    """One panel per rung: val mIoU after each epoch, a line per seed, stage boundaries dashed."""
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rungs = sorted(curves)
+    fig, axes = plt.subplots(1, len(rungs), figsize=(3.2 * len(rungs), 3.0), sharey=True, squeeze=False)
+    for ax, rung in zip(axes[0], rungs):
+        for seed, rows in sorted(curves[rung].items()):
+            ax.plot(range(len(rows)), [h["val_mIoU"] for h in rows], marker="o", label=f"seed {seed}")
+        rows = next(iter(curves[rung].values()))
+        ax.set_xticks(range(len(rows)), [_label(h) for h in rows])
+        for i in range(1, len(rows)):
+            if rows[i]["stage"] != rows[i - 1]["stage"]:
+                ax.axvline(i - 0.5, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(f"rung {rung}")
+        ax.set_xlabel("stage s, epoch e")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("val mIoU (best cut)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curve_lines(curves: dict[int, dict[int, list[dict]]], figure: Path | None) -> list[str]:
+    """The report's section: the figure and, per rung, the seed-mean val mIoU after each epoch and whether the
+    last epoch still gained more than :data:`CLIMBING_POINTS`."""
+    if not curves or figure is None:
+        return []
+    lines = ["", "## Learning curves", "",
+             "Val mIoU (at its best cut, on the first val sentences: `train.curve_samples`) after every epoch of "
+             "each stage, one line per seed. Stage 1's points score the patch map upsampled (what stage 1 trains), "
+             "stage 2's the decoder's masks. A rung whose last epoch still gained more than "
+             f"{CLIMBING_POINTS} points was stopped while climbing.", "", f"![learning curves]({figure.name})", "",
+             "| rung | epochs | val mIoU after each epoch (mean over seeds) | last epoch's gain | |", "|---|---|---|---|---|"]
+    for rung in sorted(curves):
+        per_seed = list(curves[rung].values())
+        n = min(len(rows) for rows in per_seed)
+        means = [sum(rows[i]["val_mIoU"] for rows in per_seed) / len(per_seed) for i in range(n)]
+        labels = [_label(h) for h in per_seed[0][:n]]
+        gain = means[-1] - means[-2] if n >= 2 else math.nan
+        verdict = "-" if math.isnan(gain) else ("still climbing" if gain > CLIMBING_POINTS else "flat")
+        lines.append(f"| <a id=\"curve-rung-{rung}\"></a>{rung} | {', '.join(labels)} | "
+                     f"{', '.join(f'{m:.1f}' for m in means)} | {gain:+.2f} | {verdict} |")
+    return lines
