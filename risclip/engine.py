@@ -422,7 +422,7 @@ class LearningCurve:
         t0 = time.perf_counter()
         cpu = torch.random.get_rng_state()
         gpu = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-        decoder = model.decoder
+        decoder = getattr(model, "decoder", None)  # the from-scratch reference has none
         try:
             if stage == PATCH_STAGE and decoder is not None:
                 model.decoder = None  # score what stage 1 trains: the patch map, upsampled
@@ -430,7 +430,8 @@ class LearningCurve:
             trial = [dataclasses.replace(base, name=f"curve@{c:.2f}", threshold=c) for c in VAL_CUTS]
             ev = evaluate(model, self.dataset, self.cfg, self.device, desc=f"val curve, stage {stage}", protocols=trial)
         finally:
-            model.decoder = decoder
+            if decoder is not None:
+                model.decoder = decoder
             torch.random.set_rng_state(cpu)
             if gpu is not None:
                 torch.cuda.set_rng_state_all(gpu)

@@ -210,8 +210,12 @@ def seconds_per_epoch(dataset: ReferDataset, cfg: ReferenceConfig, seed: int = 0
 
 
 def train_reference(dataset: ReferDataset, cfg: ReferenceConfig, epochs: int, seed: int = 0,
-                    device: torch.device | str = "cpu", progress: bool | None = None) -> tuple[ReferenceSegmenter, list[dict]]:
-    """Train a reference model for ``epochs`` epochs; returns it (in eval mode) and one history row per epoch."""
+                    device: torch.device | str = "cpu", progress: bool | None = None,
+                    epoch_end: Callable[[ReferenceSegmenter], dict] | None = None
+                    ) -> tuple[ReferenceSegmenter, list[dict]]:
+    """Train a reference model for ``epochs`` epochs; returns it (in eval mode) and one history row per epoch.
+    ``epoch_end`` (a learning curve, :class:`risclip.engine.LearningCurve` with stage 2) adds its scores to each
+    epoch's row; training goes on in training mode after it."""
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1 (got {epochs})")
     torch.manual_seed(seed)
@@ -239,6 +243,10 @@ def train_reference(dataset: ReferDataset, cfg: ReferenceConfig, epochs: int, se
             sched.step()
             total += loss.item() * mask.shape[0]
             count += mask.shape[0]
-        history.append({"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0})
+        row = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0}
+        if epoch_end is not None:
+            row.update(epoch_end(model))
+            model.set_stage(1)
+        history.append(row)
     model.set_stage(None)
     return model, history

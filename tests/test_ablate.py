@@ -130,6 +130,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder-grids.png").stat().st_size > 1000
     # every trained rung's row links to its learning curve (val mIoU after each epoch of each stage)
     assert "## Learning curves" in md and all(f"(#curve-rung-{r})" in md for r in (1, 2, 3, 4))
+    assert "(#curve-reference-1x-rung-1-time)" in md and "(#curve-reference-3x-rung-1-time)" in md
     assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder-curves.png").stat().st_size > 1000
     assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.csv").read_text().count("\n") == 13  # header + 5 rungs + 5 baselines + 2 references
 

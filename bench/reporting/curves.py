@@ -13,28 +13,35 @@ import pandas as pd
 CLIMBING_POINTS = 0.5
 
 
-def load_curves(tracker, df: pd.DataFrame) -> dict[int, dict[int, list[dict]]]:
-    """{rung: {seed: epoch rows with ``val_mIoU``}} for the rung runs of ``df`` that logged a learning curve."""
-    out: dict[int, dict[int, list[dict]]] = {}
-    for _, r in df[df["kind"] == "variant"].iterrows():
-        if r["rung"] is None or int(r["rung"]) == 0:
-            continue
+def load_curves(tracker, df: pd.DataFrame) -> dict[str, dict[int, list[dict]]]:
+    """{"rung N" or the reference's name: {seed: epoch rows with ``val_mIoU``}} for the trained rung runs and
+    reference runs of ``df`` that logged a learning curve, rungs first."""
+    out: dict[str, dict[int, list[dict]]] = {}
+    chosen = df[((df["kind"] == "variant") & df["rung"].map(lambda r: r is not None and int(r) > 0))
+                | (df["kind"] == "reference")]
+    for _, r in chosen.iterrows():
         try:
             history = tracker.load_json(r["mlflow_run_id"], "metrics.json").get("history", [])
         except (OSError, LookupError, ValueError, AttributeError):
             continue
         rows = [h for h in history if isinstance(h.get("val_mIoU"), (int, float)) and not math.isnan(h["val_mIoU"])]
         if rows:
-            out.setdefault(int(r["rung"]), {})[int(r["seed"])] = sorted(rows, key=lambda h: (h["stage"], h["epoch"]))
-    return out
+            key = f"rung {int(r['rung'])}" if r["kind"] == "variant" else str(r["components"])
+            out.setdefault(key, {})[int(r["seed"])] = sorted(rows, key=lambda h: (h.get("stage", 2), h["epoch"]))
+    return dict(sorted(out.items(), key=lambda kv: (not kv[0].startswith("rung "), kv[0])))
+
+
+def anchor(key: str) -> str:
+    """The report's link target for a curve: ``curve-rung-1``, ``curve-reference-1x-rung-1-time``."""
+    return "curve-" + "-".join("".join(ch if ch.isalnum() else " " for ch in key.lower()).split())
 
 
 def _label(h: dict) -> str:
-    return f"s{int(h['stage'])}e{int(h['epoch'])}"
+    return f"s{int(h['stage'])}e{int(h['epoch'])}" if "stage" in h else f"e{int(h['epoch'])}"
 
 
-def curves_figure(curves: dict[int, dict[int, list[dict]]], path: Path) -> Path | None:
-    """One panel per rung: val mIoU after each epoch, a line per seed, stage boundaries dashed."""
+def curves_figure(curves: dict[str, dict[int, list[dict]]], path: Path) -> Path | None:
+    """One panel per rung and per reference: val mIoU after each epoch, a line per seed, stage boundaries dashed."""
     if not curves:
         return None
     import matplotlib
@@ -42,18 +49,19 @@ def curves_figure(curves: dict[int, dict[int, list[dict]]], path: Path) -> Path 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rungs = sorted(curves)
-    fig, axes = plt.subplots(1, len(rungs), figsize=(3.2 * len(rungs), 3.0), sharey=True, squeeze=False)
+    rungs = list(curves)
+    fig, axes = plt.subplots(1, len(rungs), figsize=(3.2 * len(rungs), 3.2), sharey=True, squeeze=False)
     for ax, rung in zip(axes[0], rungs):
         for seed, rows in sorted(curves[rung].items()):
             ax.plot(range(len(rows)), [h["val_mIoU"] for h in rows], marker="o", label=f"seed {seed}")
-        rows = next(iter(curves[rung].values()))
-        ax.set_xticks(range(len(rows)), [_label(h) for h in rows])
+        rows = max(curves[rung].values(), key=len)
+        step = max(1, len(rows) // 8)
+        ax.set_xticks(range(0, len(rows), step), [_label(h) for h in rows][::step], fontsize=7)
         for i in range(1, len(rows)):
-            if rows[i]["stage"] != rows[i - 1]["stage"]:
+            if rows[i].get("stage") != rows[i - 1].get("stage"):
                 ax.axvline(i - 0.5, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(f"rung {rung}")
-        ax.set_xlabel("stage s, epoch e")
+        ax.set_title(rung.replace(" rung-1 time", ""), fontsize=9)
+        ax.set_xlabel("epoch (s: stage)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("val mIoU (best cut)")
     axes[0][-1].legend(fontsize=7)
@@ -64,24 +72,27 @@ def curves_figure(curves: dict[int, dict[int, list[dict]]], path: Path) -> Path 
     return path
 
 
-def curve_lines(curves: dict[int, dict[int, list[dict]]], figure: Path | None) -> list[str]:
-    """The report's section: the figure and, per rung, the seed-mean val mIoU after each epoch and whether the
-    last epoch still gained more than :data:`CLIMBING_POINTS`."""
+def curve_lines(curves: dict[str, dict[int, list[dict]]], figure: Path | None) -> list[str]:
+    """The report's section: the figure and, per rung and reference, the seed-mean val mIoU after each epoch
+    and whether the last epoch still gained more than :data:`CLIMBING_POINTS`."""
     if not curves or figure is None:
         return []
     lines = ["", "## Learning curves", "",
              "Val mIoU (at its best cut, on the first val sentences: `train.curve_samples`) after every epoch of "
              "each stage, one line per seed. Stage 1's points score the patch map upsampled (what stage 1 trains), "
-             "stage 2's the decoder's masks. A rung whose last epoch still gained more than "
-             f"{CLIMBING_POINTS} points was stopped while climbing.", "", f"![learning curves]({figure.name})", "",
-             "| rung | epochs | val mIoU after each epoch (mean over seeds) | last epoch's gain | |", "|---|---|---|---|---|"]
-    for rung in sorted(curves):
-        per_seed = list(curves[rung].values())
+             "stage 2's the decoder's masks; the from-scratch reference has one stage. A model whose last epoch "
+             f"still gained more than {CLIMBING_POINTS} points was stopped while climbing.", "",
+             f"![learning curves]({figure.name})", "",
+             "| model | epochs | val mIoU after each epoch (mean over seeds) | last epoch's gain | |", "|---|---|---|---|---|"]
+    for key, by_seed in curves.items():
+        per_seed = list(by_seed.values())
         n = min(len(rows) for rows in per_seed)
         means = [sum(rows[i]["val_mIoU"] for rows in per_seed) / len(per_seed) for i in range(n)]
         labels = [_label(h) for h in per_seed[0][:n]]
         gain = means[-1] - means[-2] if n >= 2 else math.nan
         verdict = "-" if math.isnan(gain) else ("still climbing" if gain > CLIMBING_POINTS else "flat")
-        lines.append(f"| <a id=\"curve-rung-{rung}\"></a>{rung} | {', '.join(labels)} | "
-                     f"{', '.join(f'{m:.1f}' for m in means)} | {gain:+.2f} | {verdict} |")
+        shown = means if n <= 8 else [*means[:3], math.nan, *means[-3:]]
+        labels = labels if n <= 8 else [*labels[:3], "...", *labels[-3:]]
+        lines.append(f"| <a id=\"{anchor(key)}\"></a>{key} | {', '.join(labels)} | "
+                     f"{', '.join('...' if math.isnan(m) else f'{m:.1f}' for m in shown)} | {gain:+.2f} | {verdict} |")
     return lines

@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table  # noqa: E402
-from bench.reporting.curves import curve_lines, curves_figure, load_curves  # noqa: E402
+from bench.reporting.curves import anchor, curve_lines, curves_figure, load_curves  # noqa: E402
 from bench.spine.baselines import ORACLE_BASELINES, PROPOSAL_BASELINES  # noqa: E402
 from bench.spine.presets import DEFAULT_PRESET, pinned_command  # noqa: E402
 from bench.spine.proposals import ATTRIBUTE_FORMS, form_key  # noqa: E402
@@ -456,7 +456,8 @@ def _swap_share(tracker: Tracker, df: pd.DataFrame) -> str:
     return f"the swap scores the test sentences whose image holds another referent: {share}"
 
 
-def reference_lines(references: list[dict], variants: list[dict], per_expr: PerExpression) -> list[str]:
+def reference_lines(references: list[dict], variants: list[dict], per_expr: PerExpression,
+                    curves: dict | None = None) -> list[str]:
     """The from-scratch reference (no CLIP) beside rung 1: what this data allows at rung 1's training time."""
     if not references:
         return []
@@ -470,7 +471,8 @@ def reference_lines(references: list[dict], variants: list[dict], per_expr: PerE
            "train s |", "|---|---|---|---|---|---|---|---|---|"]
     for s in references:
         gap = per_expr.gap(rung1["components"], s["components"], b_kind="reference") if rung1 else None
-        out.append(f"| {s['components']} | {s['seeds']} | {_control_cells(s)} | {_fmt(s['select_mIoU'])} | "
+        curve = f" ([curve](#{anchor(s['components'])}))" if s["components"] in (curves or {}) else ""
+        out.append(f"| {s['components']}{curve} | {s['seeds']} | {_control_cells(s)} | {_fmt(s['select_mIoU'])} | "
                    f"{gap.text() if gap is not None else '-'} | {_fmt(s['train_seconds'], 0)} |")
     if rung1:
         out += ["", f"Rung 1 trained {_fmt(rung1['train_seconds'], 0)} s on average over its seeds."]
@@ -762,7 +764,8 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
                 gain, sep = gap.text(), ("yes" if gap.low > 0 else "no")
             else:
                 gain = f"{s['mIoU'] - prev['mIoU']:+.2f}"
-        curve = f" ([curve](#curve-rung-{s['rung']}))" if s["rung"] in curves else ""
+        key = f"rung {s['rung']}"
+        curve = f" ([curve](#{anchor(key)}))" if key in curves else ""
         lines.append(f"| {s['rung'] if s['rung'] is not None else '-'} | {s['components']}{curve} | {s['seeds']} | "
                      + _control_cells(s) + f" | {s['oIoU']:.2f} ± {s['oIoU_sd']:.2f} | {_fmt(s['P@50'])} | "
                      f"{_fmt(s['P@90'])} | {_fmt(s['select_mIoU'])} ± {_fmt(s['select_mIoU_sd'])} | "
@@ -794,7 +797,7 @@ def render(tracker: Tracker, parent, out_dir: Path, stem: str) -> Path:
               "reading the text; `centre-blob` is sized to the mean referent area on train; `objectness` is the union "
               "of every instance mask of the image (what a model that segments all objects and ignores the text "
               "would score). A text-blind prediction scores the same under both controls.", ""]
-    lines += reference_lines(references, variants, per_expr)
+    lines += reference_lines(references, variants, per_expr, curves)
     lines += cut_lines([*variants, *references])
     curve_section = curve_lines(curves, curves_figure(curves, out_dir / f"{stem}-curves.png"))
     lines += curve_section + ([""] if curve_section else [])

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from bench.spine.proposals import ProposalSelection
 from bench.spine.results import row_from_run
 from bench.spine.variant import Scores, log_variant
-from risclip.engine import RunResult, build_dataset, resolve_device, score_trained
+from risclip.engine import LearningCurve, RunResult, build_dataset, resolve_device, score_trained
 from risclip.reference import ReferenceConfig, seconds_per_epoch, train_reference
 
 REFERENCE_KIND = "reference"
@@ -80,18 +80,21 @@ def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
                                         "epochs": epochs, "budget_seconds": round(budget, 1),
                                         "estimated_seconds_per_epoch": round(per_epoch, 2),
                                         "data": preset.data.to_dict()})
+        val_set = build_dataset(preset.data, preset.model, preset.data.val_split, train=False)
+        curve = LearningCurve(val_set, preset.train, device) if preset.train.learning_curve and len(val_set) else None
         t0 = time.perf_counter()
-        model, history = train_reference(train_set, cfg, epochs, seed=seed, device=device, progress=ctx.progress)
-        train_seconds = time.perf_counter() - t0
+        model, history = train_reference(train_set, cfg, epochs, seed=seed, device=device, progress=ctx.progress,
+                                         epoch_end=(lambda m: curve(m, 2)) if curve is not None else None)
+        train_seconds = time.perf_counter() - t0 - (curve.seconds if curve is not None else 0.0)
         for row in history:
-            ctx.tracker.log_metrics(run_id, {"reference_loss": row["loss"], "reference_epoch_seconds": row["seconds"]},
+            ctx.tracker.log_metrics(run_id, {"reference_loss": row["loss"], "reference_epoch_seconds": row["seconds"],
+                                             **{f"reference_{k}": float(v) for k, v in row.items() if k.startswith("val_")}},
                                     step=int(row["epoch"]))
         eval_cfg = preset.train
         t1 = time.perf_counter()
         test_set = build_dataset(preset.data, preset.model, preset.data.test_split, train=False)
         selection = ProposalSelection(test_set)
-        sc = score_trained(model, test_set, build_dataset(preset.data, preset.model, preset.data.val_split, train=False),
-                           eval_cfg, device, evaluators=(selection,), text_controls=True, label="reference")
+        sc = score_trained(model, test_set, val_set, eval_cfg, device, evaluators=(selection,), text_controls=True, label="reference")
         result = RunResult(components=name, model_hash=cfg.config_hash(), train_hash=str(epochs),
                            metrics=sc.test.metrics, by_kind=sc.test.by_kind, val_metrics=sc.val_metrics,
                            history=history, train_seconds=train_seconds, eval_seconds=time.perf_counter() - t1,
