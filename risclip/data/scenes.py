@@ -167,6 +167,16 @@ def _grow(mask: np.ndarray, g: int) -> np.ndarray:
     return out
 
 
+def _refcoco_palette(rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """The refcoco profile's draw of a scene's shapes (2-4 of one main shape, then 0-2 others) and colours."""
+    main = str(rng.choice(SHAPES))
+    n_main = int(rng.choice([2, 3, 4], p=[0.4, 0.4, 0.2]))
+    n_other = int(rng.choice([0, 1, 2], p=[0.3, 0.45, 0.25]))
+    others = [str(x) for x in rng.choice([x for x in SHAPES if x != main], size=n_other)]
+    colours = list(rng.choice(list(COLOURS), size=int(rng.integers(2, 4)), replace=False))
+    return [main] * n_main + others, colours
+
+
 def make_scene_refcoco(rng: np.random.Generator, cfg: SynthRefConfig) -> list[SceneObject]:
     """A RefCOCO-like scene: 2-4 objects of one main shape (the category the referents mostly come
     from) and 0-2 of other shapes, large, placed at random with their masks at least ``gap`` pixels
@@ -174,12 +184,8 @@ def make_scene_refcoco(rng: np.random.Generator, cfg: SynthRefConfig) -> list[Sc
     are placed first; one that finds no room in 60 tries is drawn again 10% smaller, up to three times,
     then left out, so a scene may hold fewer objects than drawn (never fewer than 1)."""
     s = cfg.size
-    main = str(rng.choice(SHAPES))
-    n_main = int(rng.choice([2, 3, 4], p=[0.4, 0.4, 0.2]))
-    n_other = int(rng.choice([0, 1, 2], p=[0.3, 0.45, 0.25]))
-    others = [str(x) for x in rng.choice([x for x in SHAPES if x != main], size=n_other)]
-    colours = list(rng.choice(list(COLOURS), size=int(rng.integers(2, 4)), replace=False))
-    drawn = [(shape, SIZES[int(rng.integers(0, 2))]) for shape in [main] * n_main + others]
+    shapes, colours = _refcoco_palette(rng)
+    drawn = [(shape, SIZES[int(rng.integers(0, 2))]) for shape in shapes]
     drawn.sort(key=lambda d: d[1] != "large")  # large first: they are the hard ones to fit
     occupied = np.zeros((s, s), dtype=bool)  # placed masks grown by the gap
     gap = max(2, round(0.025 * s))
@@ -231,13 +237,9 @@ def make_scene_refcoco_v2(rng: np.random.Generator, cfg: SynthRefConfig) -> list
     is drawn at the shape's small radius), a small one that finds none is left out. Each object records its
     mask's centroid, where spatial words look."""
     s = cfg.size
-    main = str(rng.choice(SHAPES))
-    n_main = int(rng.choice([2, 3, 4], p=[0.4, 0.4, 0.2]))
-    n_other = int(rng.choice([0, 1, 2], p=[0.3, 0.45, 0.25]))
-    others = [str(x) for x in rng.choice([x for x in SHAPES if x != main], size=n_other)]
-    colours = list(rng.choice(list(COLOURS), size=int(rng.integers(2, 4)), replace=False))
+    shapes, colours = _refcoco_palette(rng)
     radii = {shape: {z: float(rng.uniform(*REFCOCO_RADII[z]) * s) for z in SIZES} for shape in SHAPES}
-    drawn = [(shape, SIZES[int(rng.integers(0, 2))]) for shape in [main] * n_main + others]
+    drawn = [(shape, SIZES[int(rng.integers(0, 2))]) for shape in shapes]
     drawn.sort(key=lambda d: d[1] != "large")  # large first: they are the hard ones to fit
     occupied = np.zeros((s, s), dtype=bool)
     gap = max(2, round(0.025 * s))
