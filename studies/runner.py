@@ -143,15 +143,8 @@ class RunConfig:
 
 
 def build_preset(cfg: RunConfig) -> P.Preset:
-    preset = P.get_preset(cfg.preset)
-    if cfg.quick:
-        preset = P.quick(preset)
-    root = cfg.data_root or (f"{preset.data.data_root}-quick" if cfg.quick and preset.synthref else None)
-    if root:
-        preset = P.with_data_root(preset, root)
-    if cfg.compile != "off":
-        preset = P.override(preset, [f"train.compile={cfg.compile}"])
-    return preset
+    return P.build(cfg.preset, quick=cfg.quick, data_root=cfg.data_root,
+                   overrides=[f"train.compile={cfg.compile}"] if cfg.compile != "off" else ())
 
 
 def study_context(spec: StudySpec, cfg: RunConfig, preset: P.Preset) -> StudyContext:

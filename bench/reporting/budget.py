@@ -72,7 +72,7 @@ def sweep(a: argparse.Namespace) -> list[dict]:
     from bench.proxy.pretrain_clip import pretrain
     from bench.spine.assets import ensure_data
 
-    preset = P.get_preset(a.preset)
+    preset = P.build(a.preset)
     ensure_data(preset, None)
     rungs = [int(r) for r in a.rungs.split(",")]
     points = []
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.budget", description=__doc__.split("\n\n")[0],
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=P.DEFAULT_PRESET, choices=sorted(P.PRESETS))
+    p.add_argument("--preset", default=P.DEFAULT_PRESET, type=P.preset_name, metavar="NAME", help=P.preset_help(P.DEFAULT_PRESET))
     p.add_argument("--multipliers", default="1,3,10", help="stage-1 budgets as multiples of the preset's (default %(default)s)")
     p.add_argument("--proxy-steps", default=None, help="sweep the proxy CLIP's pre-training steps instead, e.g. 300,600,3000")
     p.add_argument("--rungs", default="0,1,2,3", help="ladder rungs to train at each point (default %(default)s)")

@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--rung: a trained rung, 1 to {len(LADDER) - 1}")
     components = str(LADDER[a.rung])
     try:
-        preset = P.get_preset(a.preset)
+        preset = P.build(a.preset)
         tracker = Tracker(a.tracking_uri, f"risclip-{a.preset}")
         found, cells, checks = cross_draw(tracker, preset, draws, components, a.device)
     except (LookupError, OSError, ValueError, MlflowException) as e:

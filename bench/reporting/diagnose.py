@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.diagnose", description=__doc__.split("\n\n")[0],
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=P.DEFAULT_PRESET, choices=[n for n in sorted(P.PRESETS) if n.startswith("synth")],
+    p.add_argument("--preset", default=P.DEFAULT_PRESET, type=P.preset_name, metavar="NAME",
                    help="a SynthRef preset (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny data and few samples: a smoke run")
     p.add_argument("--data-root", default=None, help="data folder (default: the preset's; --quick: its -quick folder)")
@@ -519,12 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     progress = False if a.no_progress else None
     try:
-        preset = P.get_preset(a.preset)
-        if a.quick:
-            preset = P.quick(preset)
-        root = a.data_root or (f"{preset.data.data_root}-quick" if a.quick else None)
-        if root:
-            preset = P.with_data_root(preset, root)
+        preset = P.build(a.preset, quick=a.quick, data_root=a.data_root)
         ensure_data(preset, progress)
         preset, _ = ensure_backbone(preset, progress, None)
         out = Path(a.out or f"reports/{preset.name.removesuffix('-quick')}-diagnosis.md")

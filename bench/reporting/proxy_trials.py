@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [t.strip() for t in a.trials.split(",") if t.strip()]
     unknown = [t for t in names if t not in TRIALS]
     try:
-        preset = P.get_preset(a.preset)
+        preset = P.build(a.preset)
         if unknown:
             raise ValueError(f"unknown trials {', '.join(unknown)}; valid: {', '.join(TRIALS)}")
         if preset.proxy_clip is None or not preset.proxy_clip.corpus_images:

@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown trial(s) {', '.join(bad)}; valid: {', '.join(TRIALS)}")
     try:
-        preset = P.get_preset(a.preset)
+        preset = P.build(a.preset)
     except ValueError as e:
         ap.error(str(e))
     if preset.synthref is None or preset.proxy_clip is None:

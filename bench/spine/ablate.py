@@ -224,10 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "these multiples of rung 1's median training time over the seeds, every seed (default %(default)s; "
                            "'' for none)")
     how = p.add_argument_group("how")
-    how.add_argument("--preset", default=P.DEFAULT_PRESET, choices=sorted(P.PRESETS),
-                     help="; ".join(f"{name}{' (default)' if name == P.DEFAULT_PRESET else ''}: "
-                                    f"{P.get_preset(name).description}" for name in P.PRESETS)
-                          + ". --describe-preset prints every field of one")
+    how.add_argument("--preset", default=P.DEFAULT_PRESET, type=P.preset_name, metavar="NAME",
+                     help=P.preset_help(P.DEFAULT_PRESET))
     how.add_argument("--dataset", default=None, choices=sorted(P.REFER_DATASETS),
                      help="paper presets: which refer dataset (default refcocog, UMD partition)")
     how.add_argument("--eval-split", default=None,
@@ -322,19 +320,10 @@ def parse_protocols(text: str | None) -> tuple[str, ...]:
 def prepare(a: argparse.Namespace, progress: bool | None) -> tuple[P.Preset, dict]:
     """The preset with data and backbone in place. Under torchrun process 0 makes them (SynthRef, the proxy
     CLIP) while the others wait, then the others find them cached; an error reaches every process."""
-    preset = P.get_preset(a.preset)
-    if a.quick:
-        preset = P.quick(preset)
-    data_root = a.data_root or (f"{preset.data.data_root}-quick" if a.quick and preset.synthref else None)
-    if data_root:
-        preset = P.with_data_root(preset, data_root)
-    if a.data_seed is not None:
-        preset = P.with_data_seed(preset, a.data_seed)
-    if a.dataset or a.eval_split:
-        preset = P.with_refer(preset, a.dataset or "refcocog", a.eval_split)
     if a.compile is not None:
         a.overrides.append(f"train.compile={a.compile}")
-    preset = P.override(preset, a.overrides)
+    preset = P.build(a.preset, quick=a.quick, data_root=a.data_root, data_seed=a.data_seed, dataset=a.dataset,
+                     eval_split=a.eval_split, overrides=a.overrides)
     error = None
     if dist.is_main():
         try:
@@ -370,10 +359,7 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
     progress = False if a.no_progress or not main_process else None
     if a.describe_preset:
         try:
-            preset = P.get_preset(a.preset)
-            if a.dataset or a.eval_split:
-                preset = P.with_refer(preset, a.dataset or "refcocog", a.eval_split)
-            print(P.override(preset, a.overrides).describe())
+            print(P.build(a.preset, dataset=a.dataset, eval_split=a.eval_split, overrides=a.overrides).describe())
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

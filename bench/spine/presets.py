@@ -1,30 +1,18 @@
-"""Named experiment presets for ``bench.ablate``: model, training, data and where the backbone comes from.
+"""Named experiment presets for ``bench.ablate`` and every other entry point: model, training, data and where
+the backbone comes from.
 
-* ``synth-refcoco-grounded-all-train`` (default): the first preset whose trained rungs ground their expression
-  (issue 20's targets: ``reports/synth-refcoco-grounded-all-train-ladder.md``): synth-refcoco's data with 800
-  more test images, the v4 proxy CLIP, every train sentence twice in stage 1 under CPU bf16 autocast, each
-  variant's mask cut chosen on val; the presets it grew from (``synth-refcoco-dense``, ``-grounded``,
-  ``-grounded-wide-test``) are kept so that their reports stay reproducible.
-* ``synth-refcoco`` (the default until issue 20): the SynthRef ladder on a 2-core CPU, on SynthRef's refcoco profile (few,
-  large referents, RefCOCO-like). RIS-Tiny at 128 px (16x16 patches) with the v2 proxy CLIP, pre-trained
-  at 64 px on a caption corpus of its own whose alt-text captions use spatial words now and then.
-  Candidate v3 proxy recipes (average pooling, hard negatives, region pairs, a second resolution, the v3
-  caption vocabulary) are compared by ``python -m bench.proxy_trials`` before one becomes a preset.
-* ``synth-cpu``: the first SynthRef ladder, kept so its results stay reproducible: SynthRef's dense
-  profile (small referents), RIS-Tiny at 96 px (12x12 patches), the v1 proxy CLIP pre-trained on the
-  RIS train captions (no spatial word in them), the ClearCLIP-style value path.
+Each preset is one data file, ``bench/presets/<name>.toml``: flat (every value it sets is in that file; fields it
+does not name keep their dataclass defaults, and ``--describe-preset`` prints every one), and marked ``current``
+or ``archived``:
 
-SynthRef and the proxy CLIPs are made on first use and cached under ``--data-root``.
-* ``paper-b``: the paper's main setting, CLIP ViT-B/16 (open_clip tag ``openai``) on RefCOCOg-UMD.
-* ``paper-l``: CLIP ViT-L/14 at 336 px on RefCOCOg-UMD.
+* current: ``synthref`` (the default: the SynthRef ladder on a 2-core CPU, every sentence true to its picture),
+  ``paper-b`` and ``paper-l`` (the paper's settings on RefCOCOg-UMD; real data and CLIP weights needed, nothing is
+  downloaded; ``[provenance]`` marks each value as the paper's or ours);
+* archived: the SynthRef presets that ``synthref`` superseded, kept runnable when named so that their reports
+  stay reproducible (docs/findings.md says what each answered; git history has how each was chosen).
 
-The paper presets need the real data in the refer layout and the CLIP weights (a tag open_clip has
-cached, or a local file given with ``--pretrained``); nothing is downloaded for them here. Their
-schedule follows docs/design.md where the paper states it and is our choice (documented per field) where
-it is silent.
-
-``quick(preset)`` shrinks a preset to a smoke run of the whole pipeline (minutes on a CPU); its
-numbers only show that the pipeline runs.
+SynthRef and the proxy CLIPs are made on first use and cached under the preset's data folder. ``quick``,
+``with_data_seed``, ``with_data_root`` and ``override`` (``--set``) derive variants of a preset.
 """
 
 from __future__ import annotations
@@ -32,11 +20,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.proxy.pretrain_clip import PretrainConfig
-from risclip.config import DataConfig, ModelConfig, TrainConfig
+from risclip.config import Components, DataConfig, ModelConfig, TrainConfig
 from risclip.data.synthref import SynthRefConfig
 
 
@@ -52,6 +41,7 @@ class Preset:
     quick: bool = False
     # where each value comes from: "section.field" -> "paper: ..." or "ours: ..." (paper presets)
     provenance: tuple[tuple[str, str], ...] = ()
+    status: str = "current"  # "archived": superseded, kept runnable for its reports, left out of --preset's list
 
     def describe(self) -> str:
         """Every model, training and data field with its value and, where recorded, whether the paper
@@ -65,7 +55,7 @@ class Preset:
         return "\n".join(lines)
 
 
-DEFAULT_PRESET = "synth-refcoco-grounded-all-train"
+DEFAULT_PRESET = "synthref"
 
 _PRESET_TOOLS = re.compile(r"^python -m (?:bench\.[a-z0-9_]+|studies (?:run|report) [a-z]+)")
 
@@ -81,174 +71,53 @@ def pinned_command(command: str, preset: str) -> str:
     return f"{m.group(0)} --preset {base}{command[m.end():]}"
 
 
-def _synth_train() -> TrainConfig:
-    """The SynthRef presets' schedule, tuned on synth-cpu's val (never test) within a 2-core CPU budget."""
-    return TrainConfig(stage1_epochs=4, stage2_epochs=2, batch_size=32, lr=3e-3, decoder_lr=3e-3, focal_alpha=-1.0)
-
-
-def _synth_cpu() -> Preset:
-    # Tuned on SynthRef val (never test) within the 30-minute, 3-seed budget of a 2-core CPU.
-    model = ModelConfig.tiny(tau=0.7, value_path="clearclip")
-    train = _synth_train()
-    data = DataConfig(data_root="data/synthref", max_train_samples=2000, max_eval_samples=600)
-    return Preset("synth-cpu", "the first SynthRef ladder: dense profile, RIS-Tiny 96 px, proxy CLIP v1 "
-                  "(RIS train captions)", model, train, data,
-                  synthref=SynthRefConfig(images=2000, seed=0, size=128, profile="dense"),
-                  proxy_clip=PretrainConfig(data_root="data/synthref", steps=300))
-
-
-# v2 proxy CLIP: optimiser steps at batch 128 and 64 px, sized to the 15-minute pre-training budget on
-# 2 cores (corpus generation included)
-PROXY_V2_STEPS = 600
-
-
-def _synth_refcoco() -> Preset:
-    # The schedule of synth-cpu (tuned there on val) until the ladder study tunes every rung alike here.
-    model = ModelConfig.tiny(tau=0.7, image_size=128)
-    train = _synth_train()
-    # Every val and test expression is scored (the first 600 were, until the text-controls issue: too few to
-    # tell two draws apart); training still reads the first 2,000 train expressions.
-    data = DataConfig(data_root="data/synthref-refcoco", max_train_samples=2000, max_eval_samples=None)
-    return Preset("synth-refcoco", "SynthRef ladder on a CPU: refcoco profile, RIS-Tiny 128 px (16x16 patches), "
-                  "proxy CLIP v2 (64 px, alt-text caption corpus)", model, train, data,
-                  synthref=SynthRefConfig(images=2000, seed=0, size=128, profile="refcoco"),
-                  proxy_clip=PretrainConfig(data_root="data/synthref-refcoco", image_size=64, steps=PROXY_V2_STEPS,
-                                            corpus_images=10000))
-
-
-def _synth_refcoco_dense() -> Preset:
-    """synth-refcoco's data and schedule with the v4 proxy: average-pooled patch tokens, the dense
-    region-phrase loss beside the contrastive one with region-level hard negatives and superlative phrases,
-    and fixed sine-cosine position codes (bench.proxy.pretrain_clip), the recipe ``python -m
-    bench.proxy_trials`` scores as ``ap-dense-sincos``. The data is synth-refcoco's own, so the proxy is
-    cached beside the others under ``proxy_clip/``."""
-    base = _synth_refcoco()
-    model = dataclasses.replace(base.model, clip_model="RIS-Tiny-AP")
-    proxy = dataclasses.replace(base.proxy_clip, clip_model="RIS-Tiny-AP", dense_weight=1.0, dense_negatives=True,
-                                dense_superlatives=True, pos_embed="sincos")
-    return dataclasses.replace(base, name="synth-refcoco-dense", model=model, proxy_clip=proxy,
-                               description="SynthRef ladder on a CPU: refcoco profile, RIS-Tiny-AP 128 px (16x16 "
-                                           "patches), proxy CLIP v4 (v2's corpus, average pooling, dense "
-                                           "region-phrase loss, sine-cosine position codes)")
-
-
-def _synth_refcoco_grounded() -> Preset:
-    """synth-refcoco-dense (same data, same v4 proxy, same steps) with two changes, each chosen on val by
-    ``python -m bench.stage1_trials`` (``reports/synth-refcoco-dense-stage1-trials.md``) and applied to every
-    rung alike:
-
-    * the sample mix: 4,000 train sentences seen twice in stage 1 and once in stage 2, instead of 2,000 seen
-      four times and twice (the same 250 and 125 steps): more distinct sentences at the same cost (rung 1 on
-      val, cut chosen on val: 44.3 mIoU against 43.5; every train sentence once, at 11% more steps: select
-      72.8 against 69.0);
-    * every trained variant's masks cut where its val mIoU is best (``train.threshold_from_val``,
-      risclip.config.TrainConfig) instead of at sigmoid 0.5: the stage-1 maps under-cover their object at 0.5
-      (best cut 0.25-0.3; rung 1 on val 40.5 -> 43.5) and the decoder over-covers (0.6)."""
-    base = _synth_refcoco_dense()
-    train = dataclasses.replace(base.train, stage1_epochs=2, stage2_epochs=1, threshold_from_val=True)
-    data = dataclasses.replace(base.data, max_train_samples=4000)
-    return dataclasses.replace(base, name="synth-refcoco-grounded", train=train, data=data,
-                               description="SynthRef ladder on a CPU: synth-refcoco-dense's data and proxy CLIP v4, "
-                                           "4,000 train sentences at the same steps, each trained variant's mask cut "
-                                           "chosen on val")
-
-
-# synth-refcoco-grounded-wide-test: the test images added after the 2,000 of the main draw
-WIDE_TEST_EXTRA_IMAGES = 800
-
-
-def _synth_refcoco_grounded_wide_test() -> Preset:
-    """synth-refcoco-grounded with a wider test split: the same generator draws 800 more images, all of them
-    test (``SynthRefConfig.extra_test_images``), so the first 2,000 images, the train and val splits, the
-    proxy CLIP and everything trained are those of synth-refcoco-grounded; test grows from about 190 images
-    to about 990. On about 190 test images the draw decided rung 1's mean by more than its CI (two draws:
-    47.2 against 43.5 with val within 1.1). Its own folder, as the files differ."""
-    base = _synth_refcoco_grounded()
-    synthref = dataclasses.replace(base.synthref, extra_test_images=WIDE_TEST_EXTRA_IMAGES)
-    data = dataclasses.replace(base.data, data_root=f"{base.data.data_root}-wide-test")
-    return dataclasses.replace(base, name="synth-refcoco-grounded-wide-test", synthref=synthref, data=data,
-                               description="synth-refcoco-grounded with 800 more test images (about 990 in all; "
-                                           "train, val and the proxy CLIP unchanged)")
-
-
-def _synth_refcoco_grounded_all_train() -> Preset:
-    """synth-refcoco-grounded-wide-test's data, proxy CLIP and cut rule with stage 1 reading every train sentence
-    (about 8,900, from all 1,560 train images) twice, under CPU bf16 autocast (``train.cpu_amp``), applied to every
-    rung alike:
-
-    * the sample mix, chosen on val by ``python -m bench.stage1_trials`` (the attribute series,
-      ``reports/synth-refcoco-grounded-stage1-trials.md``): rung 1 with every train sentence twice picks 86.7%
-      of attribute referents on every val expression against 80.4 for synth-refcoco-grounded's 4,000 sentences
-      twice, with mIoU 51.4 against 43.9; at about 2.2 times the stage-1 steps;
-    * bf16 autocast on the CPU (linear layers in bf16, attention and losses in float32) pays for those steps: a
-      stage-1 step takes about half the float32 time on a CPU with native bf16; the trial
-      ``all-train-2-epochs-bf16-full-val`` measures what the rounding costs on val;
-    * stage 2 (the decoder) keeps synth-refcoco-grounded's 125 steps: one epoch of the first 4,000 train
-      sentences (``train.stage2_max_samples``)."""
-    base = _synth_refcoco_grounded_wide_test()
-    train = dataclasses.replace(base.train, stage1_epochs=2, stage2_epochs=1, stage2_max_samples=4000, cpu_amp=True)
-    data = dataclasses.replace(base.data, max_train_samples=None)
-    return dataclasses.replace(base, name="synth-refcoco-grounded-all-train", train=train, data=data,
-                               description="synth-refcoco-grounded-wide-test with every train sentence seen twice in "
-                                           "stage 1 (stage 2: the first 4,000 once), under CPU bf16 autocast")
-
-
-def _synthref() -> Preset:
-    """synth-refcoco-grounded-all-train's scenes, schedule, proxy CLIP and cut rule, on SynthRef data whose every
-    sentence is true to its picture (``SynthRefConfig.sentences`` = 2, checked by ``python -m risclip.data.truth``):
-    size words that match the areas (sizes drawn once per scene and shape, never shrunk to fit, named only
-    where the other size of the shape is in the image), positions at the masks' centroids, and relations whose
-    named direction dominates. The proxy CLIP is the same file (its caption corpus is alt text, not the
-    benchmark's sentences). Its own folder, as the files differ."""
-    base = _synth_refcoco_grounded_all_train()
-    synthref = dataclasses.replace(base.synthref, sentences=2)
-    data = dataclasses.replace(base.data, data_root="data/synthref-v2")
-    return dataclasses.replace(base, name="synthref", synthref=synthref, data=data,
-                               description="SynthRef ladder on a CPU: refcoco profile with true sentences (version 2), "
-                                           "RIS-Tiny-AP 128 px, proxy CLIP v4, every train sentence twice in stage 1, "
-                                           "cut chosen on val, CPU bf16 autocast")
-
-
+# ------------------------------------------------------------------------------------------ presets as data
+PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"  # bench/presets/<name>.toml, one file a preset
+PRESET_STATUSES: tuple[str, ...] = ("current", "archived")
 OURS = "ours (the paper does not state it)"
-PAPER_COMMON = {
-    "model.components": "paper: the ladder's rungs (value grounding, adapters, CFE, SKE, decoder)",
-    "model.pretrained": "paper: CLIP's own pre-trained weights (open_clip tag 'openai'; or a local file)",
-    "model.context_length": "CLIP's text context (77 tokens)",
-    "model.value_path": "ours: MaskCLIP's form (residual and MLP kept), as the paper cites MaskCLIP",
-    "model.pos_embed_resize": "ours: MaskCLIP's plain bicubic resize of the 224-px grid, as the paper's rung 0 is "
-                              "MaskCLIP's map (docs/design.md)",
-    "model.tau": "ours: zero-shot threshold, to be chosen on val",
-    "model.decoder_dims": "ours: LAVT-style widths", "model.decoder_layers": "ours: evenly spaced blocks",
-    "model.cfe_layers": "ours: every fusion point", "model.ske_layers": "ours: reconstruction (docs/design.md)",
-    "model.ske_dim": "ours: reconstruction (docs/design.md)",
-    "train.dice_weight": "paper: Dice + focal loss; the weights are ours",
-    "train.focal_weight": "paper: Dice + focal loss; the weights are ours",
-    "data.dataset": "paper: RefCOCOg is the ladder's benchmark (choose others with --dataset)",
-    "data.split_by": "paper: the UMD partition", "data.test_split": "paper: the ladder is reported on test",
-    "data.val_split": "selection is on val, never on test",
-}
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig, "synthref": SynthRefConfig,
+             "proxy_clip": PretrainConfig}
+_TOP = {"name", "status", "description", "provenance", *_SECTIONS}
 
 
-def _paper(name: str, clip_model: str, image_size: int) -> Preset:
-    # The paper trains at 416 px with ViT-B/16; epochs, rates and widths here are our choices (see provenance).
-    model = ModelConfig(clip_model=clip_model, pretrained="openai", image_size=image_size, pos_embed_resize="maskclip")
-    train = TrainConfig(stage1_epochs=20, stage2_epochs=10, batch_size=32, lr=1e-4, decoder_lr=1e-4)
-    data = DataConfig(data_root="data", dataset="refcocog", split_by="umd", image_root="data/images/train2014")
-    marks = {f"{sec}.{f}": OURS for sec, cfg in (("model", model), ("train", train), ("data", data))
-             for f in cfg.to_dict()}
-    marks.update(PAPER_COMMON)
-    marks["model.clip_model"] = f"paper: RISCLIP-{'B' if 'B' in clip_model else 'L'} uses CLIP {clip_model}"
-    marks["model.image_size"] = ("paper: 416 px" if image_size == 416 else
-                                 f"ours: {image_size} px, a multiple of the 14-px patch near the paper's 416")
-    for k in ("data.data_root", "data.image_root"):
-        marks[k] = "where you put the data (docs/real-data.md)"
-    marks["data.train_split"] = "the dataset's train split"
-    marks["data.max_train_samples"] = marks["data.max_eval_samples"] = "every sample"
-    marks["train.eval_batch_size"] = "no effect on the numbers"
-    for k in ("train.device", "train.num_workers", "train.progress", "train.seed"):
-        marks[k] = "run setting"
-    return Preset(name, f"RefCOCOg-UMD with CLIP {clip_model} at {image_size} px (needs the real data and weights)",
-                  model, train, data, provenance=tuple(sorted(marks.items())))
+def _section(cls, table: dict, where: str):
+    """One config dataclass from its TOML table: fields not named keep the dataclass's defaults; unknown names
+    are an error; TOML arrays become tuples; ``components`` is written as names ("adapters,cfe")."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown {cls.__name__} fields {', '.join(unknown)}")
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in table.items()}
+    if "components" in kwargs:
+        kwargs["components"] = Components.from_names(kwargs["components"])
+    return cls(**kwargs)
+
+
+def load_preset(path: str | Path) -> Preset:
+    """A preset from its data file: ``name``, ``status`` (current or archived), ``description``, then one table
+    per config (``[model]``, ``[train]``, ``[data]`` and, for SynthRef, ``[synthref]`` and ``[proxy_clip]``),
+    each naming only the fields that differ from the dataclass's defaults, and for the paper presets
+    ``[provenance]``: where a value comes from (every model, train and data field not listed is ours)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        d = tomllib.load(f)
+    unknown = sorted(set(d) - _TOP)
+    if unknown or d.get("status") not in PRESET_STATUSES or d.get("name") != path.stem:
+        raise ValueError(f"{path}: not a preset file (unknown keys {unknown}, status {d.get('status')!r}, "
+                         f"name {d.get('name')!r} for file {path.stem})")
+    cfgs = {sec: _section(cls, d.get(sec, {}), f"{path}: [{sec}]") for sec, cls in _SECTIONS.items()
+            if sec in d or sec in ("model", "train", "data")}
+    provenance: tuple[tuple[str, str], ...] = ()
+    if "provenance" in d:
+        marks = {f"{sec}.{k}": OURS for sec in ("model", "train", "data") for k in cfgs[sec].to_dict()}
+        marks.update(d["provenance"])
+        provenance = tuple(sorted(marks.items()))
+    return Preset(d["name"], d["description"], cfgs["model"], cfgs["train"], cfgs["data"], cfgs.get("synthref"),
+                  cfgs.get("proxy_clip"), provenance=provenance, status=d["status"])
+
+
+def _catalogue() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(PRESET_DIR.glob("*.toml"))}
 
 
 # the refer datasets and the splits each partition has; the first non-train split listed is val
@@ -281,23 +150,63 @@ def with_refer(p: Preset, name: str, eval_split: str | None = None) -> Preset:
                                f" ({split_by}, scored on {test}) with {p.description.split(' with ', 1)[1]}")
 
 
-PRESETS = {
-    "synthref": _synthref,
-    "synth-refcoco": _synth_refcoco,
-    "synth-refcoco-dense": _synth_refcoco_dense,
-    "synth-refcoco-grounded": _synth_refcoco_grounded,
-    "synth-refcoco-grounded-wide-test": _synth_refcoco_grounded_wide_test,
-    "synth-refcoco-grounded-all-train": _synth_refcoco_grounded_all_train,
-    "synth-cpu": _synth_cpu,
-    "paper-b": lambda: _paper("paper-b", "ViT-B-16", 416),
-    "paper-l": lambda: _paper("paper-l", "ViT-L-14-336", 448),
-}
+PRESETS: dict[str, Path] = _catalogue()  # every preset by name, current and archived
+CURRENT_PRESETS: tuple[str, ...] = tuple(n for n, path in PRESETS.items() if load_preset(path).status == "current")
+
+
+def preset_name(text: str) -> str:
+    """argparse ``type`` for ``--preset``: a known preset's name (current or archived), else a one-line error."""
+    import argparse
+
+    if text not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset '{text}'; current: {', '.join(CURRENT_PRESETS)} "
+                                         f"(archived ones run when named: {', '.join(sorted(set(PRESETS) - set(CURRENT_PRESETS)))})")
+    return text
+
+
+def preset_help(default: str | None = None) -> str:
+    """``--preset``'s help, from the presets' own files: the current ones, each with its description."""
+    listed = "; ".join(f"{n}{' (default)' if n == default else ''}: {load_preset(PRESETS[n]).description}"
+                       for n in CURRENT_PRESETS)
+    return (f"{listed}. Archived presets (superseded; kept so their reports stay reproducible) run when named: "
+            f"{', '.join(sorted(set(PRESETS) - set(CURRENT_PRESETS)))}. --describe-preset prints every field of one")
+
+
+def readme_table() -> str:
+    """The README's preset table, generated from the preset files (tests/test_presets.py keeps them equal)."""
+    rows = ["| preset | status | what |", "|---|---|---|"]
+    for n in (*CURRENT_PRESETS, *sorted(set(PRESETS) - set(CURRENT_PRESETS))):
+        p = load_preset(PRESETS[n])
+        rows.append(f"| `{n}`{' (default)' if n == DEFAULT_PRESET else ''} | {p.status} | {p.description} |")
+    return "\n".join(rows)
 
 
 def get_preset(name: str) -> Preset:
+    """A preset by name: a current one, or an archived one (kept runnable so its reports stay reproducible)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset '{name}'; valid: {', '.join(PRESETS)}")
-    return PRESETS[name]()
+        raise ValueError(f"unknown preset '{name}'; current: {', '.join(CURRENT_PRESETS)}; archived: "
+                         f"{', '.join(n for n in PRESETS if n not in CURRENT_PRESETS)}")
+    return load_preset(PRESETS[name])
+
+
+def build(name: str, *, quick: bool = False, data_root: str | None = None, data_seed: int | None = None,
+          dataset: str | None = None, eval_split: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+          ) -> Preset:
+    """The one way every entry point assembles a preset: the named preset, then its modifiers in a fixed order:
+    ``quick`` (a smoke run, its SynthRef in ``<data_root>-quick`` unless ``data_root`` is given), ``data_root``,
+    ``data_seed`` (a fresh SynthRef draw), ``dataset`` / ``eval_split`` (paper presets: which refer benchmark),
+    ``overrides`` (``--set section.field=value``)."""
+    preset = get_preset(name)
+    if quick:
+        preset = _smoke(preset)
+    root = data_root or (f"{preset.data.data_root}-quick" if quick and preset.synthref else None)
+    if root:
+        preset = with_data_root(preset, root)
+    if data_seed is not None:
+        preset = with_data_seed(preset, data_seed)
+    if dataset or eval_split:
+        preset = with_refer(preset, dataset or "refcocog", eval_split)
+    return override(preset, list(overrides)) if overrides else preset
 
 
 def quick(p: Preset) -> Preset:
@@ -315,6 +224,9 @@ def quick(p: Preset) -> Preset:
              if p.proxy_clip else None)
     return dataclasses.replace(p, name=f"{p.name}-quick", train=train, data=data, synthref=synthref,
                                proxy_clip=proxy, quick=True)
+
+
+_smoke = quick  # build's ``quick`` argument hides the function's name there
 
 
 def with_data_seed(p: Preset, seed: int) -> Preset:
@@ -414,3 +326,7 @@ def read_tuned(path: str) -> dict[str, list[str]]:
         return {k: [str(x) for x in v["overrides"]] for k, v in data["variants"].items()}
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{p}: not a tuned-settings file ({type(e).__name__})") from None
+
+
+if __name__ == "__main__":  # python -m bench.spine.presets: the README's preset table
+    print(readme_table())
