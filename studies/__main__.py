@@ -117,7 +117,8 @@ def config_from(a: argparse.Namespace, trials: int | None = None) -> RunConfig:
 
     spec = get_study(a.name)
     if a.preset not in P.PRESETS:
-        raise StudyError(f"unknown preset '{a.preset}'; valid: {', '.join(P.PRESETS)}")
+        raise StudyError(f"unknown preset '{a.preset}'; current: {', '.join(P.CURRENT_PRESETS)} (archived ones run "
+                         f"when named: {', '.join(sorted(set(P.PRESETS) - set(P.CURRENT_PRESETS)))})")
     if a.components is not None:
         from risclip.config import Components
 

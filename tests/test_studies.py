@@ -116,7 +116,8 @@ def test_bad_input_is_a_one_line_error(capsys):
     assert studies_main(["run", "tune", "--storage", "redis-ish"]) == 2
     assert "Optuna RDB URL" in capsys.readouterr().err
     assert studies_main(["run", "tune", "--preset", "paper-x"]) == 2
-    assert "valid: synth-refcoco" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "current: paper-b, paper-l, synthref" in err and "synth-refcoco" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("preset_name", ["synth-refcoco", "synth-cpu"])
