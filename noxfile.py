@@ -3,11 +3,11 @@ in environments of their own: torch is large and is installed exactly once.
 
     .venv/bin/nox -s tests      the unit and integration tests
     .venv/bin/nox -s lint       ruff
-    .venv/bin/nox -s benchmark  latency, memory, FLOPs per variant -> reports/benchmark.md
+    .venv/bin/nox -s benchmark  latency, memory, FLOPs per variant -> reports/benchmarks/benchmark.md
                                 (posargs go to pytest, e.g. -- --variant adapters,decoder --shapes synth-cpu)
     .venv/bin/nox -s benchmark_gpu   scripts/gpu-check.sh on CUDA (eager, fused and compiled paths, loader,
                                      profiler; <= 8 min), plus the SynthRef ladder on the GPU against the
-                                     CPU's -> reports/benchmark-gpu.md
+                                     CPU's -> reports/benchmarks/benchmark-gpu.md
     .venv/bin/nox -s services   PostgreSQL + an MLflow tracking server for many machines (docs/scaling.md);
                                 posargs go to `python -m bench.services start`, e.g. -- --host 0.0.0.0 --dir /srv/x
 """
@@ -58,17 +58,17 @@ def benchmark(session: nox.Session) -> None:
 @nox.session(python=False)
 def benchmark_gpu(session: nox.Session) -> None:
     """On a CUDA machine: scripts/gpu-check.sh (every latency, training, loader and profiler measurement of the
-    eager, fused and compiled paths at the paper shape; at most 8 minutes) into reports/gpu/, rendered as
-    reports/benchmark-gpu.md; then the SynthRef ladder on the GPU (3 seeds) against the committed CPU ladder."""
-    session.run("bash", "scripts/gpu-check.sh", env={"PY": PY, "OUT": "reports/gpu"}, external=True)
-    session.run(PY, "-m", "bench.benchmark_report", "reports/gpu/benchmark-gpu.json", "--name", "benchmark-gpu",
-                "--profile", "reports/gpu/profile-gpu.json", "--command", "nox -s benchmark_gpu (scripts/gpu-check.sh)")
-    ladder = Path("reports/gpu/ladder-cuda.json")
+    eager, fused and compiled paths at the paper shape; at most 8 minutes) into reports/benchmarks/gpu/, rendered as
+    reports/benchmarks/benchmark-gpu.md; then the SynthRef ladder on the GPU (3 seeds) against the committed CPU ladder."""
+    session.run("bash", "scripts/gpu-check.sh", env={"PY": PY, "OUT": "reports/benchmarks/gpu"}, external=True)
+    session.run(PY, "-m", "bench.benchmark_report", "reports/benchmarks/gpu/benchmark-gpu.json", "--name", "benchmark-gpu",
+                "--profile", "reports/benchmarks/gpu/profile-gpu.json", "--command", "nox -s benchmark_gpu (scripts/gpu-check.sh)")
+    ladder = Path("reports/benchmarks/gpu/ladder-cuda.json")
     session.run(PY, "-m", "bench.ablate", "--preset", "synth-cpu", "--device", "cuda", "--seeds", "0,1,2",
                 "--set", "train.num_workers=8", "--tracking-uri", "none", "--no-baselines", "--reference", "",
                 "--no-progress", "--output", str(ladder))
-    session.run(PY, "-m", "bench.benchmark_report", "reports/gpu/benchmark-gpu.json", "--name", "benchmark-gpu",
-                "--profile", "reports/gpu/profile-gpu.json", "--ladder-check", str(ladder),
+    session.run(PY, "-m", "bench.benchmark_report", "reports/benchmarks/gpu/benchmark-gpu.json", "--name", "benchmark-gpu",
+                "--profile", "reports/benchmarks/gpu/profile-gpu.json", "--ladder-check", str(ladder),
                 "--command", "nox -s benchmark_gpu (scripts/gpu-check.sh)")
 
 

@@ -141,7 +141,7 @@ def loader_options(cfg: TrainConfig, device: torch.device, persistent: bool = Tr
     ``prefetch_factor`` batches ahead and (``persistent_workers``) lives across epochs; host memory is pinned
     (``pin_memory``; None: on CUDA) so that copies to the GPU can overlap compute. ``persistent=False`` for a
     loader iterated once (evaluation), whose workers have no later epoch to serve. The loader benchmark
-    (``bench/benchmarks/test_loader.py``, ``reports/benchmark-gpu.md``) says how many workers a GPU needs."""
+    (``bench/benchmarks/test_loader.py``, ``reports/archive/benchmarks/benchmark-gpu.md``) says how many workers a GPU needs."""
     opts: dict = {"num_workers": cfg.num_workers,
                   "pin_memory": device.type == "cuda" if cfg.pin_memory is None else cfg.pin_memory}
     if cfg.num_workers > 0:

@@ -10,14 +10,14 @@
 #   D. the compiled stage-1 training step of rung 2 (value+adapters+cfe)                        -> gpu-d.json
 #   E. torch.profiler summary: batch 1 and 32 forwards, rung 2's training step      -> profile-gpu.json
 #
-# and merges A-D into benchmark-gpu.json. Files go to $OUT (the device tool's folder) or reports/gpu.
+# and merges A-D into benchmark-gpu.json. Files go to $OUT (the device tool's folder) or reports/benchmarks/gpu.
 # Render here with:
-#   python -m bench.benchmark_report reports/gpu/benchmark-gpu.json --name benchmark-gpu \
-#       --profile reports/gpu/profile-gpu.json --command "scripts/gpu-check.sh"
+#   python -m bench.benchmark_report reports/benchmarks/gpu/benchmark-gpu.json --name benchmark-gpu \
+#       --profile reports/benchmarks/gpu/profile-gpu.json --command "scripts/gpu-check.sh"
 # A machine without open_clip installs it from wheels carried in .whl/ (see docs/harness.md).
 set -uo pipefail
 PY=${PY:-python3}
-DEST=${OUT:-reports/gpu}
+DEST=${OUT:-reports/benchmarks/gpu}
 DEVICE=${DEVICE:-cuda}    # a rehearsal on the CPU: DEVICE=cpu SHAPE=synth-refcoco scripts/gpu-check.sh
 SHAPE=${SHAPE:-paper-b}
 AUTOCAST=$([ "$DEVICE" = cuda ] && echo --bench-autocast)

@@ -6,7 +6,7 @@
   python -m studies run factorial --seeds 0,1                   # 16 combinations + rung 0 without value grounding
   python -m studies run pareto --trials 24                      # val mIoU against latency
   python -m studies run NAME --quick                            # end to end in minutes (numbers mean nothing)
-  python -m studies report NAME                                 # reports/studies/NAME.md from the stored study
+  python -m studies report NAME                                 # reports/<preset>/studies/NAME.md from the stored study
   optuna-dashboard sqlite:///studies.db                         # browse trials live, as mlflow ui browses runs
 
 Storage: sqlite:///studies.db in this folder by default (no server; heartbeats let a killed worker's
@@ -39,9 +39,12 @@ from .runner import (
 
 
 def report_dir(preset: str) -> str:
-    """Each preset's study reports in a folder of their own, so that reporting one preset's study never
-    overwrites another's; synth-refcoco's stay in ``reports/studies``, where they were first written."""
-    return "reports/studies" if preset == "synth-refcoco" else f"reports/studies/{preset}"
+    """Each preset's study reports in its report folder (``reports/<preset>/studies``; an archived preset's
+    under ``reports/archive/<preset>/studies``), so that reporting one preset's study never overwrites
+    another's."""
+    from bench.spine import presets as P
+
+    return str(P.report_dir(preset) / "studies")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,12 +93,12 @@ def _parser() -> argparse.ArgumentParser:
                      ("--worker-index", {"type": int, "default": 0})):
         wk.add_argument(flag, **kw)
 
-    rep = sub.add_parser("report", help="reports/studies/PRESET/NAME.md from the stored study")
+    rep = sub.add_parser("report", help="reports/PRESET/studies/NAME.md from the stored study")
     common(rep)
     rep.add_argument("--seeds", default="0,1")
     rep.add_argument("--out-dir", default=None,
-                     help="where to write (default reports/studies/PRESET; synth-refcoco's reports keep "
-                          "reports/studies, where they were first written)")
+                     help="where to write (default reports/PRESET/studies; an archived preset's: "
+                          "reports/archive/PRESET/studies)")
     rep.add_argument("--remeasure", type=int, default=0, metavar="K",
                      help="pareto: profile every trial's latency K more times in one sitting and show the front "
                           "under those medians (default 0: off)")

@@ -1,4 +1,4 @@
-"""``reports/studies/<name>.md`` from a stored study (Optuna storage) and its trials' MLflow runs.
+"""``reports/<preset>/studies/<name>.md`` from a stored study (Optuna storage) and its trials' MLflow runs.
 
 Plots use Optuna's matplotlib backend (history, importances, Pareto front) and seaborn (the factorial's
 interaction heatmap). Every table says which split each number is on: selection is on val, scores are
@@ -165,7 +165,7 @@ def _pareto(study: optuna.Study, out: Path, stem: str) -> list[str]:
     lines = [f"![Pareto front]({name})", "",
              "Latency: batch-1 inference ms per image of each trained trial, measured in a fresh process on the machine "
              "named above (`bench/costs/profiling.py`, the benchmark suite's code). On a 2-core CPU two runs of the same "
-             "code differ by up to 30% (reports/benchmark.md), so latency gaps smaller than that are noise.", "",
+             "code differ by up to 30% (reports/benchmarks/benchmark.md), so latency gaps smaller than that are noise.", "",
              "## The Pareto front (val mIoU up, latency down)", "",
              "| trial | val mIoU | ms / image | variant | settings |", "|---|---|---|---|---|"]
     for t in front:

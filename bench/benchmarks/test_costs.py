@@ -2,7 +2,7 @@
 
 Run through ``nox -s benchmark`` (or ``python -m pytest bench/benchmarks``); results go to the
 pytest-benchmark JSON with the non-timing figures in each benchmark's ``extra_info``, and
-``python -m bench.benchmark_report`` turns them into ``reports/benchmark.md``.
+``python -m bench.benchmark_report`` turns them into ``reports/benchmarks/benchmark.md``.
 """
 
 from __future__ import annotations

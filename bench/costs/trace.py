@@ -6,7 +6,7 @@ each launch at least one), and the time outside kernels: the call's wall time mi
 (on CUDA; a call bound by Python and launches has most of its time there). The traces themselves are not
 kept.
 
-    python -m bench.costs.trace --shape paper-b --device cuda --autocast --out reports/gpu/profile-gpu.json
+    python -m bench.costs.trace --shape paper-b --device cuda --autocast --out reports/benchmarks/gpu/profile-gpu.json
 """
 
 from __future__ import annotations

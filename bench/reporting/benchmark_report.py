@@ -1,4 +1,4 @@
-"""Render ``reports/benchmark.md`` (and figures) from a pytest-benchmark JSON of ``bench/benchmarks``.
+"""Render ``reports/benchmarks/benchmark.md`` (and figures) from a pytest-benchmark JSON of ``bench/benchmarks``.
 
 Every figure is also given as a ratio to the frozen CLIP forward (both towers) measured in the same
 run, at the same shape; ratios are what compare across machines. With ``--previous`` the ratios are
@@ -590,9 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("json", help="pytest-benchmark JSON (--benchmark-json) of bench/benchmarks")
     p.add_argument("--previous", default=None, help="an earlier JSON to compare with")
     p.add_argument("--threshold", type=float, default=0.10, help="flag ratios that grew by more (default 0.10)")
-    p.add_argument("--out-dir", default="reports")
+    p.add_argument("--out-dir", default="reports/benchmarks")
     p.add_argument("--name", default="benchmark", help="file stem (default %(default)s)")
-    p.add_argument("--ladder-csv", default="reports/synthref-ladder.csv",
+    p.add_argument("--ladder-csv", default="reports/archive/synth-cpu/ladder.csv",
                    help="ladder rows for the mIoU-vs-latency figure (default %(default)s)")
     p.add_argument("--command", default="nox -s benchmark", help="the command to name in the report")
     p.add_argument("--ladder-check", default=None, metavar="JSON",

@@ -3,7 +3,7 @@
     python -m bench.budget                                  # stage-1 budget 1x, 3x, 10x; seed 0; rungs 0-3
     python -m bench.budget --multipliers 1,3 --seeds 0,1    # a part of it (every run is reused later)
     python -m bench.budget --proxy-steps 300,600,3000       # the proxy CLIP's pre-training budget instead
-    python -m bench.budget --report                         # only redraw reports/<preset>-budget.md from the store
+    python -m bench.budget --report                         # only redraw reports/<preset>/budget.md from the store
 
 The stage-1 budget is sentences x epochs: 1x is the preset's (``max_train_samples`` x
 ``stage1_epochs``); kx takes k times as many training sentences where the split has them and makes up
@@ -11,7 +11,7 @@ the rest with epochs (rounded up). The proxy budget is the v2 proxy CLIP's optim
 proxy pre-trained (and cached) on demand. Every point is an ordinary ``bench.ablate`` run with
 ``--set`` (or ``--pretrained``) overrides, tracked in MLflow and reused when run again, so a sweep can
 be grown in pieces across sessions: each command adds its points to those recorded in
-``reports/<preset>-budget.json`` (a point at the same budget is replaced) and redraws the report from
+``reports/<preset>/budget.json`` (a point at the same budget is replaced) and redraws the report from
 all. The report plots each gap (rung 1 - rung 0, 2 - 1, 3 - 2) and the position and relation select
 mIoU of rungs 1 and 2 against the budget; numbers are SynthRef's.
 """
@@ -213,12 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rungs", default="0,1,2,3", help="ladder rungs to train at each point (default %(default)s)")
     p.add_argument("--seeds", default="0", help="default %(default)s (one seed is enough above 1x)")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
-    p.add_argument("--out-dir", default="reports")
+    p.add_argument("--out-dir", default=None, help="default reports/<preset>")
     p.add_argument("--report", action="store_true", help="only redraw the report from the points already run")
     a = p.parse_args(argv)
     a.extra = ["--tracking-uri", a.tracking_uri, "--no-progress"]
-    stem = f"{a.preset}-{'proxy-budget' if a.proxy_steps else 'budget'}"
-    saved = Path(a.out_dir) / f"{stem}.json"
+    stem = "proxy-budget" if a.proxy_steps else "budget"
+    out_dir = Path(a.out_dir or P.report_dir(a.preset))
+    saved = out_dir / f"{stem}.json"
     try:
         if a.report:
             lines = load_lines(saved)
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in new:
                 s["command"] = command
             lines = merge(load_lines(saved), new)  # the points recorded before stay in the report
-        path = write_report(lines, Path(a.out_dir), stem)
+        path = write_report(lines, out_dir, stem)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

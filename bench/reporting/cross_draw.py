@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rung", type=int, default=1, help="the rung to score (default %(default)s)")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default %(default)s)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out-dir", default="reports", help="where to write (default %(default)s)")
-    p.add_argument("--name", default=None, help="file stem (default <preset>-cross-draw)")
+    p.add_argument("--out-dir", default=None, help="where to write (default reports/<preset>)")
+    p.add_argument("--name", default=None, help="file stem (default cross-draw)")
     a = p.parse_args(argv)
     draws = [d.strip() for d in a.draws.split(",") if d.strip()]
     if len(draws) != 2 or len(set(draws)) != 2:
@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = COMMAND + ("" if a.preset == P.DEFAULT_PRESET else f" --preset {a.preset}") + \
         ("" if draws == ["0", "1"] else f" --draws {a.draws}") + ("" if a.rung == 1 else f" --rung {a.rung}")
-    path = render(found, cells, checks, a.preset, a.rung, components, Path(a.out_dir),
-                  a.name or f"{a.preset}-cross-draw", command)
+    path = render(found, cells, checks, a.preset, a.rung, components, Path(a.out_dir or P.report_dir(a.preset)),
+                  a.name or "cross-draw", command)
     print(f"wrote {path}")
     return 0
 

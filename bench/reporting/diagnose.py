@@ -1,6 +1,6 @@
 """Where does grounding break? A diagnosis of the SynthRef ladder's models, written as a report.
 
-  python -m bench.diagnose                 # -> reports/synth-refcoco-diagnosis.md (about 15-25 min on 2 cores)
+  python -m bench.diagnose                 # -> reports/archive/synth-refcoco/diagnosis.md (about 15-25 min on 2 cores)
   python -m bench.diagnose --quick         # a few minutes on tiny data; its numbers mean nothing
 
 It reads the preset's data and proxy CLIP and, where they are in the MLflow store, the checkpoints of the
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None, help="data folder (default: the preset's; --quick: its -quick folder)")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db",
                    help="MLflow store holding the ladder's runs (default %(default)s)")
-    p.add_argument("--out", default=None, help="report path (default reports/<preset>-diagnosis.md)")
+    p.add_argument("--out", default=None, help="report path (default reports/<preset>/diagnosis.md)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     progress = False if a.no_progress else None
@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = P.build(a.preset, quick=a.quick, data_root=a.data_root)
         ensure_data(preset, progress)
         preset, _ = ensure_backbone(preset, progress, None)
-        out = Path(a.out or f"reports/{preset.name.removesuffix('-quick')}-diagnosis.md")
+        out = Path(a.out or P.report_dir(preset.name) / "diagnosis.md")
         cmd = " ".join(["python -m bench.diagnose", *(argv if argv is not None else sys.argv[1:])])
         path = diagnose(preset, a.tracking_uri, out, a.quick, progress, cmd)
     except (UsageError, ReferError, ValueError, OSError) as e:

@@ -1,5 +1,5 @@
 """Proxy-CLIP trials: candidate pre-training recipes for the SynthRef proxy, each scored where the
-diagnosis located the grounding fault (reports/synth-refcoco-diagnosis.md), before any ladder is run.
+diagnosis located the grounding fault (reports/archive/synth-refcoco/diagnosis.md), before any ladder is run.
 
 For every trial the proxy is pre-trained (or taken from its cache) on the preset's caption corpus, then:
 
@@ -15,7 +15,7 @@ Everything is measured on val and on the corpus's held-out images, never on test
 
     python -m bench.proxy_trials [--preset synth-refcoco] [--trials v2,ap,...] [--val-samples 600]
 
-writes ``reports/<preset>-proxy-trials.md`` and ``.json``. Trials whose proxy is not cached pre-train first
+writes ``reports/<preset>/proxy-trials.md`` and ``.json``. Trials whose proxy is not cached pre-train first
 (10-25 minutes each on 2 cores).
 """
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="synth-refcoco", help="a SynthRef preset with a v2 proxy (default %(default)s)")
     p.add_argument("--trials", default=",".join(TRIALS), help=f"comma-separated, of: {', '.join(TRIALS)}")
     p.add_argument("--val-samples", type=int, default=600, help="val expressions rung 0 is scored on (default %(default)s)")
-    p.add_argument("--out-dir", default="reports")
+    p.add_argument("--out-dir", default=None, help="default reports/<preset>")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     names = [t.strip() for t in a.trials.split(",") if t.strip()]
@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trial {name} ...", flush=True)
         rows.append(score_trial(preset, name, a.val_samples, progress))
     command = " ".join(["python -m bench.proxy_trials", *(argv if argv is not None else sys.argv[1:])])
-    out = Path(a.out_dir)
+    out = Path(a.out_dir or P.report_dir(a.preset))
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{preset.name}-proxy-trials"
+    stem = out / "proxy-trials"
     stem.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2, default=str))
     stem.with_suffix(".md").write_text(render(preset, rows, command, time.perf_counter() - t0))
     print(f"wrote {stem}.md and .json")

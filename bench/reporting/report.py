@@ -1,11 +1,12 @@
-"""Render the ladder report from tracked MLflow runs: ``reports/<preset>-ladder.md`` (+ ``.csv``, ``.png``).
+"""Render the ladder report from tracked MLflow runs: ``reports/<preset>/ladder.md`` (+ ``.csv``, ``.png``; an
+archived preset's under ``reports/archive/<preset>/``).
 
 It reads the latest finished ``bench.ablate`` invocation of the preset's experiment (or the parent
 run given by ``--run-id``): its rows, its child runs' per-kind metrics, and every other finished run
 with the same config hash (forced reruns), which shows how well a seed reproduces.
 
-  python -m bench.report                       # after: python -m bench.ablate (synth-refcoco-ladder.md)
-  python -m bench.report --preset synth-cpu    # the first, dense SynthRef ladder (synthref-ladder.md)
+  python -m bench.report                       # after: python -m bench.ablate (reports/synthref/ladder.md)
+  python -m bench.report --preset synth-cpu    # an archived preset's ladder (reports/archive/synth-cpu/ladder.md)
   python -m bench.report --run-id <parent>     # a particular invocation
 """
 
@@ -28,7 +29,7 @@ import seaborn as sns  # noqa: E402
 from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table  # noqa: E402
 from bench.reporting.curves import anchor, curve_lines, curves_figure, load_curves  # noqa: E402
 from bench.spine.baselines import ORACLE_BASELINES, PROPOSAL_BASELINES  # noqa: E402
-from bench.spine.presets import DEFAULT_PRESET, pinned_command  # noqa: E402
+from bench.spine.presets import DEFAULT_PRESET, pinned_command, report_dir  # noqa: E402
 from bench.spine.proposals import ATTRIBUTE_FORMS, form_key  # noqa: E402
 from bench.spine.results import KINDS, ROW_FIELDS, num, summarise  # noqa: E402
 from bench.spine.tracking import DEFAULT_TRACKING_URI, Tracker  # noqa: E402
@@ -36,8 +37,8 @@ from risclip.config import LADDER, PAPER_MIOU  # noqa: E402
 
 
 def default_stem(preset: str) -> str:
-    """The report's file stem: the first SynthRef ladder kept its name, every other preset is named."""
-    return "synthref-ladder" if preset == "synth-cpu" else f"{preset}-ladder"
+    """The report's file stem, in the preset's report folder (presets.report_dir)."""
+    return "ladder"
 
 
 def regenerate_command(preset: str, stem: str, draw: str = "0", run_id: str | None = None) -> str:
@@ -49,7 +50,7 @@ def regenerate_command(preset: str, stem: str, draw: str = "0", run_id: str | No
     elif stem == base_stem:
         command = f"python -m bench.report --preset {preset}"
     else:
-        command = f"python -m bench.report --experiment risclip-{preset} --name {stem}"
+        command = f"python -m bench.report --preset {preset} --name {stem}"
     if draw != "0":
         command += f" --data-seed {draw}"
     if run_id:
@@ -860,17 +861,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default=DEFAULT_PRESET, help="the preset whose ladder to report (default %(default)s)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default risclip-<preset>)")
     p.add_argument("--run-id", default=None, help="parent run of the invocation to report (default: the latest)")
-    p.add_argument("--out-dir", default="reports", help="where to write (default %(default)s)")
+    p.add_argument("--out-dir", default=None, help="where to write (default reports/<preset>; an archived preset's: "
+                                                   "reports/archive/<preset>)")
     p.add_argument("--data-seed", type=int, default=None, metavar="N",
                    help="report the ladder on the fresh SynthRef draw N (bench.ablate --data-seed N; "
                         "file <preset>-ladder-drawN)")
-    p.add_argument("--name", default=None, help="file stem (default: synthref-ladder for synth-cpu, else <preset>-ladder)")
+    p.add_argument("--name", default=None, help="file stem (default ladder; ladder-drawN for --data-seed N)")
     a = p.parse_args(argv)
     try:
         tracker = Tracker(a.tracking_uri, a.experiment or f"risclip-{a.preset}")
         draw = "0" if a.data_seed is None else str(a.data_seed)
         stem = a.name or default_stem(a.preset) + (f"-draw{draw}" if draw != "0" else "")
-        path = render(tracker, latest_invocation(tracker, a.run_id, draw), Path(a.out_dir), stem)
+        path = render(tracker, latest_invocation(tracker, a.run_id, draw), Path(a.out_dir or report_dir(a.preset)), stem)
     except (LookupError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

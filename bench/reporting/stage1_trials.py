@@ -10,7 +10,7 @@ run only (here, never in :mod:`risclip`): ``finetune`` also trains every CLIP we
 adapters' rate, ``frozen-text`` trains the vision adapters and the map's affine but leaves the text
 adapters at their identity initialisation.
 
-Results are kept per trial in ``reports/<preset>-stage1-trials.json`` (a trial already there is not run
+Results are kept per trial in ``reports/<preset>/stage1-trials.json`` (a trial already there is not run
 again unless ``--force``), then rendered to ``.md`` beside it.
 """
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--preset", default="synth-refcoco", help="a SynthRef preset (default %(default)s)")
     ap.add_argument("--trials", default=",".join(TRIALS), help=f"comma-separated, of: {', '.join(TRIALS)}")
-    ap.add_argument("--out-dir", default="reports")
+    ap.add_argument("--out-dir", default=None, help="default reports/<preset>")
     ap.add_argument("--force", action="store_true", help="run the chosen trials again even if recorded")
     a = ap.parse_args(argv)
     names = [n.strip() for n in a.trials.split(",") if n.strip()]
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     if preset.synthref is None or preset.proxy_clip is None:
         ap.error(f"{a.preset} is not a SynthRef preset with a proxy CLIP")
-    out = Path(a.out_dir) / f"{a.preset}-stage1-trials.json"
+    out = Path(a.out_dir or P.report_dir(a.preset)) / "stage1-trials.json"
     rows = {r["trial"]: r for r in json.loads(out.read_text())["trials"]} if out.is_file() else {}
     for name in names:
         if name in rows and not a.force:

@@ -181,6 +181,18 @@ def readme_table() -> str:
     return "\n".join(rows)
 
 
+REPORTS = Path("reports")
+
+
+def report_dir(preset: str) -> Path:
+    """Where a preset's reports live: ``reports/<preset>/`` for a current preset, ``reports/archive/<preset>/``
+    for an archived one (a ``-quick`` run reports beside its preset's)."""
+    base = preset.removesuffix("-quick")
+    if base in PRESETS and load_preset(PRESETS[base]).status == "archived":
+        return REPORTS / "archive" / base
+    return REPORTS / base
+
+
 def get_preset(name: str) -> Preset:
     """A preset by name: a current one, or an archived one (kept runnable so its reports stay reproducible)."""
     if name not in PRESETS:
