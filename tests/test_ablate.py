@@ -117,7 +117,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
 
     assert report.main(["--tracking-uri", uri, "--experiment", f"risclip-{DEFAULT_PRESET}-quick",
                         "--out-dir", str(tmp_path / "reports")]) == 0
-    md = (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.md").read_text()
+    md = (tmp_path / "reports" / "ladder.md").read_text()
     assert "python -m bench.report" in md and "paper" in md and "| 4 | " + str(LADDER[4]) in md
     assert "Like for like" in md and "Runs produced by: `python -m bench.ablate --quick" in md
     assert "CFE pays on position expressions" in md and "Rung 3 is not below rung 2" in md
@@ -126,13 +126,13 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert "place " in md and "% of " in md  # the proxy CLIP's probes
     assert "## Attribute select by form" in md and "| size+colour |" in md
     assert "## Tuning probes" in md and "`--set train.lr=0.01`" in md  # the --set run is listed as a probe
-    assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.png").stat().st_size > 1000
-    assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder-grids.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / "ladder.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / "ladder-grids.png").stat().st_size > 1000
     # every trained rung's row links to its learning curve (val mIoU after each epoch of each stage)
     assert "## Learning curves" in md and all(f"(#curve-rung-{r})" in md for r in (1, 2, 3, 4))
     assert "(#curve-reference-1x-rung-1-time)" in md and "(#curve-reference-3x-rung-1-time)" in md
-    assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder-curves.png").stat().st_size > 1000
-    assert (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.csv").read_text().count("\n") == 13  # header + 5 rungs + 5 baselines + 2 references
+    assert (tmp_path / "reports" / "ladder-curves.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / "ladder.csv").read_text().count("\n") == 13  # header + 5 rungs + 5 baselines + 2 references
 
     # 5. a ladder on a study's chosen settings (--tuned) is set beside the preset's, not taken for it
     tuned = tmp_path / "tuned.json"
@@ -144,7 +144,7 @@ def test_quick_ladder_resumes_reuses_and_reports(tmp_path, monkeypatch):
     assert all(r["reused"] for r in rows)  # rung 1's settings ran as the --set probe above; the rest are the preset's
     assert report.main(["--tracking-uri", uri, "--experiment", f"risclip-{DEFAULT_PRESET}-quick",
                         "--out-dir", str(tmp_path / "reports")]) == 0
-    md2 = (tmp_path / "reports" / f"{DEFAULT_PRESET}-ladder.md").read_text()
+    md2 = (tmp_path / "reports" / "ladder.md").read_text()
     assert md2.split("## The preset's ladder")[0].count("| 4 | ") == md.split("## Tuning probes")[0].count("| 4 | ")
     assert "## The preset's ladder and the tuned ladder" in md2 and str(tuned) in md2
     assert "rung 1 (" + str(LADDER[1]) + "): `train.lr=0.01`" in md2 and "the preset's own settings" in md2
@@ -418,10 +418,10 @@ def test_regenerate_command_names_every_non_default_it_needs():
     from bench.reporting.report import regenerate_command
     from bench.spine.presets import DEFAULT_PRESET
 
-    assert regenerate_command(DEFAULT_PRESET, f"{DEFAULT_PRESET}-ladder") == "python -m bench.report"
+    assert regenerate_command(DEFAULT_PRESET, "ladder") == "python -m bench.report"
     # a stem of its own under the default preset (a rung-1 run on a fresh draw): the name travels too
-    assert regenerate_command(DEFAULT_PRESET, f"{DEFAULT_PRESET}-draw1-rung1", "1", "abc") == \
-        f"python -m bench.report --name {DEFAULT_PRESET}-draw1-rung1 --data-seed 1 --run-id abc"
-    assert regenerate_command("synth-refcoco", "synth-refcoco-ladder") == "python -m bench.report --preset synth-refcoco"
+    assert regenerate_command(DEFAULT_PRESET, "draw1-rung1", "1", "abc") == \
+        "python -m bench.report --name draw1-rung1 --data-seed 1 --run-id abc"
+    assert regenerate_command("synth-refcoco", "ladder") == "python -m bench.report --preset synth-refcoco"
     assert regenerate_command("synth-refcoco", "x", "2") == \
-        "python -m bench.report --experiment risclip-synth-refcoco --name x --data-seed 2"
+        "python -m bench.report --preset synth-refcoco --name x --data-seed 2"
