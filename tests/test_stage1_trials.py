@@ -47,9 +47,9 @@ def test_report_renders_every_recorded_trial_with_its_swap_share(tmp_path, capsy
     assert "| val-cut | w | 600 | 33.0 | 0.30 | 30.0 | 40.0 | 60.0 | 90.0 / 70.0 / 80.0 |" in S.render("synth-refcoco", cut, "c")
     assert "`python -m bench.stage1_trials`" in md
     # recorded trials are not run again: with every chosen trial in the JSON the command only renders
-    (tmp_path / "synth-refcoco-stage1-trials.json").write_text(json.dumps({"trials": rows}))
+    (tmp_path / "stage1-trials.json").write_text(json.dumps({"trials": rows}))
     assert S.main(["--trials", "preset", "--out-dir", str(tmp_path)]) == 0
-    assert "| preset |" in (tmp_path / "synth-refcoco-stage1-trials.md").read_text()
+    assert "| preset |" in (tmp_path / "stage1-trials.md").read_text()
     with pytest.raises(SystemExit):
         S.main(["--trials", "nope"])
     assert "unknown trial" in capsys.readouterr().err
