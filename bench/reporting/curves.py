@@ -94,5 +94,6 @@ def curve_lines(curves: dict[str, dict[int, list[dict]]], figure: Path | None) -
         shown = means if n <= 8 else [*means[:3], math.nan, *means[-3:]]
         labels = labels if n <= 8 else [*labels[:3], "...", *labels[-3:]]
         lines.append(f"| <a id=\"{anchor(key)}\"></a>{key} | {', '.join(labels)} | "
-                     f"{', '.join('...' if math.isnan(m) else f'{m:.1f}' for m in shown)} | {gain:+.2f} | {verdict} |")
+                     f"{', '.join('...' if math.isnan(m) else f'{m:.1f}' for m in shown)} | "
+                     f"{'-' if math.isnan(gain) else f'{gain:+.2f}'} | {verdict} |")
     return lines
