@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from PIL import Image
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler, Subset
 from tqdm import tqdm
@@ -426,18 +426,14 @@ class LearningCurve:
         try:
             if stage == PATCH_STAGE and decoder is not None:
                 model.decoder = None  # score what stage 1 trains: the patch map, upsampled
-            base = get_protocol("ours")
-            trial = [dataclasses.replace(base, name=f"curve@{c:.2f}", threshold=c) for c in VAL_CUTS]
-            ev = evaluate(model, self.dataset, self.cfg, self.device, desc=f"val curve, stage {stage}", protocols=trial)
+            best, scores, by_kind = sweep_cuts(model, self.dataset, self.cfg, self.device,
+                                               desc=f"val curve, stage {stage}")
         finally:
             if decoder is not None:
                 model.decoder = decoder
             torch.random.set_rng_state(cpu)
             if gpu is not None:
                 torch.cuda.set_rng_state_all(gpu)
-        scores = {c: (ev.metrics if i == 0 else ev.protocols[p.name]) for i, (c, p) in enumerate(zip(VAL_CUTS, trial))}
-        best = max(VAL_CUTS, key=lambda c: (round(scores[c]["mIoU"], 9), -abs(c - base.threshold)))
-        by_kind = ev.by_kind if best == VAL_CUTS[0] else ev.protocol_by_kind[f"curve@{best:.2f}"]
         row = {"val_mIoU": scores[best]["mIoU"], "val_cut": best}
         row.update({f"val_mIoU_{k}": m["mIoU"] for k, m in by_kind.items()})
         self.seconds += time.perf_counter() - t0
@@ -687,16 +683,26 @@ def evaluate_text_controls(model: RISCLIP, dataset: ReferDataset, cfg: TrainConf
 VAL_CUTS: tuple[float, ...] = tuple(round(0.1 + 0.05 * i, 2) for i in range(17))
 
 
+def sweep_cuts(model, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
+               protocol: str | EvalProtocol = "ours", cuts: Sequence[float] = VAL_CUTS,
+               desc: str = "val (choosing the cut)") -> tuple[float, dict[float, dict[str, float]], dict[str, dict]]:
+    """Every cut among ``cuts`` scored on ``dataset`` from one forward pass: ``(best cut, {cut: metrics},
+    metrics by expression kind at the best cut)``, the best by mIoU, ties to the cut nearest the protocol's own."""
+    base = protocol if isinstance(protocol, EvalProtocol) else get_protocol(protocol)
+    trial = [dataclasses.replace(base, name=f"{base.name}@{c:.2f}", threshold=c) for c in cuts]
+    ev = evaluate(model, dataset, cfg, device, desc=desc, protocols=trial)
+    scores = {c: ev.metrics if i == 0 else ev.protocols[p.name] for i, (c, p) in enumerate(zip(cuts, trial))}
+    best = max(cuts, key=lambda c: (round(scores[c]["mIoU"], 9), -abs(c - base.threshold)))
+    by_kind = ev.by_kind if best == cuts[0] else ev.protocol_by_kind[f"{base.name}@{best:.2f}"]
+    return best, scores, by_kind
+
+
 def calibrate_threshold(model, dataset: ReferDataset, cfg: TrainConfig, device: torch.device,
                         protocol: str | EvalProtocol = "ours", cuts: Sequence[float] = VAL_CUTS
                         ) -> tuple[float, dict[float, dict[str, float]]]:
     """The cut among ``cuts`` whose masks score the best mIoU on ``dataset`` (val), from one forward pass:
-    ``(cut, {cut: metrics at that cut})``. Ties go to the cut nearest the protocol's own."""
-    base = protocol if isinstance(protocol, EvalProtocol) else get_protocol(protocol)
-    trial = [dataclasses.replace(base, name=f"{base.name}@{c:.2f}", threshold=c) for c in cuts]
-    ev = evaluate(model, dataset, cfg, device, desc="val (choosing the cut)", protocols=trial)
-    scores = {c: ev.metrics if i == 0 else ev.protocols[p.name] for i, (c, p) in enumerate(zip(cuts, trial))}
-    best = max(cuts, key=lambda c: (round(scores[c]["mIoU"], 9), -abs(c - base.threshold)))
+    ``(cut, {cut: metrics at that cut})`` (:func:`sweep_cuts`)."""
+    best, scores, _ = sweep_cuts(model, dataset, cfg, device, protocol, cuts)
     return best, scores
 
 
@@ -845,12 +851,7 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         history += train_stage(model, stage2_set(train_set, data_cfg, model_cfg, train_cfg), 2, train_cfg, wd, device,
                                hooks, run_key, curve)
     train_seconds = time.perf_counter() - t0 - (curve.seconds if curve is not None else 0.0)
-    final = None
-    if wd is not None:
-        final = wd / "model.pt"
-        if dist.is_main():
-            save_checkpoint(model, final, run_key)
-        dist.barrier()
+    final = wd / "model.pt" if wd is not None else None  # written once scored: it carries the cut and precision
     for hook in hooks:  # on every process (under torchrun): hooks that write check dist.is_main() themselves
         hook.trained(model)
         model.set_stage(None)

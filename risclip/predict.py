@@ -150,7 +150,8 @@ def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
 
 def load_model(checkpoint: str | Path, device: torch.device, pretrained: str | None = None,
                components: str | None = None, clip_model: str | None = None):
-    """The checkpoint's variant, checked against the variant and backbone the user expects."""
+    """The checkpoint's variant, checked against the variant and backbone the user expects, and the ``scoring``
+    it stores (None for a checkpoint written before runs stored their cut)."""
     from .engine import load_checkpoint
 
     path = Path(checkpoint)
@@ -172,7 +173,7 @@ def load_model(checkpoint: str | Path, device: torch.device, pretrained: str | N
     if pretrained is not None:
         cfg = dataclasses.replace(cfg, pretrained=pretrained)
     try:
-        return load_checkpoint(path, device, cfg)
+        return load_checkpoint(path, device, cfg), state.get("scoring")
     except BackboneError as e:
         raise PredictError(str(e)) from None
     except ValueError as e:
@@ -193,13 +194,11 @@ class Serving:
     cpu_amp: bool = False
 
 
-def serving_of(checkpoint: str | Path, model=None, threshold: float | None = None) -> Serving:
-    """The cut and precision to serve ``checkpoint`` with: what its run was scored at (the ``scoring`` that
-    :func:`risclip.engine.run_variant` stores), ``threshold`` where the user overrides the cut, 0.5 for a
-    checkpoint that stores none."""
-    from .engine import read_scoring
-
-    scoring = read_scoring(checkpoint) or {}
+def serving_of(scoring: dict | None, model=None, threshold: float | None = None) -> Serving:
+    """The cut and precision to serve a checkpoint with: what its run was scored at (the ``scoring`` that
+    :func:`risclip.engine.run_variant` stores, None for a checkpoint that stores none: cut at 0.5),
+    ``threshold`` where the user overrides the cut."""
+    scoring = scoring or {}
     amp, cpu_amp = bool(scoring.get("amp", False)), bool(scoring.get("cpu_amp", False))
     if model is not None and model.zero_shot:
         return Serving(DEFAULT_CUT, f"zero-shot rule (min-max-normalised map > tau = {model.cfg.tau})", amp, cpu_amp)
@@ -284,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             raise PredictError(f"--threshold must lie strictly between 0 and 1 (got {a.threshold})")
         image = read_image(a.image)
         ckpt = Path(a.checkpoint) if a.checkpoint else checkpoint_of_run(a.run, a.tracking_uri, a.cache_dir)
-        model = load_model(ckpt, torch.device(a.device), a.pretrained, a.components, a.clip_model)
-        serving = serving_of(ckpt, model, a.threshold)
+        model, scoring = load_model(ckpt, torch.device(a.device), a.pretrained, a.components, a.clip_model)
+        serving = serving_of(scoring, model, a.threshold)
         if a.compile is not None:
             from .kernels import compile_model
 

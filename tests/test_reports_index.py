@@ -41,7 +41,7 @@ def _parses(command: str, monkeypatch) -> None:
 
 def test_every_command_a_current_report_names_parses(monkeypatch):
     commands = index.current_commands(ROOT)
-    for path, command in commands:
+    for _path, command in commands:
         _parses(command, monkeypatch)
     # and the check can fail: an option today's CLI does not have
     with pytest.raises(SystemExit):
