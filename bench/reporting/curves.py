@@ -40,6 +40,14 @@ def _label(h: dict) -> str:
     return f"s{int(h['stage'])}e{int(h['epoch'])}" if "stage" in h else f"e{int(h['epoch'])}"
 
 
+def _aligned(by_seed: dict[int, list[dict]]) -> tuple[list[str], dict[int, dict[str, float]]]:
+    """Every epoch label any seed has, in training order, and each seed's val mIoU by label: a seed that resumed
+    a run trained before the curve existed lacks its first epochs, and must not be set at their places."""
+    rows = sorted((h for hs in by_seed.values() for h in hs), key=lambda h: (h.get("stage", 2), h["epoch"]))
+    labels = list(dict.fromkeys(_label(h) for h in rows))
+    return labels, {seed: {_label(h): h["val_mIoU"] for h in hs} for seed, hs in by_seed.items()}
+
+
 def curves_figure(curves: dict[str, dict[int, list[dict]]], path: Path) -> Path | None:
     """One panel per rung and per reference: val mIoU after each epoch, a line per seed, stage boundaries dashed."""
     if not curves:
@@ -52,13 +60,14 @@ def curves_figure(curves: dict[str, dict[int, list[dict]]], path: Path) -> Path 
     rungs = list(curves)
     fig, axes = plt.subplots(1, len(rungs), figsize=(3.2 * len(rungs), 3.2), sharey=True, squeeze=False)
     for ax, rung in zip(axes[0], rungs):
-        for seed, rows in sorted(curves[rung].items()):
-            ax.plot(range(len(rows)), [h["val_mIoU"] for h in rows], marker="o", label=f"seed {seed}")
-        rows = max(curves[rung].values(), key=len)
-        step = max(1, len(rows) // 8)
-        ax.set_xticks(range(0, len(rows), step), [_label(h) for h in rows][::step], fontsize=7)
-        for i in range(1, len(rows)):
-            if rows[i].get("stage") != rows[i - 1].get("stage"):
+        labels, values = _aligned(curves[rung])
+        for seed, by_label in sorted(values.items()):
+            xs = [i for i, lab in enumerate(labels) if lab in by_label]
+            ax.plot(xs, [by_label[labels[i]] for i in xs], marker="o", label=f"seed {seed}")
+        step = max(1, len(labels) // 8)
+        ax.set_xticks(range(0, len(labels), step), labels[::step], fontsize=7)
+        for i in range(1, len(labels)):
+            if labels[i][:2] != labels[i - 1][:2] and labels[i].startswith("s"):
                 ax.axvline(i - 0.5, color="grey", linestyle="--", linewidth=0.8)
         ax.set_title(rung.replace(" rung-1 time", ""), fontsize=9)
         ax.set_xlabel("epoch (s: stage)")
@@ -83,13 +92,15 @@ def curve_lines(curves: dict[str, dict[int, list[dict]]], figure: Path | None) -
              "stage 2's the decoder's masks; the from-scratch reference has one stage. A model whose last epoch "
              f"still gained more than {CLIMBING_POINTS} points was stopped while climbing.", "",
              f"![learning curves]({figure.name})", "",
-             "| model | epochs | val mIoU after each epoch (mean over seeds) | last epoch's gain | |", "|---|---|---|---|---|"]
+             "| model | epochs | val mIoU after each epoch (mean over the seeds that logged it) | last epoch's gain | |", "|---|---|---|---|---|"]
     for key, by_seed in curves.items():
-        per_seed = list(by_seed.values())
-        n = min(len(rows) for rows in per_seed)
-        means = [sum(rows[i]["val_mIoU"] for rows in per_seed) / len(per_seed) for i in range(n)]
-        labels = [_label(h) for h in per_seed[0][:n]]
-        gain = means[-1] - means[-2] if n >= 2 else math.nan
+        labels, values = _aligned(by_seed)
+        means = [sum(v[lab] for v in values.values() if lab in v) / sum(lab in v for v in values.values())
+                 for lab in labels]  # over the seeds that have the epoch
+        n = len(labels)
+        # the last epoch's gain within each seed that logged both of the last two epochs, averaged
+        pairs = [v[labels[-1]] - v[labels[-2]] for v in values.values() if n >= 2 and labels[-2] in v and labels[-1] in v]
+        gain = sum(pairs) / len(pairs) if pairs else math.nan
         verdict = "-" if math.isnan(gain) else ("still climbing" if gain > CLIMBING_POINTS else "flat")
         shown = means if n <= 8 else [*means[:3], math.nan, *means[-3:]]
         labels = labels if n <= 8 else [*labels[:3], "...", *labels[-3:]]
