@@ -1,6 +1,6 @@
-"""``python -m bench.diagnose``: the command's home is :mod:`bench.reporting.diagnose`; this entry point keeps its name."""
+"""``python -m bench.diagnose``: the command's home is :mod:`bench.experiments.diagnose`; this entry point keeps its name."""
 
-from bench.reporting.diagnose import main
+from bench.experiments.diagnose import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,6 +1,6 @@
-"""``python -m bench.proxy_trials``: the command's home is :mod:`bench.reporting.proxy_trials`; this entry point keeps its name."""
+"""``python -m bench.proxy_trials``: the command's home is :mod:`bench.experiments.proxy_trials`; this entry point keeps its name."""
 
-from bench.reporting.proxy_trials import main
+from bench.experiments.proxy_trials import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

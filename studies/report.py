@@ -416,7 +416,7 @@ def _ladder(cfg: RunConfig, storage, tracker: Tracker, command: str, out: Path, 
                      "own": bool(best.user_attrs.get("from_preset")),
                      "settings": " ".join(o for o in best.user_attrs.get("overrides", "").split(";") if o)})
     preset_name = cfg.preset + ("-quick" if cfg.quick else "")
-    from bench.reporting.report import latest_plain_ladder, latest_tuned_invocation, variant_summaries
+    from bench.reporting.ladder_runs import latest_plain_ladder, latest_tuned_invocation, variant_summaries
 
     tuned_parent = latest_tuned_invocation(tracker)
     plain = latest_plain_ladder(tracker)

@@ -191,7 +191,7 @@ def test_fresh_draw_has_its_own_folder_and_seed_and_keeps_the_proxy():
 def test_report_takes_the_plain_ladder_of_the_asked_draw_only():
     from types import SimpleNamespace
 
-    from bench.reporting.report import is_plain_ladder
+    from bench.reporting.ladder_runs import is_plain_ladder
 
     def run(**tags):
         base = {"variants": ";".join(str(c) for c in LADDER)}
@@ -206,7 +206,7 @@ def test_tuning_probes_of_another_draw_are_not_set_beside_this_draws_runs():
     """A --set probe scored other data when it ran on another draw: the report of draw N lists draw N's only."""
     from types import SimpleNamespace
 
-    from bench.reporting.report import tuning_runs
+    from bench.reporting.ladder_runs import tuning_runs
 
     def run(run_id, kind, parent=None, **tags):
         tags = {"kind": kind, **({"mlflow.parentRunId": parent} if parent else {}), **tags}
@@ -278,7 +278,8 @@ def test_fresh_draw_report_checks_the_rung1_mean_against_the_committed_ci():
 
     import numpy as np
 
-    from bench.reporting.report import PerExpression, load_rows, other_draw_lines
+    from bench.reporting.ladder_runs import load_rows
+    from bench.reporting.report import PerExpression, other_draw_lines
     from bench.spine.results import ROW_FIELDS, summarise
 
     rung1 = str(LADDER[1])
@@ -330,7 +331,8 @@ def test_fresh_draw_report_checks_the_rung1_mean_against_the_committed_ci():
 def test_the_ladder_time_target_is_checked_only_for_an_invocation_of_every_rung():
     import pandas as pd
 
-    from bench.reporting.report import reused_rung_runs, target_lines
+    from bench.reporting.ladder_runs import reused_rung_runs
+    from bench.reporting.report import target_lines
 
     def line(rung):
         return {"rung": rung, "components": str(LADDER[rung]), "mIoU": 10.0 + rung, "mIoU_sd": 0.1, "seeds": 3}
@@ -365,6 +367,7 @@ def test_a_ladder_rerun_to_add_the_reference_is_timed_by_the_invocation_that_tra
 
     import pandas as pd
 
+    from bench.reporting import ladder_runs as Q
     from bench.reporting import report as R
 
     def run(run_id, parent=None, status="FINISHED", metrics=None, command=""):
@@ -381,14 +384,14 @@ def test_a_ladder_rerun_to_add_the_reference_is_timed_by_the_invocation_that_tra
             return store[run_id]
 
     fresh = pd.DataFrame({"kind": ["variant"] * 2, "rung": [1, 2], "reused": [False, False], "mlflow_run_id": ["a", "b"]})
-    monkeypatch.setattr(R, "load_rows", lambda tracker, parent: fresh)
+    monkeypatch.setattr(Q, "load_rows", lambda tracker, parent: fresh)
     rows = pd.DataFrame({"kind": ["variant"] * 3, "rung": [0, 1, 2], "reused": [True, True, True],
                          "mlflow_run_id": ["a", "a", "b"]})
-    first = R.timing_invocation(Runs(), rows, "second")
+    first = Q.timing_invocation(Runs(), rows, "second")
     assert first is store["first"]
-    assert R.timing_invocation(Runs(), rows.assign(mlflow_run_id=["a", "a", "c"]), "second") is None  # two sources
-    monkeypatch.setattr(R, "load_rows", lambda tracker, parent: fresh.assign(reused=[True, False]))
-    assert R.timing_invocation(Runs(), rows, "second") is None  # the earlier one reused runs itself
+    assert Q.timing_invocation(Runs(), rows.assign(mlflow_run_id=["a", "a", "c"]), "second") is None  # two sources
+    monkeypatch.setattr(Q, "load_rows", lambda tracker, parent: fresh.assign(reused=[True, False]))
+    assert Q.timing_invocation(Runs(), rows, "second") is None  # the earlier one reused runs itself
 
     def line(rung):
         return {"rung": rung, "components": str(LADDER[rung]), "mIoU": 10.0, "mIoU_sd": 0.1, "seeds": 3}

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from bench.reporting.cross_draw import DrawRuns, as_table, main, render
+from bench.experiments.cross_draw import DrawRuns, as_table, main, render
 
 
 def _rows(ious: list[float], offset: int = 0) -> list[dict]:
@@ -50,7 +50,7 @@ def test_scorer_loads_each_checkpoint_and_builds_each_test_split_once(tmp_path, 
     import types
 
     import risclip.engine as engine
-    from bench.reporting.cross_draw import Scorer
+    from bench.experiments.cross_draw import Scorer
     from bench.spine import presets as P
 
     calls = {"load": 0, "build": 0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.reporting.diagnose import linear_probe, patch_labels, sentence_program
+from bench.experiments.diagnose import linear_probe, patch_labels, sentence_program
 from risclip.config import DataConfig, ModelConfig
 from risclip.engine import build_dataset
 

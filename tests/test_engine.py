@@ -137,10 +137,10 @@ def test_interrupted_training_resumes_to_the_same_result(data, tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
     model_cfg = ModelConfig.tiny(components="adapters")
     cfg = TrainConfig(**{**FAST, "stage1_epochs": 3})
-    real = engine.dice_focal_loss
+    real = engine.training.dice_focal_loss
 
     def poison_after_epoch_one(model, stage, epoch, row):
-        monkeypatch.setattr(engine, "dice_focal_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+        monkeypatch.setattr(engine.training, "dice_focal_loss", lambda *a, **k: real(*a, **k) * float("nan"))
 
     with pytest.raises(NonFiniteLossError, match=r"stage 1, epoch 2.*last good checkpoint.*stage1\.pt"):
         run_variant(model_cfg, cfg, data, tmp_path, hooks=[FunctionHook(epoch_end=poison_after_epoch_one)])
@@ -204,7 +204,7 @@ def test_stage2_from_cached_stage1_outputs_equals_recomputing_them(data, tmp_pat
     cfg = TrainConfig(**{**FAST, "stage2_epochs": 2})
     model_cfg = ModelConfig.tiny(components="adapters,cfe,decoder")
     cached = run_variant(model_cfg, cfg, data, tmp_path / "cached")
-    monkeypatch.setattr(engine, "STAGE2_CACHE_BYTES", 0)
+    monkeypatch.setattr(engine.training, "STAGE2_CACHE_BYTES", 0)
     built = []
     monkeypatch.setattr(engine.PatchLevelCache, "__init__", lambda *a, **k: built.append(1))
     fresh = run_variant(model_cfg, cfg, data, tmp_path / "fresh")
@@ -321,7 +321,7 @@ def test_stage2_max_samples_caps_the_decoder_stage_only(data, tmp_path, monkeypa
         seen[stage] = [dataset[i]["meta"]["sent_id"] for i in range(len(dataset))]
         return real(model, dataset, stage, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_stage", spy)
+    monkeypatch.setattr(engine.run, "train_stage", spy)
     run_variant(model_cfg, capped, data, tmp_path, evaluate_val=False)
     assert len(seen[1]) == 16 and seen[2] == seen[1][:8]  # "first": the first 8 of stage 1's sentences
 
@@ -332,7 +332,7 @@ def test_cpu_amp_trains_in_bf16_and_stays_close_to_float32(data, tmp_path):
     def trained(model):
         x = torch.randn(2, 3, 96, 96)
         tokens = torch.randint(1, 40, (2, model.cfg.context_length))
-        with engine._autocast(torch.device("cpu"), cfg):
+        with engine.autocast_for(torch.device("cpu"), cfg):
             seen.append(model.patch_level(x, tokens).logits.dtype)
 
     cfg = TrainConfig(**{**FAST, "cpu_amp": True})

@@ -98,8 +98,14 @@ def test_the_cycle_finder_finds_a_circle():
 
 
 # bench's rooms, lowest first: a module imports only from its own room and the rooms below it; the
-# command entry points (bench/<command>.py) and the benchmark suite stand above every room
-BENCH_LEVELS = {"bench.infra": 0, "bench.proxy": 0, "bench.costs": 0, "bench.spine": 1, "bench.reporting": 2}
+# command entry points (bench/<command>.py) and the benchmark suite stand above every room. Rendering
+# (bench.reporting) reads JSON and MLflow runs; experiments that train models to answer one question
+# (bench.experiments) stand above it, as they render what they measured
+BENCH_LEVELS = {"bench.infra": 0, "bench.proxy": 0, "bench.costs": 0, "bench.spine": 1, "bench.reporting": 2,
+                "bench.experiments": 3}
+# what trains or pre-trains a model: the rendering room imports none of it
+TRAINERS = ("risclip.engine", "risclip.reference", "bench.spine.ablate", "bench.spine.variant",
+            "bench.spine.reference", "bench.proxy.pretrain_clip", "torch.optim")
 
 
 def room(module: str) -> str | None:
@@ -125,3 +131,20 @@ def test_every_bench_module_lives_in_a_room_or_is_a_thin_entry_point():
         deps = {m for m in imports_of(f) if m.startswith("bench")}
         assert len(f.read_text().splitlines()) <= 10 and len({room(d) for d in deps}) == 1, (
             f"{f.relative_to(ROOT)} should be a thin entry point into one room")
+
+
+def test_no_library_file_over_400_lines():
+    """Small modules with one job each: a risclip/ file that outgrows 400 lines is split by job."""
+    long = {str(f.relative_to(ROOT)): n for f in sorted((ROOT / "risclip").rglob("*.py"))
+            if (n := len(f.read_text().splitlines())) > 400}
+    assert not long, f"split these by job: {long}"
+
+
+def test_the_rendering_room_trains_nothing():
+    g = graph("bench")
+    for mod, deps in g.items():
+        if room(mod) == "bench.reporting":
+            for f in (ROOT / (mod.replace(".", "/") + ".py"), ROOT / mod.replace(".", "/") / "__init__.py"):
+                if f.is_file():
+                    trains = sorted(d for d in imports_of(f) if d.startswith(TRAINERS))
+                    assert not trains, f"{mod} renders reports but imports {trains}: it belongs in bench.experiments"

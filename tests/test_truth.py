@@ -62,3 +62,14 @@ def test_cli_reports_violations_and_exits_1(drawn, capsys):
     assert "0 of" in capsys.readouterr().out
     assert T.main([str(drawn[1]), "--no-progress"]) == 1
     assert "rule size" in capsys.readouterr().out
+
+
+def test_the_truth_test_imports_nothing_of_the_generator():
+    """Independence is the point: the check reads the written files with its own grammar and rules."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(T.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {"." * n.level + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported and not [m for m in imported if m.startswith(("risclip", "."))]

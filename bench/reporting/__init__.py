@@ -1,1 +1,3 @@
-"""Report rendering and the analyses that write reports: the ladder report, bootstrap CIs, the benchmark report, the diagnosis, the budget sweep."""
+"""Rendering: reports from JSON and tracked MLflow runs (the ladder report, its MLflow queries, bootstrap CIs,
+learning curves, the benchmark report, the reports index). Nothing here trains a model: experiments that do
+live in :mod:`bench.experiments`."""

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .refer import ReferError, annotation_mask, load_instances, load_refs
 from . import truth
+from .refer import ReferError, annotation_mask, load_instances, load_refs
 from .transforms import ResizeNormalize
 
 

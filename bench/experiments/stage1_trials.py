@@ -147,8 +147,8 @@ def _what_trains(finetune: float, frozen_text: bool) -> Iterator[None]:
 
 def proxy_path(preset: P.Preset, trial: str) -> str:
     """The cached checkpoint of a proxy-CLIP trial (pre-trained here if absent)."""
+    from bench.experiments.proxy_trials import TRIALS as PROXIES
     from bench.proxy.pretrain_clip import pretrain
-    from bench.reporting.proxy_trials import TRIALS as PROXIES
 
     cfg = dataclasses.replace(preset.proxy_clip, **PROXIES[trial][1])
     return str(pretrain(cfg)[0])

@@ -7,7 +7,7 @@ For every trial the proxy is pre-trained (or taken from its cache) on the preset
   one changed word of colour, shape, place or relation (chance 50%);
 * **rung 0 on val** (the frozen proxy as the preset's rung 0, value path): select mIoU overall and per kind,
   i.e. how often the patch map picks the referent among the image's objects;
-* **zero-shot dense grounding** (:func:`bench.reporting.diagnose.zero_shot_grounding`) by the value path and
+* **zero-shot dense grounding** (:func:`bench.experiments.diagnose.zero_shot_grounding`) by the value path and
   by the plain last-block tokens: does the object with the highest mean cosine match "a {shape}",
   "a {colour} object", "a {colour} {shape}"?
 
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
+from bench.experiments.diagnose import model_for, zero_shot_grounding
 from bench.proxy.clip_probes import run_probes
 from bench.proxy.pretrain_clip import held_out_pairs, pretrain
-from bench.reporting.diagnose import model_for, zero_shot_grounding
 from bench.spine import presets as P
 from bench.spine.assets import ensure_data
 from bench.spine.proposals import ProposalSelection

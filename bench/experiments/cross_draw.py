@@ -29,7 +29,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from bench.reporting.bootstrap import Gap, mean_ci, paired_gap, table
-from bench.reporting.report import latest_plain_ladder, on_draw
+from bench.reporting.ladder_runs import latest_plain_ladder, on_draw
 from bench.spine import presets as P
 from bench.spine.tracking import DEFAULT_TRACKING_URI, Tracker
 from risclip.config import LADDER

@@ -341,7 +341,7 @@ def corpus_gaps(preset: P.Preset, ds: ReferDataset) -> dict:
 def ladder_checkpoints(tracking_uri: str, preset: P.Preset) -> dict[int, dict]:
     """{rung: {"checkpoint", "val_mIoU", "run_id"}} of the latest plain ladder, seed 0, where on disk."""
     try:
-        from bench.reporting.report import latest_plain_ladder
+        from bench.reporting.ladder_runs import latest_plain_ladder
         from bench.spine.tracking import Tracker
 
         tracker = Tracker(tracking_uri, f"risclip-{preset.name}")
