@@ -61,3 +61,16 @@ def test_readme_table_and_help_name_the_real_presets_and_default():
     assert "synth-refcoco-grounded-all-train:" not in listed  # archived: named, not offered
     assert P.get_preset("synth-cpu").status == "archived"  # and still runs when named
     assert "(default)" not in readme.replace(f"`{P.DEFAULT_PRESET}` (default)", "")
+
+
+def test_what_a_preset_runs_by_default_is_its_data(tmp_path):
+    """The from-scratch reference costs about four times rung 1 a seed: SynthRef runs it, the paper presets
+    do not unless asked, and --help says so for each."""
+    assert P.get_preset("synthref").reference == (1.0, 3.0)
+    assert P.get_preset("paper-b").reference == () and P.get_preset("paper-l").reference == ()
+    help_text = " ".join(ablate.build_parser().format_help().split())
+    assert "paper-b: none" in help_text and "synthref: 1x, 3x rung 1's time" in help_text
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nstatus = "current"\ndescription = "x"\nreference = [0]\n')
+    with pytest.raises(ValueError, match="positive multiples"):
+        P.load_preset(bad)

@@ -219,10 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--no-baselines", action="store_true",
                       help="skip the text-blind baselines (whole image, centre blob, largest / random object, "
                            "objectness)")
-    what.add_argument("--reference", default="1,3", metavar="MULTIPLES",
+    what.add_argument("--reference", default=None, metavar="MULTIPLES",
                       help="when rung 1 runs: also train the from-scratch reference (no CLIP; risclip/reference.py) for "
-                           "these multiples of rung 1's median training time over the seeds, every seed (default %(default)s; "
-                           "'' for none)")
+                           "these multiples of rung 1's median training time over the seeds, every seed; '' for none. "
+                           "Default: the preset's own (" + "; ".join(
+                               f"{n}: {P.reference_words(P.get_preset(n).reference)}" for n in P.CURRENT_PRESETS) +
+                           "). At 1 and 3 it costs about four times rung 1's training a seed")
     how = p.add_argument_group("how")
     how.add_argument("--preset", default=P.DEFAULT_PRESET, type=P.preset_name, metavar="NAME",
                      help=P.preset_help(P.DEFAULT_PRESET))
@@ -369,7 +371,8 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
         seeds = parse_seeds(a.seeds if a.seeds is not None else ("0" if a.quick else "0,1,2"))
         protocols = parse_protocols(a.protocol)
         try:
-            multiples = parse_multipliers(a.reference)
+            multiples = parse_multipliers(a.reference) if a.reference is not None \
+                else P.get_preset(a.preset).reference
         except ValueError as e:
             raise UsageError(str(e)) from None
         if a.output and Path(a.output).suffix.lower() not in (".csv", ".json"):

@@ -42,6 +42,10 @@ class Preset:
     # where each value comes from: "section.field" -> "paper: ..." or "ours: ..." (paper presets)
     provenance: tuple[tuple[str, str], ...] = ()
     status: str = "current"  # "archived": superseded, kept runnable for its reports, left out of --preset's list
+    # what bench.ablate also runs by default when rung 1 runs: the from-scratch reference at these multiples of
+    # rung 1's median training time, every seed (--reference overrides). A cost: at 1 and 3, about four times
+    # rung 1's training per seed; so the paper presets run none unless asked
+    reference: tuple[float, ...] = ()
 
     def describe(self) -> str:
         """Every model, training and data field with its value and, where recorded, whether the paper
@@ -77,7 +81,7 @@ PRESET_STATUSES: tuple[str, ...] = ("current", "archived")
 OURS = "ours (the paper does not state it)"
 _SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig, "synthref": SynthRefConfig,
              "proxy_clip": PretrainConfig}
-_TOP = {"name", "status", "description", "provenance", *_SECTIONS}
+_TOP = {"name", "status", "description", "reference", "provenance", *_SECTIONS}
 
 
 def _section(cls, table: dict, where: str):
@@ -112,8 +116,12 @@ def load_preset(path: str | Path) -> Preset:
         marks = {f"{sec}.{k}": OURS for sec in ("model", "train", "data") for k in cfgs[sec].to_dict()}
         marks.update(d["provenance"])
         provenance = tuple(sorted(marks.items()))
+    reference = d.get("reference", [])
+    if not isinstance(reference, list) or any(not isinstance(v, (int, float)) or v <= 0 for v in reference):
+        raise ValueError(f"{path}: reference must be a list of positive multiples of rung 1's time (got {reference!r})")
     return Preset(d["name"], d["description"], cfgs["model"], cfgs["train"], cfgs["data"], cfgs.get("synthref"),
-                  cfgs.get("proxy_clip"), provenance=provenance, status=d["status"])
+                  cfgs.get("proxy_clip"), provenance=provenance, status=d["status"],
+                  reference=tuple(dict.fromkeys(float(v) for v in reference)))
 
 
 def _catalogue() -> dict[str, Path]:
@@ -172,12 +180,18 @@ def preset_help(default: str | None = None) -> str:
             f"{', '.join(sorted(set(PRESETS) - set(CURRENT_PRESETS)))}. --describe-preset prints every field of one")
 
 
+def reference_words(multiples: tuple[float, ...]) -> str:
+    """A preset's default reference runs in words: "1x, 3x rung 1's time" or "none"."""
+    return ", ".join(f"{m:g}x" for m in multiples) + " rung 1's time" if multiples else "none"
+
+
 def readme_table() -> str:
     """The README's preset table, generated from the preset files (tests/test_presets.py keeps them equal)."""
-    rows = ["| preset | status | what |", "|---|---|---|"]
+    rows = ["| preset | status | what | from-scratch reference by default |", "|---|---|---|---|"]
     for n in (*CURRENT_PRESETS, *sorted(set(PRESETS) - set(CURRENT_PRESETS))):
         p = load_preset(PRESETS[n])
-        rows.append(f"| `{n}`{' (default)' if n == DEFAULT_PRESET else ''} | {p.status} | {p.description} |")
+        rows.append(f"| `{n}`{' (default)' if n == DEFAULT_PRESET else ''} | {p.status} | {p.description} | "
+                    f"{reference_words(p.reference)} |")
     return "\n".join(rows)
 
 
