@@ -2,15 +2,15 @@
 
   python -m risclip.predict --checkpoint runs/<hash>/model.pt --image street.jpg \
       --text "the man in the red shirt on the left" --out mask.png --overlay overlay.png
-  python -m risclip.predict --run <MLflow run id> --image img.png --text "the red square" --text "the blue circle" \
-      --out mask.png                       # two sentences: mask-1.png, mask-2.png from one image pass
+  python -m risclip.predict --run <MLflow run id> --tracking-uri http://mlflow-host:5000 --image img.png \
+      --text "the red square" --text "the blue circle" --out mask.png   # two sentences: mask-1.png, mask-2.png
 
 The checkpoint is the ``model.pt`` that every training run writes in its run folder (its model config
-and component weights; ``bench.ablate`` tags each MLflow run with its path). ``--run`` finds it through
-``--tracking-uri``: a local store (default ``sqlite:///mlflow.db``, read with sqlite3) or a tracking server
-(``http://host:5000``, read over MLflow's REST API with the standard library: this library never imports
-MLflow). Where the tagged file is not on this machine, the run's ``model.pt`` artifact is used (fetched
-from the server into ``--cache-dir``).
+and component weights; ``bench.ablate`` tags each MLflow run with its path). ``--run`` finds it through a
+tracking server (``--tracking-uri http://host:5000``), read over MLflow's REST API with the standard library:
+this library never imports MLflow. For a run in a local store (``sqlite:///mlflow.db``), use
+``python -m bench.predict`` with the same arguments: it reads the store with MLflow's own client. Where the
+tagged file is not on this machine, the run's ``model.pt`` artifact is used (fetched into ``--cache-dir``).
 The frozen CLIP comes from the checkpoint's config (an open_clip tag or a local file); ``--pretrained``
 points it elsewhere, e.g. at the same weights on another machine.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -50,33 +49,13 @@ class PredictError(ValueError):
 
 # ------------------------------------------------------------------------------------------- inputs
 def checkpoint_of_run(run_id: str, tracking_uri: str = "sqlite:///mlflow.db", cache_dir: str | Path | None = None) -> Path:
-    """A run's checkpoint: the file its ``checkpoint`` tag names when it is on this machine, else the run's
-    ``model.pt`` artifact (a local store's artifact folder, or downloaded from a tracking server)."""
+    """A run's checkpoint from a tracking server (MLflow's REST API): the file its ``checkpoint`` tag names when
+    it is on this machine, else the run's ``model.pt`` artifact, downloaded into ``cache_dir``. A local store is
+    read with MLflow's client, which this library never imports: ``bench.predict`` does that."""
     if tracking_uri.startswith(("http://", "https://")):
         return _checkpoint_from_server(run_id, tracking_uri.rstrip("/"), Path(cache_dir or Path.home() / ".cache" / "risclip"))
-    if not tracking_uri.startswith("sqlite:///"):
-        raise PredictError(f"--run reads a local sqlite:/// MLflow store or an http(s):// tracking server, not "
-                           f"{tracking_uri}; download the run's checkpoint and pass --checkpoint")
-    db = Path(tracking_uri[len("sqlite:///"):])
-    if not db.is_file():
-        raise PredictError(f"{db}: no MLflow store here (run from the folder that holds it, or pass --tracking-uri)")
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        row = con.execute("SELECT value FROM tags WHERE run_uuid = ? AND key = 'checkpoint'", (run_id,)).fetchone()
-        known = con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
-    if known is None:
-        raise PredictError(f"no MLflow run {run_id} in {db}")
-    if row is None or not row[0]:
-        raise PredictError(f"MLflow run {run_id} has no checkpoint tag (baselines and runs older than predict "
-                           f"have none); pass --checkpoint runs/<hash>/model.pt")
-    path = Path(row[0])
-    if path.is_file():
-        return path
-    art = str(known[0] or "")
-    logged = Path(art[len("file://"):] if art.startswith("file://") else art) / "model.pt"
-    if art and logged.is_file():
-        return logged
-    raise PredictError(f"MLflow run {run_id}'s checkpoint {path} is gone (deleted, or another machine's) and the run "
-                       f"holds no model.pt artifact")
+    raise PredictError(f"--run with a local MLflow store ({tracking_uri}) is read with MLflow's client: run "
+                       f"python -m bench.predict with the same arguments, or pass --checkpoint runs/<hash>/model.pt")
 
 
 def _get(url: str, what: str) -> bytes:
@@ -248,15 +227,16 @@ def numbered(path: Path, i: int, n: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m risclip.predict", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "python -m risclip.predict") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a run's model.pt (runs/<hash>/model.pt)")
-    src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="an MLflow run id of bench.ablate (local store or server)")
+    src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="an MLflow run id of bench.ablate")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db",
-                   help="MLflow store or tracking server (http://host:5000) for --run (default %(default)s)")
+                   help="where --run is looked up: a tracking server (http://host:5000), or a local store "
+                        "(through python -m bench.predict; default %(default)s)")
     p.add_argument("--cache-dir", default=None, help="where --run keeps checkpoints fetched from a tracking server "
                                                      "(default ~/.cache/risclip)")
     p.add_argument("--image", required=True, help="the image (any format PIL reads)")
@@ -276,13 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, resolve_run=checkpoint_of_run, prog: str = "python -m risclip.predict") -> int:
+    """The command. ``resolve_run(run_id, tracking_uri, cache_dir) -> Path`` finds ``--run``'s checkpoint (the
+    harness passes one that reads a local store with MLflow's client)."""
+    a = build_parser(prog).parse_args(argv)
     try:
         if a.threshold is not None and not 0 < a.threshold < 1:
             raise PredictError(f"--threshold must lie strictly between 0 and 1 (got {a.threshold})")
         image = read_image(a.image)
-        ckpt = Path(a.checkpoint) if a.checkpoint else checkpoint_of_run(a.run, a.tracking_uri, a.cache_dir)
+        ckpt = Path(a.checkpoint) if a.checkpoint else resolve_run(a.run, a.tracking_uri, a.cache_dir)
         model, scoring = load_model(ckpt, torch.device(a.device), a.pretrained, a.components, a.clip_model)
         serving = serving_of(scoring, model, a.threshold)
         if a.compile is not None:

@@ -28,7 +28,7 @@ print(next(r.info.run_id for r in t.runs({"kind": "variant"}) if r.data.tags.get
 PY
 )
 IMG=$(ls data/standin/images/train2014/*.png | head -1)
-python -m risclip.predict --run $RUN --tracking-uri sqlite:///$RH/mlflow.db --image $IMG --text "the red square on the left" --out $RH/mask.png --overlay $RH/overlay.png
+python -m bench.predict --run $RUN --tracking-uri sqlite:///$RH/mlflow.db --image $IMG --text "the red square on the left" --out $RH/mask.png --overlay $RH/overlay.png
 CK=$(ls $RH/runs/*/model.pt | head -1)
 python -m risclip.predict --checkpoint $CK --image $IMG --text "the red square" --text "the blue circle" --out $RH/m.png
 echo REHEARSAL-OK

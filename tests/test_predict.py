@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -88,16 +90,26 @@ def test_errors_are_one_line(trained, tmp_path, capsys):
 
 def test_run_id_is_found_in_the_local_store(trained, tmp_path, capsys):
     ckpt, image, _ = trained
+    from bench.spine import serving
     from bench.spine.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri, "predict")
     run_id = tracker.start("v", {"checkpoint": ckpt})
-    assert P.main(["--run", run_id, "--tracking-uri", uri, "--image", str(image), "--text", "the red square",
-                   "--out", str(tmp_path / "m.png")]) == 0
-    assert P.main(["--run", "nope", "--tracking-uri", uri, "--image", str(image), "--text", "x",
-                   "--out", str(tmp_path / "m.png")]) == 2
+    args = ["--tracking-uri", uri, "--image", str(image), "--text", "the red square", "--out", str(tmp_path / "m.png")]
+    assert serving.main(["--run", run_id, *args]) == 0
+    assert serving.main(["--run", "nope", *args]) == 2
     assert "no MLflow run nope" in capsys.readouterr().err
+    # the library reads no local store itself (it never imports MLflow): it names the command that does
+    assert P.main(["--run", run_id, *args]) == 2
+    err = capsys.readouterr().err
+    assert "python -m bench.predict" in err and err.count("\n") == 1
+    # the tagged file gone: the run's model.pt artifact is served, fetched once into the cache
+    gone = tracker.start("w", {"checkpoint": str(tmp_path / "moved" / "model.pt")})
+    tracker.log_file(gone, ckpt)
+    cache = tmp_path / "cache"
+    assert serving.main(["--run", gone, "--cache-dir", str(cache), *args]) == 0
+    assert (cache / gone / "model.pt").read_bytes() == Path(ckpt).read_bytes()
     model = load_checkpoint(ckpt)
     assert str(model.cfg.components) == "value+adapters+decoder"
 
