@@ -6,12 +6,12 @@ Every choice the paper leaves open is a field here, documented where it is used.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .identity import identity_hash
 
 COMPONENT_NAMES: tuple[str, ...] = ("value", "adapters", "cfe", "ske", "decoder")
 
@@ -101,8 +101,7 @@ PAPER_MIOU: dict[str, float | None] = {
 
 
 def _stable_hash(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return identity_hash(obj, 16, compact=True)
 
 
 class _Hashable:

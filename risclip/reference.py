@@ -25,8 +25,6 @@ It is scored exactly as a rung is: it offers the interface :func:`risclip.engine
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -39,6 +37,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from .data.refer import ReferDataset, refer_collate
+from .identity import identity_hash
 from .kernels import mixed_precision
 from .losses import dice_focal_loss
 from .model import RISOutput
@@ -77,7 +76,7 @@ class ReferenceConfig:
         return mixed_precision(device, cpu_amp=self.cpu_amp)
 
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        return identity_hash(self.to_dict(), 12)
 
 
 def _coords(x: torch.Tensor) -> torch.Tensor:

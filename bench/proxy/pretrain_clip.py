@@ -43,6 +43,7 @@ from risclip.data.alttext import CorpusConfig, corpus_dir, corpus_path, generate
 from risclip.data.refer import ReferError, load_refs
 from risclip.data.transforms import ResizeNormalize
 from risclip.engine import warmup_cosine
+from risclip.identity import identity_hash
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class PretrainConfig:
         v3_only = tuple(k for k in V3_FIELDS if getattr(self, k) == _DEFAULTS[k] or not self.hires_steps and k.startswith("hires_"))
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k != "data_root" and k not in v2_only + v3_only}
-        cfg_hash = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+        cfg_hash = identity_hash(fields, 12)
         return Path(self.data_root) / "proxy_clip" / f"{self.clip_model}-{cfg_hash}-{data_hash}.pt"
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import math
 import shlex
 import shutil
@@ -51,6 +49,7 @@ from bench.spine.variant import (
     GridHook,
     TrackingHook,
     add_text_controls,
+    baselines_identity,
     find_reusable,
     log_variant,
     run_identity,
@@ -173,10 +172,7 @@ def run_baselines(ctx: Context) -> list[dict]:
     from bench.spine.baselines import BASELINES, PROPOSAL_BASELINES, evaluate_baselines
 
     data = ctx.preset.data
-    ident = {"baselines": list(BASELINES), "data": {k: v for k, v in data.to_dict().items()
-                                                    if k not in ("data_root", "image_root")},
-             "data_fingerprint": ctx.fingerprint, "seed": 0}
-    run_hash = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    run_hash = baselines_identity(data, ctx.fingerprint)
     found = None if ctx.force else ctx.tracker.find_finished(run_hash)
     if found is None:
         results = evaluate_baselines(data, limit=data.max_eval_samples, progress=ctx.progress)

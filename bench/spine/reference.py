@@ -12,8 +12,6 @@ identity holds the multiplier, not the seconds, so a rerun on a slower or faster
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 
@@ -23,6 +21,7 @@ from bench.spine.proposals import ProposalSelection
 from bench.spine.results import row_from_run
 from bench.spine.variant import Scores, log_variant
 from risclip.engine import LearningCurve, RunResult, build_dataset, resolve_device, score_trained
+from risclip.identity import data_identity, identity_hash
 from risclip.reference import ReferenceConfig, seconds_per_epoch, train_reference
 
 REFERENCE_KIND = "reference"
@@ -46,11 +45,11 @@ def parse_multipliers(text: str) -> tuple[float, ...]:
 
 def reference_identity(cfg: ReferenceConfig, multiplier: float, seed: int, data: dict, fingerprint: str,
                        threshold_from_val: bool = False) -> str:
-    ident = {"reference": cfg.to_dict(), "multiplier": multiplier, "seed": seed,
-             "data": {k: v for k, v in data.items() if k not in ("data_root", "image_root")}, "data_fingerprint": fingerprint}
+    ident = {"reference": cfg.to_dict(), "multiplier": multiplier, "seed": seed, "data": data_identity(data),
+             "data_fingerprint": fingerprint}
     if threshold_from_val:  # scored at its own val cut, as the rungs are (TrainConfig.threshold_from_val)
         ident["cut"] = "val"
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return identity_hash(ident)
 
 
 def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,

@@ -12,8 +12,6 @@ everything trains through ``risclip.engine.run_variant``):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from bench.spine.proposals import ProposalSelection, form_key
 from bench.spine.tracking import metric_key
 from risclip.config import PAPER_MIOU, Components, ModelConfig, TrainConfig
 from risclip.engine import Hook, RunResult, build_dataset, run_variant
+from risclip.identity import data_identity, identity_hash, train_identity
 
 VARIANT_KIND = "variant"
 
@@ -34,17 +33,19 @@ def run_identity(preset: P.Preset, components: Components, seed: int, fingerprin
     model = preset.model.with_components(components).to_dict()
     if model.get("pretrained") and Path(str(model["pretrained"])).is_file():
         model["pretrained"] = Path(str(model["pretrained"])).name  # the proxy's name carries its hashes
-    train = dataclasses.replace(preset.train, seed=seed if components.trains_anything else 0).to_dict()
-    for k in ("progress", "num_workers", "device", "learning_curve", "curve_samples"):
-        train.pop(k, None)
-    data = preset.data.to_dict()
-    for k in ("data_root", "image_root"):
-        data.pop(k, None)
-    ident = {"model": model, "train": train, "data": data, "data_fingerprint": fingerprint}
+    train = train_identity(dataclasses.replace(preset.train, seed=seed if components.trains_anything else 0).to_dict())
+    ident = {"model": model, "train": train, "data": data_identity(preset.data.to_dict()), "data_fingerprint": fingerprint}
     if tuple(protocols) != ("ours",):  # other protocols log more metrics; the default keeps older hashes
         ident["protocols"] = list(protocols)
-    blob = json.dumps(ident, sort_keys=True, default=str)
-    return ident, hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return ident, identity_hash(ident)
+
+
+def baselines_identity(data, fingerprint: str) -> str:
+    """The text-blind baselines' run: which baselines, on which data (not where it lives)."""
+    from bench.spine.baselines import BASELINES
+
+    return identity_hash({"baselines": list(BASELINES), "data": data_identity(data.to_dict()),
+                          "data_fingerprint": fingerprint, "seed": 0})
 
 
 def find_reusable(tracker, run_hash: str) -> str | None:

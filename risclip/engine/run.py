@@ -14,6 +14,7 @@ import torch
 from .. import distributed as dist
 from ..config import DataConfig, ModelConfig, TrainConfig
 from ..data.refer import refer_collate
+from ..identity import RUNTIME_TRAIN_FIELDS
 from ..model import RISCLIP
 from .checkpoints import history_rows, history_table, save_atomic, save_checkpoint
 from .hooks import Evaluator, Hook
@@ -47,8 +48,7 @@ class RunResult:
 
 
 # TrainConfig fields that change how a run is executed, never its numbers (stage1_key leaves them out)
-RUNTIME_FIELDS: tuple[str, ...] = ("progress", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
-                                   "learning_curve", "curve_samples")
+RUNTIME_FIELDS = RUNTIME_TRAIN_FIELDS
 _TRAIN_DEFAULTS = TrainConfig()
 
 
