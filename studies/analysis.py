@@ -11,7 +11,7 @@ factor with equal weight (a balanced design):
 Confidence intervals (95%, percentile bootstrap) resample both sources of noise the ladder has: the
 test expressions (with replacement, the same draw for every variant, so effects stay paired) and the
 seeds (with replacement, the same draw for every variant). Where every row names its expression's test
-image (an ``image`` column, recorded since issue 20), whole images are resampled with all their
+image (an ``image`` column, recorded since the grounded presets), whole images are resampled with all their
 expressions instead (a cluster bootstrap: expressions of one image are not independent). Answers what a cumulative ladder cannot:
 does SKE help without CFE, does the decoder's gain depend on the patch-level components.
 """

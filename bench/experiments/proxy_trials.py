@@ -129,7 +129,7 @@ def render(preset: P.Preset, rows: list[dict], command: str, seconds: float) -> 
         shape = max(rows, key=lambda r: r["probes"]["shape"] or 0)
         lines += ["", "## What the numbers say", "",
                   f"- Best rung-0 attribute select on val: {_f(best['value']['select_by_kind'].get('attribute'))} "
-                  f"({best['trial']}); the issue's target is 65 on test.",
+                  f"({best['trial']}); the target is 65 on test.",
                   f"- Highest image-level shape probe: {_f(shape['probes']['shape'])} ({shape['trial']}); its "
                   f"zero-shot `a {{shape}}` hit by the value path is {_f(shape['value']['zero_shot']['a {shape}']['hit'])} "
                   f"against {_f(shape['value']['zero_shot']['a {shape}']['chance'])} chance.",

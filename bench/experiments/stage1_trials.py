@@ -80,7 +80,7 @@ TRIALS: dict[str, Trial] = {
                                                           "train.threshold_from_val=true")),
     "all-train-1-epoch-val-cut": Trial("all-train-1-epoch, cut chosen on val", (
         "data.max_train_samples=null", "train.stage1_epochs=1", "train.threshold_from_val=true")),
-    # the attribute series (issue 20): how far more sentences and epochs move rung 1's attribute select, on
+    # the attribute series: how far more sentences and epochs move rung 1's attribute select, on
     # every val expression (the first 600 hold about 200 attribute expressions: +-3 points of select)
     "full-val": Trial("the preset's recipe, scored on every val expression", ("data.max_eval_samples=null",)),
     "lr-1e-2-full-val": Trial("lr 1e-2, every val expression", ("train.lr=0.01", "data.max_eval_samples=null")),

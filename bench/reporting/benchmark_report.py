@@ -236,7 +236,7 @@ def _best(every: pd.DataFrame, shape: str, batch_kind: str) -> pd.Series | None:
 
 
 def ratio_lines(every: pd.DataFrame) -> list[str]:
-    """The two summary lines of issue 22: full/CLIP latency at the paper shape at batch 1 and the larger batch,
+    """The two summary lines of the benchmark report: full/CLIP latency at the paper shape at batch 1 and the larger batch,
     on the best path measured (named; a compiled one says so)."""
     lines = []
     for kind in ("batch1", "batchN"):

@@ -8,8 +8,8 @@ rungs, so the gap stays paired; the interval is the 2.5th and 97.5th percentiles
 A rung that trains nothing (rung 0) has one run that serves every seed: its row repeats.
 
 Expressions of one image are not independent draws: they share the scene, often the referent, and the
-image's difficulty. Where the runs recorded each expression's image (``image_id`` in ``per_sample``, since
-issue 20), the bootstrap resamples *images* with all their expressions (a cluster bootstrap), which is what
+image's difficulty. Where the runs recorded each expression's image (``image_id`` in ``per_sample``, on every run
+since the grounded presets), the bootstrap resamples *images* with all their expressions (a cluster bootstrap), which is what
 another sample of test images would do; runs without it fall back to resampling expressions, which
 understates the interval (on synth-refcoco-grounded's rung 1: +-1.53 against +-1.76 over images).
 

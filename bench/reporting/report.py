@@ -182,7 +182,7 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
                  df: pd.DataFrame | None = None, minutes: float = 60.0,
                  per_expr: PerExpression | None = None, timed: bool = True, reused: int = 0,
                  timed_by=None) -> list[str]:
-    """The SynthRef issue's targets, each with the measured value and whether it is met. ``reused``: how many
+    """The SynthRef ladder's targets, each with the measured value and whether it is met. ``reused``: how many
     rung runs the invocation took from earlier ones (then its wall time times no ladder, unless ``timed_by``,
     the earlier invocation that trained all of them (:func:`timing_invocation`), times it)."""
     rungs = {s["rung"]: s for s in variants if s["rung"] is not None}
@@ -261,7 +261,7 @@ def target_lines(variants: list[dict], baselines: list[dict], spread: pd.DataFra
     return out
 
 
-# the grounding targets (the issue "make the SynthRef models ground their expression"): a trained rung keeps
+# the grounding targets (SynthRef models must ground their expression): a trained rung keeps
 # at most this share of its mIoU when its sentence is swapped for another referent's; select mIoU floors
 SWAP_SHARE_MAX = 1 / 3
 GROUNDING_FLOORS = ((0, "attribute", 65.0), (1, "attribute", 85.0), (1, "position", 55.0))
@@ -431,7 +431,7 @@ FORMS = ((0, "model.value_path", "maskclip", "clearclip"), (3, "model.ske_form",
 def other_draw_lines(tracker: Tracker, variants: list[dict], draw: str,
                      per_expr: PerExpression | None = None) -> list[str]:
     """A fresh draw's ladder beside the committed draw's (the latest plain ladder on draw 0): does the shape
-    hold on other data and other training seeds? With per-expression IoUs, the issue's test-split target:
+    hold on other data and other training seeds? With per-expression IoUs, the test-split target:
     the two draws' rung-1 means differ by less than the half-width of the committed draw's bootstrap 95% CI
     of that mean (expressions and seeds resampled), i.e. the fresh draw's mean lies inside it."""
     base = latest_plain_ladder(tracker, "0")
