@@ -1,6 +1,6 @@
 import math
 
-from bench.reporting import budget
+from bench.experiments import budget
 from bench.spine.presets import get_preset
 
 

@@ -45,7 +45,7 @@ def test_patch_labels_name_the_object_under_each_patch(synthref_root):
 
 
 def test_quick_diagnosis_writes_every_section(tmp_path):
-    from bench.reporting import diagnose
+    from bench.experiments import diagnose
 
     out = tmp_path / "diag.md"
     assert diagnose.main(["--quick", "--data-root", str(tmp_path / "data"), "--tracking-uri",

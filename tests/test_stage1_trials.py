@@ -8,7 +8,7 @@ import pytest
 
 import risclip.engine as E
 import risclip.model as M
-from bench.reporting import stage1_trials as S
+from bench.experiments import stage1_trials as S
 from risclip.config import ModelConfig, TrainConfig
 
 
