@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from risclip.config import DataConfig, ModelConfig, TrainConfig
 from risclip.data.controls import TextControl
 from risclip.engine import build_dataset, evaluate, evaluate_text_controls
+from risclip.metrics import get_protocol
 from risclip.model import RISOutput
 
 
@@ -130,7 +131,7 @@ def test_each_distinct_image_sentence_pair_runs_once_and_scores_as_if_run_for_ev
     deduped = evaluate_text_controls(model, test_set, cfg, torch.device("cpu"), controls=("generic",))["generic"]
     run_generic = sum(calls)
     calls.clear()
-    monkeypatch.setattr(E, "_forward_distinct", lambda m, images, tok, idx: m(images, tok, idx))
+    monkeypatch.setattr(E.evaluation, "_forward_distinct", lambda m, images, tok, idx: m(images, tok, idx))
     plain = evaluate_text_controls(model, test_set, cfg, torch.device("cpu"), controls=("generic",))["generic"]
     assert run_generic < sum(calls) == len(test_set)  # 'the object' for every sentence: one pass per image per batch
     assert [r["sent_id"] for r in deduped["per_sample"]] == [r["sent_id"] for r in plain["per_sample"]]
@@ -164,7 +165,7 @@ def test_the_swap_control_takes_its_masks_from_the_test_pass_and_scores_the_same
     assert reused["metrics"]["mIoU"] == pytest.approx(fresh["metrics"]["mIoU"], abs=1e-6)
     # a memo made at another cut is not taken for this one
     other = E.PredictionMemo()
-    evaluate(model, test_set, cfg, cpu, protocols=(dataclasses.replace(E.get_protocol("ours"), threshold=0.3),), memo=other)
+    evaluate(model, test_set, cfg, cpu, protocols=(dataclasses.replace(get_protocol("ours"), threshold=0.3),), memo=other)
     calls.clear()
     evaluate_text_controls(model, test_set, cfg, cpu, controls=("swap",), memo=other)
     assert sum(calls) > 0

@@ -15,6 +15,7 @@ from risclip.engine import (
 )
 from risclip.losses import dice_focal_loss, dice_loss, focal_loss, spatial_ce
 from risclip.metrics import get_protocol
+from risclip.model import RISCLIP, RISOutput
 
 FAST = dict(stage1_epochs=2, stage2_epochs=1, batch_size=8, eval_batch_size=16, progress=False, lr=3e-3)
 
@@ -57,7 +58,7 @@ def test_spatial_ce_makes_other_objects_compete_with_the_referent():
 def test_spatial_ce_weight_enters_stage_one_only_and_stays_out_of_the_hash_at_zero():
     assert "spatial_ce_weight" not in TrainConfig().to_dict()
     assert TrainConfig(spatial_ce_weight=0.5).config_hash() != TrainConfig().config_hash()
-    out = engine.RISOutput(patch_logits=torch.zeros(2, 4, 4), mask_logits=torch.zeros(2, 16, 16),
+    out = RISOutput(patch_logits=torch.zeros(2, 4, 4), mask_logits=torch.zeros(2, 16, 16),
                            patch_cosine=torch.zeros(2, 4, 4))
     mask = torch.zeros(2, 16, 16)
     mask[:, :4, :4] = 1
@@ -181,7 +182,7 @@ def test_component_learning_rate_scales(data):
     """``cfe_lr_scale=0`` leaves CFE where it started while the adapters and SKE still learn."""
     mc = ModelConfig.tiny(components="adapters,cfe,ske")
     torch.manual_seed(0)
-    model = engine.RISCLIP.from_config(mc)
+    model = RISCLIP.from_config(mc)
     groups = model.stage_parameter_groups(1)
     assert set(groups) == {"adapters", "cfe", "ske", "map"}
     flat = [id(p) for ps in groups.values() for p in ps]
