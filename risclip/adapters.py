@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import PATCH_STAGE, ComponentSpec, register
+
 
 class Adapter(nn.Module):
     def __init__(self, width: int, bottleneck: int, dropout: float = 0.0) -> None:
@@ -41,3 +43,10 @@ def encoder_adapters(layers: int, width: int, bottleneck: int, dropout: float = 
                      last_mlp: bool = True) -> nn.ModuleList:
     return nn.ModuleList(BlockAdapters(width, bottleneck, dropout, mlp=last_mlp or i < layers - 1)
                          for i in range(layers))
+
+
+# this component, declared once (risclip/registry.py)
+SPEC = register(ComponentSpec(
+    name="adapters", stage=PATCH_STAGE, acts_at="inside_blocks", rung=1, builtin=True, origin=__name__,
+    summary="bottleneck adapters on attention and MLP of every block of both encoders",
+    modules=("vision_adapters", "text_adapters"), fields=("adapter_dim", "adapter_dropout")))

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .kernels import attention
+from .registry import PATCH_STAGE, ComponentSpec, register
 
 
 def fusion_points(vision_layers: int, text_layers: int) -> list[tuple[int, int]]:
@@ -69,3 +70,10 @@ class CrossModalFusion(nn.Module):
         if self.gate_v is not None:
             dv, dt = torch.tanh(self.gate_v) * dv, torch.tanh(self.gate_t) * dt
         return v + dv, t + dt
+
+
+# this component, declared once (risclip/registry.py)
+SPEC = register(ComponentSpec(
+    name="cfe", stage=PATCH_STAGE, acts_at="fusion_points", rung=2, builtin=True, origin=__name__,
+    summary="cross-modal feature extraction: image and text tokens cross-attend at the fusion points",
+    modules=("cfe",), fields=("cfe_dim", "cfe_heads", "cfe_layers", "cfe_norm", "cfe_gate")))

@@ -6,97 +6,30 @@ Every choice the paper leaves open is a field here, documented where it is used.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .components import COMPONENT_NAMES, Components, _frozen  # noqa: F401  (re-exported: configs name them)
 from .identity import identity_hash
 
-COMPONENT_NAMES: tuple[str, ...] = ("value", "adapters", "cfe", "ske", "decoder")
 
+def __getattr__(name: str):
+    """``LADDER`` lives in :mod:`risclip.components` (read from the registry on first use)."""
+    if name == "LADDER":
+        from . import components
 
-@dataclass(frozen=True)
-class Components:
-    """One flag per RISCLIP component (docs/design.md, "The ladder").
+        return components.LADDER
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    ``value``: MaskCLIP value-token grounding in the last vision block (off: ordinary tokens);
-    ``adapters``: bottleneck adapters in every block of both encoders; ``cfe``: cross-modal feature
-    extraction; ``ske``: shared-space knowledge exploitation; ``decoder``: LAVT-style pixel decoder.
-    """
-
-    value: bool = True
-    adapters: bool = False
-    cfe: bool = False
-    ske: bool = False
-    decoder: bool = False
-
-    @classmethod
-    def from_names(cls, names: str | list[str] | tuple[str, ...]) -> Components:
-        """``"adapters,cfe"`` -> value + adapters + CFE. Value-token grounding is on unless ``-value``
-        (or ``novalue``) switches it off, as in every rung of the paper. ``"none"`` is rung 0,
-        ``"all"`` every component. Unknown names raise a ValueError listing the valid ones."""
-        if isinstance(names, str):
-            parts = [p.strip().lower() for p in names.replace("+", ",").split(",")]
-        else:
-            parts = [str(p).strip().lower() for p in names]
-        parts = [p for p in parts if p]
-        flags = {n: False for n in COMPONENT_NAMES}
-        flags["value"] = True
-        for p in parts:
-            if p in ("none", "rung0", "zero-shot"):
-                continue
-            if p == "all":
-                flags.update({n: True for n in COMPONENT_NAMES})
-            elif p in COMPONENT_NAMES:
-                flags[p] = True
-            elif p in ("-value", "novalue", "no-value"):
-                flags["value"] = False
-            else:
-                valid = ", ".join(COMPONENT_NAMES + ("none", "all", "-value"))
-                raise ValueError(f"unknown component '{p}'; valid names: {valid}")
-        return cls(**flags)
-
-    def names(self) -> list[str]:
-        return [n for n in COMPONENT_NAMES if getattr(self, n)]
-
-    @property
-    def trains_patch_level(self) -> bool:
-        """Stage 1 has something to train (adapters, CFE or SKE)."""
-        return self.adapters or self.cfe or self.ske
-
-    @property
-    def trains_anything(self) -> bool:
-        return self.trains_patch_level or self.decoder
-
-    def __str__(self) -> str:
-        on = [n for n in COMPONENT_NAMES if n != "value" and getattr(self, n)]
-        head = "value" if self.value else "plain-tokens"
-        return "+".join([head, *on])
-
-    @classmethod
-    def all_combinations(cls) -> list[Components]:
-        """All 32 flag combinations, rung order first."""
-        combos = [cls(*bits) for bits in itertools.product((True, False), repeat=len(COMPONENT_NAMES))]
-        return sorted(combos, key=lambda c: (not c.value, len(c.names()), [not getattr(c, n) for n in COMPONENT_NAMES]))
-
-
-# The paper's five cumulative rungs (docs/design.md), defined once.
-LADDER: tuple[Components, ...] = (
-    Components.from_names("none"),
-    Components.from_names("adapters"),
-    Components.from_names("adapters,cfe"),
-    Components.from_names("adapters,cfe,ske"),
-    Components.from_names("adapters,cfe,ske,decoder"),
-)
 
 # mIoU the paper reports for each rung (RefCOCOg-UMD test, CLIP ViT-B/16); None where it gives none here.
 PAPER_MIOU: dict[str, float | None] = {
-    str(LADDER[0]): 23.86,
-    str(LADDER[1]): 48.29,
-    str(LADDER[2]): 60.58,
-    str(LADDER[3]): None,
-    str(LADDER[4]): None,
+    "value": 23.86,
+    "value+adapters": 48.29,
+    "value+adapters+cfe": 60.58,
+    "value+adapters+cfe+ske": None,
+    "value+adapters+cfe+ske+decoder": None,
 }
 
 
@@ -130,7 +63,7 @@ class _Hashable:
         kwargs: dict[str, Any] = {}
         for k, v in d.items():
             if k == "components" and isinstance(v, dict):
-                v = Components(**v)
+                v = Components(**{n: (tuple(x) if isinstance(x, list) else x) for n, x in v.items()})
             elif k == "components" and isinstance(v, str):
                 v = Components.from_names(v)
             elif isinstance(v, list):
@@ -199,8 +132,40 @@ class ModelConfig(_Hashable):
     # checkpoint's grid already fits (every SynthRef preset). The paper presets use "maskclip": see
     # docs/design.md, "Position embeddings at another input size"
     pos_embed_resize: str = "open_clip"
+    # plug-ins' own settings set away from their defaults, as (component, field, value) triples (``--set
+    # film.dim=64``). A run's identity holds every setting of each plug-in that is on (to_dict's "plugins")
+    plugin_config: tuple[tuple[str, str, Any], ...] = ()
 
     _LATER_FIELDS = {"kernels": "fused", "pos_embed_resize": "open_clip"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`_Hashable.to_dict`, with the plug-ins said where they are on: the components' ``extra`` only
+        when it names any, and ``plugins``: every setting of each plug-in that is on. Without plug-ins the dict
+        (and so the hash) is what it was before plug-ins existed."""
+        d = super().to_dict()
+        if not d["components"].get("extra"):
+            d["components"].pop("extra", None)
+        d.pop("plugin_config", None)
+        if self.components.extra:
+            d["plugins"] = {}
+            for n in self.components.extra:
+                settings = self.plugin_settings(n)
+                d["plugins"][n] = dataclasses.asdict(settings) if settings is not None else {}
+        return d
+
+    def plugin_settings(self, name: str) -> Any:
+        """Plug-in ``name``'s settings: its config dataclass with this config's values for it."""
+        from . import registry
+
+        return registry.get(name).settings({f: v for c, f, v in self.plugin_config if c == name})
+
+    def with_plugin_setting(self, name: str, field_name: str, value: Any) -> ModelConfig:
+        """This config with one plug-in setting changed (checked against the plug-in's config dataclass)."""
+        from . import registry
+
+        registry.get(name).settings({field_name: value})  # a known plug-in and one of its settings
+        kept = tuple(t for t in self.plugin_config if (t[0], t[1]) != (name, field_name))
+        return dataclasses.replace(self, plugin_config=tuple(sorted((*kept, (name, field_name, _frozen(value))))))
 
     def __post_init__(self) -> None:
         if self.kernels not in KERNELS:
@@ -217,6 +182,11 @@ class ModelConfig(_Hashable):
         """As :meth:`_Hashable.from_dict`; a config written before ``value_path`` existed (two flags,
         ``value_residual`` and ``value_mlp``) is read as the form those flags name."""
         d = dict(d)
+        plugins = d.pop("plugins", None) or {}
+        if plugins:  # a config with plug-ins on: every setting it was run with
+            d["plugin_config"] = tuple(sorted((n, f, _frozen(v)) for n, fs in plugins.items() for f, v in fs.items()))
+        elif "plugin_config" in d:
+            d["plugin_config"] = tuple(tuple(_frozen(x) for x in t) for t in d["plugin_config"])
         if "value_residual" in d or "value_mlp" in d:
             flags = (bool(d.pop("value_residual", False)), bool(d.pop("value_mlp", False)))
             names = {v: k for k, v in VALUE_PATHS.items()}

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import PIXEL_STAGE, ComponentSpec, register
+
 
 def conv_relu_bn(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
@@ -59,3 +61,10 @@ class LAVTDecoder(nn.Module):
         if tuple(logits.shape[-2:]) != tuple(out_size):
             logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
         return logits[:, 0]
+
+
+# this component, declared once (risclip/registry.py)
+SPEC = register(ComponentSpec(
+    name="decoder", stage=PIXEL_STAGE, acts_at="decoder", rung=4, builtin=True, origin=__name__,
+    summary="LAVT-style pixel decoder over four vision blocks and the patch map",
+    modules=("decoder",), fields=("decoder_dims", "decoder_layers")))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .registry import ComponentSpec, register
+
 
 def patch_cosine(patch: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
     """``patch`` (B, N, E), ``sentence`` (B, E) -> cosine similarities (B, N)."""
@@ -28,3 +30,10 @@ def zero_shot_mask(cosine_map: torch.Tensor, size: tuple[int, int], tau: float) 
     """One (h, w) cosine map -> boolean mask at ``size``: bilinear resize, min-max normalise, > tau."""
     up = F.interpolate(cosine_map[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
     return minmax_normalise(up[None])[0] > tau
+
+
+# this component, declared once (risclip/registry.py)
+SPEC = register(ComponentSpec(
+    name="value", stage=None, acts_at="value_path", rung=0, builtin=True, origin=__name__,
+    summary="MaskCLIP's value-token grounding in the last vision block (rung 0)",
+    modules=(), fields=("value_path", "tau", "map_scale_init", "map_bias_init")))

@@ -19,11 +19,13 @@ from torch import nn
 
 from . import backbone as bb
 from . import kernels as K
+from . import registry
 from .adapters import encoder_adapters
 from .cfe import CrossModalFusion, fusion_points
 from .config import ModelConfig
 from .decoder import LAVTDecoder
 from .grounding import patch_cosine, zero_shot_mask
+from .registry import PATCH_STAGE, HookContext
 from .ske import JointSpaceSKE, SharedSpaceKnowledge
 
 
@@ -41,21 +43,14 @@ class RISOutput:
     patch_cosine: torch.Tensor  # (B, h, w), the raw shared-space cosine map (before scale, bias and SKE)
 
 
-# The stage rule, said once: which modules each stage trains, grouped by component (each group may get
-# its own learning rate); stage 1 also trains the patch map's affine. What each stage's loss reads
-# (patch or pixel logits) and its schedule are risclip.engine.StageRule.
-PATCH_STAGE, PIXEL_STAGE = 1, 2
-STAGE_GROUPS: dict[int, dict[str, tuple[str, ...]]] = {
-    PATCH_STAGE: {"adapters": ("vision_adapters", "text_adapters"), "cfe": ("cfe",), "ske": ("ske",)},
-    PIXEL_STAGE: {"decoder": ("decoder",)},
-}
+# The stage rule, said once, by the registry: which modules each stage trains, grouped by component (each
+# group may get its own learning rate; registry.stage_groups); stage 1 also trains the patch map's affine.
+# What each stage's loss reads (patch or pixel logits) and its schedule are risclip.engine.StageRule.
 MAP_PARAMETERS: tuple[str, ...] = ("map_log_scale", "map_bias")
 
 
 def _stage_groups(stage: int) -> dict[str, tuple[str, ...]]:
-    if stage not in STAGE_GROUPS:
-        raise ValueError(f"stage must be {PATCH_STAGE} (patch level) or {PIXEL_STAGE} (pixel level), not {stage!r}")
-    return STAGE_GROUPS[stage]
+    return registry.stage_groups(stage)
 
 
 def evenly_spaced(layers: int, k: int = 4) -> tuple[int, ...]:
@@ -68,6 +63,7 @@ class RISCLIP(nn.Module):
         super().__init__()
         self.cfg = cfg
         comp = cfg.components
+        comp.check_requirements()
         self.clip = clip
         self.clip.requires_grad_(False)
         self.clip.eval()
@@ -118,6 +114,21 @@ class RISCLIP(nn.Module):
             if not 0 <= idx < self.vision_layers:
                 raise ValueError(f"block index {idx} out of range for a {self.vision_layers}-block vision tower")
 
+        # plug-ins (risclip/registry.py): each one's module, called at its hook point
+        self.plugins = None
+        self.hooks: dict[str, list[tuple[str, nn.Module]]] = {point: [] for point in registry.HOOK_POINTS}
+        if comp.extra:
+            self.plugins = nn.ModuleDict()
+            for name in comp.extra:
+                spec = registry.get(name)
+                module = spec.build(self, cfg.plugin_settings(name))
+                if not isinstance(module, nn.Module) or not callable(getattr(module, spec.acts_at, None)):
+                    raise registry.RegistryError(f"plug-in '{name}': build must return an nn.Module with a method "
+                                                 f"{registry.HOOK_POINTS[spec.acts_at]}")
+                self.plugins[name] = module
+                self.hooks[spec.acts_at].append((name, module))
+        self.text_reading_hooks = any(self.hooks[p] for p in registry.TEXT_READING_HOOKS)
+
         # the value path's two frozen projections as one matrix (fused kernels): buffers that move with the
         # model but stay out of checkpoints. They are derived state, so :meth:`_fresh_value_projection`
         # recomputes them wherever they are read once any source weight has changed, however it changed:
@@ -163,18 +174,25 @@ class RISCLIP(nn.Module):
 
     def stage_modules(self, stage: int) -> list[nn.Module]:
         """The modules ``stage`` trains (:data:`STAGE_GROUPS`), those that are on."""
-        return [m for attrs in _stage_groups(stage).values() for a in attrs if (m := getattr(self, a)) is not None]
+        return [m for attrs in _stage_groups(stage).values() for a in attrs if (m := self._module(a)) is not None]
 
     def stage_parameter_groups(self, stage: int) -> dict[str, list[nn.Parameter]]:
         """Parameters trained in ``stage`` by component, so that each may get its own learning rate.
         Stage 1: "adapters", "cfe", "ske" and, when any of them is on, "map" (the patch map's affine);
         stage 2: "decoder". Components that are off are left out."""
-        groups = {name: [p for a in attrs if (m := getattr(self, a)) is not None for p in m.parameters()]
+        groups = {name: [p for a in attrs if (m := self._module(a)) is not None for p in m.parameters()]
                   for name, attrs in _stage_groups(stage).items()}
         groups = {k: v for k, v in groups.items() if v}
         if groups and stage == PATCH_STAGE:
             groups["map"] = [getattr(self, a) for a in MAP_PARAMETERS]
         return groups
+
+    def _module(self, path: str) -> nn.Module | None:
+        """The module at ``path`` (``cfe``, ``plugins.film``), or None where that component is off."""
+        if path.startswith("plugins."):
+            name = path.split(".", 1)[1]
+            return self.plugins[name] if self.plugins is not None and name in self.plugins else None
+        return getattr(self, path)
 
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
         """Every parameter of :meth:`stage_parameter_groups`, in one list."""
@@ -235,8 +253,11 @@ class RISCLIP(nn.Module):
                                  f"or image_index")
             image_index = torch.zeros(b, dtype=torch.long, device=images.device)
         v = bb.vision_embed(self.clip, images)
+        if image_index is not None and self.text_reading_hooks:  # a plug-in reads the text in the image tower
+            v, image_index = v[image_index], None
         t, text_mask = bb.text_embed(self.clip, tokens)
         padding = self._padding(tokens)
+        ctx = HookContext(tokens, padding, self.points) if self.plugins is not None else None
         v_blocks, t_blocks = self.clip.visual.transformer.resblocks, self.clip.transformer.resblocks
         vision_out: dict[int, torch.Tensor] = {}
         next_v = next_t = 0
@@ -249,17 +270,25 @@ class RISCLIP(nn.Module):
                                                fused)
                 else:
                     v = bb.block_forward(v_blocks[next_v], v, None, adapters, self.fused)
+                for _, hook in self.hooks["vision_block"]:
+                    v = hook.vision_block(next_v, v, ctx)
                 vision_out[next_v] = v
                 next_v += 1
             while next_t <= lt:
                 adapters = self.text_adapters[next_t] if self.text_adapters is not None else None
                 t = bb.block_forward(t_blocks[next_t], t, text_mask, adapters, self.fused, self.text_causal)
+                for _, hook in self.hooks["text_block"]:
+                    t = hook.text_block(next_t, t, ctx)
                 next_t += 1
             if self.cfe is not None and str(point) in self.cfe:
                 if image_index is not None:  # the image tower reads the text from here on: a copy per sentence
                     v, vision_out = v[image_index], {k: x[image_index] for k, x in vision_out.items()}
                     image_index = None
                 v, t = self.cfe[str(point)](v, t, padding)
+                vision_out[lv] = v
+            if self.hooks["fusion"]:
+                for _, hook in self.hooks["fusion"]:
+                    v, t = hook.fusion(point, v, t, ctx)
                 vision_out[lv] = v
         if image_index is not None:  # shared image passes: each sentence reads its image's tokens
             vision_out = {k: x[image_index] for k, x in vision_out.items()}
@@ -304,13 +333,20 @@ class RISCLIP(nn.Module):
                     for i in self.ske_layers], dim=1)
             p = F.normalize(patch.float(), dim=-1).transpose(1, 2).reshape(b, -1, h, w)
             logits = self.ske(maps, p, s, logits)
+        if self.hooks["patch_map"]:
+            ctx = HookContext(tokens, self._padding(tokens), self.points, patch=patch, sentence=sentence)
+            for _, hook in self.hooks["patch_map"]:
+                logits = hook.patch_map(logits, ctx)
         feats = [self._grid(vision_out[i]) for i in self.decoder_layers] if self.decoder is not None else None
         return PatchLevel(logits=logits, cosine=cos, features=feats)
 
     def pixel_level(self, p: PatchLevel, out_size: tuple[int, int]) -> RISOutput:
         """The decoder (or a bilinear upsampling without it) on a :meth:`patch_level` result."""
         if self.decoder is not None:
-            mask_logits = self.decoder(p.features, p.logits, out_size)
+            features = p.features
+            for _, hook in self.hooks["decoder_input"]:
+                features = hook.decoder_input(features, p.logits)
+            mask_logits = self.decoder(features, p.logits, out_size)
         else:
             mask_logits = F.interpolate(p.logits[:, None], size=out_size, mode="bilinear", align_corners=False)[:, 0]
         return RISOutput(patch_logits=p.logits, mask_logits=mask_logits, patch_cosine=p.cosine)

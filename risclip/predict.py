@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from . import registry
 from .backbone import BackboneError
 from .config import Components, ModelConfig
 from .data.transforms import ResizeNormalize
@@ -249,6 +250,8 @@ def build_parser(prog: str = "python -m risclip.predict") -> argparse.ArgumentPa
     p.add_argument("--threshold", type=float, default=None,
                    help="sigmoid cut for foreground (default: the cut the run was scored at, stored in its checkpoint; "
                         "0.5 for a checkpoint that stores none)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: a checkpoint of a variant with a plug-in component needs its module")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the model first (mode default; reduce-overhead adds CUDA graphs); the "
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None, resolve_run=checkpoint_of_run, prog: str
     try:
         if a.threshold is not None and not 0 < a.threshold < 1:
             raise PredictError(f"--threshold must lie strictly between 0 and 1 (got {a.threshold})")
+        registry.load_plugins(a.plugin)
         image = read_image(a.image)
         ckpt = Path(a.checkpoint) if a.checkpoint else resolve_run(a.run, a.tracking_uri, a.cache_dir)
         model, scoring = load_model(ckpt, torch.device(a.device), a.pretrained, a.components, a.clip_model)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kernels import attention
+from .registry import PATCH_STAGE, ComponentSpec, register
 
 
 class SharedSpaceKnowledge(nn.Module):
@@ -105,3 +106,10 @@ class JointSpaceSKE(nn.Module):
             p, t = block(p, t, text_padding)
         sentence = t[torch.arange(t.shape[0], device=t.device), eos]
         return torch.einsum("bne,be->bn", F.normalize(p, dim=-1), F.normalize(sentence, dim=-1))
+
+
+# this component, declared once (risclip/registry.py)
+SPEC = register(ComponentSpec(
+    name="ske", stage=PATCH_STAGE, acts_at="patch_map", rung=3, builtin=True, origin=__name__,
+    summary="shared-space knowledge exploitation: refines the patch map from CLIP's shared space",
+    modules=("ske",), fields=("ske_form", "ske_layers", "ske_dim", "ske_blocks")))

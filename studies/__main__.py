@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--pretrained", default=None, help="CLIP weights, a tag or a local file (default: the preset's)")
         q.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
                        help="torch.compile every trial's model (mode default, reduce-overhead, max-autotune)")
+        q.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                       help="import MODULE so that it registers its components (docs/extending.md); repeat for more")
+        q.add_argument("--factors", default=None, metavar="NAMES",
+                       help="factorial, pareto: the components crossed, joined by commas (default "
+                            "adapters,cfe,ske,decoder; plug-ins too)")
 
     run = sub.add_parser("run", help="run (or resume) a study")
     common(run)
@@ -126,8 +131,20 @@ def config_from(a: argparse.Namespace, trials: int | None = None) -> RunConfig:
         from risclip.config import Components
 
         Components.from_names(a.components)  # unknown names: a ValueError listing the valid ones
+    from .factorial import DEFAULT_FACTORS, check_factors
+
+    factors = DEFAULT_FACTORS
+    if a.factors is not None:
+        if a.name not in ("factorial", "pareto"):
+            raise StudyError("--factors is for the factorial and pareto studies")
+        try:
+            factors = check_factors(tuple(f.strip().lower() for f in a.factors.split(",") if f.strip()))
+        except ValueError as e:
+            raise StudyError(str(e)) from None
     preset_name = a.preset + ("-quick" if a.quick else "")
-    name = a.study_name or "-".join([a.name, preset_name, *([a.components.replace(",", "+")] if a.components else [])])
+    design = ["+".join(factors)] if factors != DEFAULT_FACTORS else []
+    name = a.study_name or "-".join([a.name, preset_name, *design,
+                                     *([a.components.replace(",", "+")] if a.components else [])])
     n = trials if trials is not None else (spec.quick_trials if a.quick else spec.default_trials)
     return RunConfig(study=a.name, study_name=name, storage=a.storage, trials=n, preset=a.preset, quick=a.quick,
                      components=a.components, seeds=_seeds(a.seeds), time_cap_s=getattr(a, "time_cap", 600.0),
@@ -135,7 +152,7 @@ def config_from(a: argparse.Namespace, trials: int | None = None) -> RunConfig:
                      sampler_seed=getattr(a, "sampler_seed", 0), workdir=getattr(a, "workdir", "runs"),
                      device=getattr(a, "device", "auto"), heartbeat_interval=getattr(a, "heartbeat", 10),
                      data_root=a.data_root, pretrained=a.pretrained, worker_index=getattr(a, "worker_index", 0),
-                     compile=a.compile)
+                     compile=a.compile, plugins=tuple(a.plugin), factors=factors)
 
 
 def run_study(cfg: RunConfig, workers: int) -> dict[str, int]:
@@ -242,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.command == "list":
             return cmd_list()
+        from risclip import registry
+
+        registry.load_plugins(a.plugin)
         if a.command == "run":
             return cmd_run(a, argv)
         if a.command == "worker":

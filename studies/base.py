@@ -28,6 +28,8 @@ class StudyContext:
     time_cap_s: float = 600.0
     seeds: tuple[int, ...] = (0, 1)
     fusion_points: int = 4  # CFE fusion points of the preset's backbone (min of the two towers' depths)
+    # factorial: the components crossed (built-ins or registered plug-ins), value grounding on in every cell
+    factors: tuple[str, ...] = ("adapters", "cfe", "ske", "decoder")
 
 
 @dataclass(frozen=True)

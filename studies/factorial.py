@@ -1,6 +1,7 @@
-"""``factorial``: every combination of adapters, CFE, SKE and the decoder (value grounding on), plus rung 0
-with value grounding off, at 2+ seeds; the report gives main effects and pairwise interactions with
-bootstrap confidence intervals (:mod:`studies.analysis`)."""
+"""``factorial``: every combination of the factors (by default adapters, CFE, SKE and the decoder; any registered
+component, plug-ins included, with ``--factors``), value grounding on, plus rung 0 with value grounding off, at
+2+ seeds; the report gives main effects and pairwise interactions with bootstrap confidence intervals
+(:mod:`studies.analysis`)."""
 
 from __future__ import annotations
 
@@ -12,31 +13,49 @@ from risclip.config import Components
 
 from .base import StudyContext, StudySpec, TrialPlan
 
-FACTORS = ("adapters", "cfe", "ske", "decoder")
+DEFAULT_FACTORS: tuple[str, ...] = StudyContext().factors
+FACTORS = DEFAULT_FACTORS  # the default design's factors (a study records its own: studies.report.factors_of)
 
 
-def variants() -> list[Components]:
-    """The 16 combinations of the four factors with value grounding on, then rung 0 with it off."""
-    combos = [Components(value=True, **dict(zip(FACTORS, bits))) for bits in itertools.product((False, True), repeat=4)]
+def variants(factors: tuple[str, ...] = DEFAULT_FACTORS) -> list[Components]:
+    """The 2^k combinations of the k factors with value grounding on, then rung 0 with it off."""
+    combos = [Components.from_flags({"value": True, **dict(zip(factors, bits))})
+              for bits in itertools.product((False, True), repeat=len(factors))]
     return [*combos, Components(value=False)]
 
 
-def grid(seeds: tuple[int, ...]) -> dict[str, list]:
-    return {"variant": list(range(len(variants()))), "seed": list(seeds)}
+def check_factors(factors: tuple[str, ...]) -> tuple[str, ...]:
+    """Factors that the registry knows, distinct, two or more, value grounding not among them; every cell of
+    the design must satisfy each component's requirements."""
+    from risclip import registry
+
+    if len(factors) < 2 or len(set(factors)) != len(factors):
+        raise ValueError(f"--factors takes two or more distinct component names (got {','.join(factors)})")
+    for f in factors:
+        if f == "value":
+            raise ValueError("--factors: value grounding is on in every cell (rung 0 without it is added)")
+        registry.get(f)
+    for c in variants(factors):
+        c.check_requirements()
+    return factors
+
+
+def grid(seeds: tuple[int, ...], factors: tuple[str, ...] = DEFAULT_FACTORS) -> dict[str, list]:
+    return {"variant": list(range(len(variants(factors)))), "seed": list(seeds)}
 
 
 def factorial_space(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
-    """variant: one of the 17 (16 combinations with value grounding on, rung 0 with it off); seed: --seeds.
-    Every cell of the grid once (enqueued up front), the preset's settings unchanged: the factorial measures the
-    components, not their tuning (the ladder study tunes)."""
-    v = trial.suggest_categorical("variant", grid(ctx.seeds)["variant"])
+    """variant: one of the 2^k + 1 (every combination of the k factors with value grounding on, rung 0 with it
+    off; 17 for the default four); seed: --seeds. Every cell of the grid once (enqueued up front), the preset's
+    settings unchanged: the factorial measures the components, not their tuning (the ladder study tunes)."""
+    v = trial.suggest_categorical("variant", grid(ctx.seeds, ctx.factors)["variant"])
     seed = trial.suggest_categorical("seed", list(ctx.seeds))
-    return TrialPlan(variants()[v], int(seed), ())
+    return TrialPlan(variants(ctx.factors)[v], int(seed), ())
 
 
 def cells(ctx: StudyContext) -> list[dict]:
     """Every (variant, seed) cell, enqueued when the study is created."""
-    return [{"variant": v, "seed": s} for s in ctx.seeds for v in range(len(variants()))]
+    return [{"variant": v, "seed": s} for s in ctx.seeds for v in range(len(variants(ctx.factors)))]
 
 
 SPEC = StudySpec(

@@ -11,11 +11,11 @@ from .base import StudyContext, StudySpec, TrialPlan
 
 
 def pareto_space(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
-    """adapters, cfe, ske, decoder (on/off each, value grounding on), model.adapter_dim (16, 32, 64),
+    """the factors (on/off each, value grounding on; default adapters, cfe, ske, decoder; --factors), model.adapter_dim (16, 32, 64),
     model.cfe_dim (32, 64, 128), model.decoder_dims (narrow 32-24-16-8, preset 64-48-32-16, wide 128-96-64-32).
     Two objectives: val mIoU (maximise) and batch-1 inference ms per image (minimise)."""
-    flags = {f: trial.suggest_categorical(f, [False, True]) for f in ("adapters", "cfe", "ske", "decoder")}
-    comp = Components(value=True, **flags)
+    flags = {f: trial.suggest_categorical(f, [False, True]) for f in ctx.factors}
+    comp = Components.from_flags({"value": True, **flags})
     sets: list[str] = []
     if comp.adapters:
         sets.append(f"model.adapter_dim={trial.suggest_categorical('adapter_dim', [16, 32, 64])}")

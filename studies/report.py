@@ -226,16 +226,22 @@ def _remeasured(study: optuna.Study, preset, tracker: Tracker, sittings: int, de
     return lines + [""]
 
 
+def factors_of(study: optuna.Study) -> tuple[str, ...]:
+    """The components a factorial study crossed (recorded with it; the default four before the record existed)."""
+    from .factorial import DEFAULT_FACTORS
+
+    return tuple(study.user_attrs.get("factors", DEFAULT_FACTORS))
+
+
 def factorial_table(study: optuna.Study, tracker: Tracker) -> pd.DataFrame:
     """One row per (variant, seed, test expression) with the factor levels, from each trial's metrics.json."""
-    from .factorial import FACTORS
-
+    factors = factors_of(study)
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         run_id = t.user_attrs.get("mlflow_run_id")
         comp = t.user_attrs.get("components", "")
         if not comp.startswith("value"):
-            continue  # rung 0 without value grounding is outside the 2^4 design
+            continue  # rung 0 without value grounding is outside the 2^k design
         parts = set(comp.split("+"))
         if "per_sample" in t.user_attrs:  # stored with the trial (also where no MLflow store was kept)
             per = [{"sent_id": x[0], "kind": x[1], "iou": x[2], **({"image_id": x[3]} if len(x) > 3 else {})}
@@ -244,7 +250,7 @@ def factorial_table(study: optuna.Study, tracker: Tracker) -> pd.DataFrame:
             per = tracker.load_json(run_id, "metrics.json").get("per_sample", [])
         else:
             continue
-        levels = {f: int(f in parts) for f in FACTORS}
+        levels = {f: int(f in parts) for f in factors}
         rows += [{**levels, "seed": int(t.user_attrs.get("seed", 0)), "expr": r["sent_id"], "kind": r["kind"],
                   "iou": 100.0 * r["iou"], "image": r.get("image_id")} for r in per]
     return pd.DataFrame(rows)
@@ -252,13 +258,14 @@ def factorial_table(study: optuna.Study, tracker: Tracker) -> pd.DataFrame:
 
 def value_grounding_lines(study: optuna.Study, means: pd.DataFrame) -> list[str]:
     """Rung 0 with value grounding off (the last block's ordinary output tokens, projected) beside rung 0 with
-    it on: the one cell outside the 2^4 design, and what the first rung of the ladder is."""
+    it on: the one cell outside the 2^k design, and what the first rung of the ladder is."""
     per_seed = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("components", "value").startswith("value") or not t.user_attrs.get("per_sample"):
             continue
         per_seed[int(t.user_attrs.get("seed", 0))] = 100.0 * float(np.mean([r[2] for r in t.user_attrs["per_sample"]]))
-    on = means.loc[(0, 0, 0, 0)] if (0, 0, 0, 0) in means.index else None
+    none_on = (0,) * means.index.nlevels
+    on = means.loc[none_on] if none_on in means.index else None
     if not per_seed or on is None:
         return []
     off = list(per_seed.values())
@@ -269,20 +276,20 @@ def value_grounding_lines(study: optuna.Study, means: pd.DataFrame) -> list[str]
 
 def _factorial(study: optuna.Study, tracker: Tracker, out: Path, stem: str) -> list[str]:
     from .analysis import effects_frame, factorial_effects
-    from .factorial import FACTORS
 
+    factors = factors_of(study)
     df = factorial_table(study, tracker)
     if df.empty:
         return ["No complete trials yet.", ""]
-    means = df.groupby([*FACTORS, "seed"])["iou"].mean().groupby(list(FACTORS)).agg(["mean", "std", "count"])
+    means = df.groupby([*factors, "seed"])["iou"].mean().groupby(list(factors)).agg(["mean", "std", "count"])
     lines = ["## Test mIoU of every combination (mean ± sd over seeds)", "",
-             "| adapters | cfe | ske | decoder | test mIoU | seeds |", "|---|---|---|---|---|---|"]
+             "| " + " | ".join(factors) + " | test mIoU | seeds |", "|" + "---|" * (len(factors) + 2)]
     for levels, r in means.iterrows():
         lines.append("| " + " | ".join("on" if x else "-" for x in levels) +
                      f" | {r['mean']:.2f} ± {0 if math.isnan(r['std']) else r['std']:.2f} | {int(r['count'])} |")
     lines += value_grounding_lines(study, means)
     try:
-        eff = effects_frame(factorial_effects(df, list(FACTORS), n_boot=2000))
+        eff = effects_frame(factorial_effects(df, list(factors), n_boot=2000))
     except ValueError as e:
         return lines + ["", f"Effects not computed: {e}", ""]
     lines += ["", "## Main effects and pairwise interactions (test mIoU points, 95% bootstrap CI)", "",
@@ -293,18 +300,18 @@ def _factorial(study: optuna.Study, tracker: Tracker, out: Path, stem: str) -> l
     lines += _effect_rows(eff)
     lines += ["", "Bold: the 95% CI excludes zero.", ""]
     inter = eff[(eff["kind"] == "all") & eff["term"].str.contains(" x ")]
-    mat = pd.DataFrame(0.0, index=list(FACTORS), columns=list(FACTORS))
+    mat = pd.DataFrame(0.0, index=list(factors), columns=list(factors))
     for _, r in inter.iterrows():
         a, b = r["term"].split(" x ")
         mat.loc[a, b] = mat.loc[b, a] = r["estimate"]
-    for f in FACTORS:
+    for f in factors:
         mat.loc[f, f] = float(eff[(eff["kind"] == "all") & (eff["term"] == f)]["estimate"].iloc[0])
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     sns.heatmap(mat, annot=True, fmt="+.2f", cmap="RdBu_r", center=0, ax=ax)
     ax.set_title("main effects (diagonal) and interactions, test mIoU")
     name = _save(fig, out / f"{stem}-interactions.png")
     lines += [f"![interactions]({name})", ""]
-    simple = effects_frame(factorial_effects(df, list(FACTORS), n_boot=2000, simple=True))
+    simple = effects_frame(factorial_effects(df, list(factors), n_boot=2000, simple=True))
     lines += ["## Each component added first and added last (test mIoU points, 95% bootstrap CI)", "",
               "The two ends of every cumulative ladder: *first*, the component switched on with every other one off "
               "(against value grounding alone); *last*, switched on with every other one on (against the full model "

@@ -120,6 +120,8 @@ class RunConfig:
     data_root: str | None = None
     pretrained: str | None = None  # CLIP weights (a tag or a local file) instead of the preset's
     compile: str = "off"  # torch.compile mode of every trial's model (TrainConfig.compile)
+    plugins: tuple[str, ...] = ()  # --plugin modules, imported by every worker
+    factors: tuple[str, ...] = StudyContext().factors  # factorial: the components crossed
     worker_index: int = 0  # seeds each worker's sampler differently: sampler_seed + worker_index
     command: str = ""  # the invocation, kept with the study (not passed to workers)
 
@@ -139,6 +141,10 @@ class RunConfig:
             out += ["--pretrained", self.pretrained]
         if self.compile != "off":
             out += ["--compile", self.compile]
+        for m in self.plugins:
+            out += ["--plugin", m]
+        if self.factors != StudyContext().factors:
+            out += ["--factors", ",".join(self.factors)]
         return out
 
 
@@ -153,14 +159,15 @@ def study_context(spec: StudySpec, cfg: RunConfig, preset: P.Preset) -> StudyCon
     comp = Components.from_names(cfg.components) if cfg.components else None
     mc = open_clip.get_model_config(preset.model.clip_model) or {}
     layers = min(mc.get("vision_cfg", {}).get("layers", 4), mc.get("text_cfg", {}).get("layers", 4))
-    return StudyContext(components=comp, time_cap_s=cfg.time_cap_s, seeds=cfg.seeds, fusion_points=int(layers))
+    return StudyContext(components=comp, time_cap_s=cfg.time_cap_s, seeds=cfg.seeds, fusion_points=int(layers),
+                        factors=cfg.factors)
 
 
 def trials_wanted(spec: StudySpec, cfg: RunConfig) -> int:
     if spec.name == "factorial":
         from .factorial import variants
 
-        return len(variants()) * len(cfg.seeds)
+        return len(variants(cfg.factors)) * len(cfg.seeds)
     return cfg.trials
 
 
@@ -347,8 +354,12 @@ def create(spec: StudySpec, cfg: RunConfig) -> optuna.Study:
     dev = resolve_device(cfg.device)
     study.set_user_attr("machine", (torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU") +
                         f", {os.cpu_count()} CPUs, {platform.node() or '?'}")
+    if spec.name == "factorial":
+        study.set_user_attr("factors", list(cfg.factors))
+        if cfg.plugins:
+            study.set_user_attr("plugins", list(cfg.plugins))
     if spec.grid is not None:
-        ctx = StudyContext(seeds=cfg.seeds)
+        ctx = StudyContext(seeds=cfg.seeds, factors=cfg.factors)
         for params in spec.grid(ctx):
             study.enqueue_trial(params, skip_if_exists=True)
     if spec.start_from_preset and not study.get_trials(deepcopy=False):

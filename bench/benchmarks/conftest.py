@@ -10,6 +10,7 @@ import torch
 
 from bench.costs.costs import CLIP, PATHS, RUNG_VARIANTS, SHAPES
 from bench.costs.loader import LOADER_WORKERS
+from risclip import registry
 from risclip.config import Components
 
 
@@ -18,6 +19,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--shapes", default=",".join(SHAPES), help=f"comma-separated shapes (default: {','.join(SHAPES)})")
     g.addoption("--variant", action="append", default=[],
                 help="an extra variant to measure, by component names (e.g. adapters,decoder); repeatable")
+    g.addoption("--plugin", action="append", default=[], metavar="MODULE",
+                help="import MODULE so that it registers its components (docs/extending.md); each plug-in it "
+                     "registers is measured on top of the full model (every built-in and the plug-in); repeatable")
     g.addoption("--bench-device", default="cpu", help="cpu or cuda (default cpu)")
     g.addoption("--bench-autocast", action="store_true", help="bf16 autocast (CUDA only)")
     g.addoption("--bench-variants", default=None,
@@ -35,6 +39,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 _START = time.monotonic()
+_PLUGIN_VARIANTS: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        names = registry.load_plugins(config.getoption("--plugin"))
+    except registry.RegistryError as e:
+        raise pytest.UsageError(str(e)) from None
+    _PLUGIN_VARIANTS[:] = [str(Components.from_names([*registry.builtin_names(), n])) for n in names]
 
 
 def _paths(config: pytest.Config) -> list[str]:
@@ -56,7 +69,8 @@ def _variants(config: pytest.Config) -> list[str]:
     if only:
         chosen = [v.strip() for v in only.split(";") if v.strip()]
         return [v if v == CLIP else str(Components.from_names(v)) for v in chosen]
-    return list(dict.fromkeys([CLIP, *RUNG_VARIANTS, *config.getoption("--variant")]))
+    extra = [str(Components.from_names(v)) for v in config.getoption("--variant")]
+    return list(dict.fromkeys([CLIP, *RUNG_VARIANTS, *_PLUGIN_VARIANTS, *extra]))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -78,9 +92,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pairs = []
             for v in variants:
                 c = None if v == CLIP else Components.from_names(v)
-                if c is not None and c.trains_patch_level:
+                if c is not None and c.trains_stage(1):
                     pairs += [(v, 1, p) for p in paths]
-                if c is not None and c.decoder:
+                if c is not None and c.trains_stage(2):
                     pairs += [(v, 2, p) for p in paths]
             metafunc.parametrize("variant,stage,path", pairs)
         else:

@@ -118,8 +118,15 @@ def measure_in_fresh_process(spec: dict, timeout: float = 900) -> dict[str, floa
     import json
     import subprocess
 
+    import os
+
+    from risclip import registry
+
+    # the plug-ins registered here are imported there too, from the same search path
+    spec = {**spec, "plugins": sorted({s.origin for s in registry.specs() if s.plugin})}
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run([sys.executable, "-m", "bench.costs.profiling", json.dumps(spec)], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"profiling subprocess failed: {tail[0]}")
@@ -174,8 +181,12 @@ def profile_variant(model_cfg_dict: dict, state_path: str | None = None, batch_s
 if __name__ == "__main__":
     import json
 
+    from risclip import registry
+
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(json.dumps(_measure_spec(json.loads(sys.argv[1]))))
+    spec = json.loads(sys.argv[1])
+    registry.load_plugins(spec.pop("plugins", []))
+    print(json.dumps(_measure_spec(spec)))
 
 
 @torch.no_grad()

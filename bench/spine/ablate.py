@@ -57,6 +57,7 @@ from bench.spine.variant import (
     variant_tags,
 )
 from risclip import distributed as dist
+from risclip import registry
 from risclip.backbone import BackboneError
 from risclip.config import LADDER, Components
 from risclip.data.refer import ReferError
@@ -207,10 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_argument_group("what to run (default: --ladder)")
     what.add_argument("--components", action="append", metavar="NAMES",
-                      help="one variant, by component names joined by commas: value (on unless -value), adapters, "
-                           "cfe, ske, decoder; 'none' is rung 0, 'all' every component. Repeat for more variants.")
+                      help="one variant, by component names joined by commas: " + ", ".join(
+                          f"{n}{' (on unless -value)' if n == 'value' else ''}" for n in registry.builtin_names()) +
+                           ", or a plug-in's name; 'none' is rung 0, 'all' every component. Repeat for more variants.")
     what.add_argument("--ladder", action="store_true", help="the paper's five cumulative rungs")
-    what.add_argument("--all", action="store_true", help="all 32 combinations of the five flags")
+    what.add_argument("--all", action="store_true",
+                      help="every combination of the registered components (32 for the five built-ins)")
+    what.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                      help="import MODULE (a dotted name, or a .py file) so that it registers its components; then "
+                           "name them in --components and set their settings with --set NAME.FIELD=VALUE "
+                           "(docs/extending.md). Installed packages' plug-ins (entry-point group "
+                           "risclip.components) are always loaded. Repeat for more")
     what.add_argument("--seeds", default=None, help="comma-separated training seeds (default 0,1,2; --quick: 0)")
     what.add_argument("--no-baselines", action="store_true",
                       help="skip the text-blind baselines (whole image, centre blob, largest / random object, "
@@ -300,9 +308,11 @@ def choose_variants(a: argparse.Namespace) -> list[Components]:
         variants += list(LADDER)
     for names in a.components or []:
         try:
-            variants.append(Components.from_names(names))
+            c = Components.from_names(names)
+            c.check_requirements()
         except ValueError as e:
             raise UsageError(f"--components {names!r}: {e}") from None
+        variants.append(c)
     return list(dict.fromkeys(variants))
 
 
@@ -355,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
     main_process = dist.is_main()
     progress = False if a.no_progress or not main_process else None
+    try:
+        registry.load_plugins(a.plugin)
+    except registry.RegistryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if a.describe_preset:
         try:
             print(P.build(a.preset, dataset=a.dataset, eval_split=a.eval_split, overrides=a.overrides).describe())

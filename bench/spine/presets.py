@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.proxy.pretrain_clip import PretrainConfig
+from risclip import registry
 from risclip.config import Components, DataConfig, ModelConfig, TrainConfig
 from risclip.data.synthref import SynthRefConfig
 
@@ -319,7 +320,8 @@ def _coerce(section: str, name: str, current: object, text: str) -> object:
 
 
 def override(p: Preset, assignments: list[str]) -> Preset:
-    """Apply ``--set section.field=value`` assignments (section: model, train or data) to a preset.
+    """Apply ``--set section.field=value`` assignments (section: model, train, data, or a registered plug-in's
+    name for its own settings) to a preset.
 
     The changed fields enter the config hash, so an overridden run is tracked and reused as its own
     variant. Unknown sections or fields and ill-typed values raise a ValueError that names the valid ones.
@@ -329,8 +331,18 @@ def override(p: Preset, assignments: list[str]) -> Preset:
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
             raise ValueError(f"--set takes section.field=value, e.g. train.lr=1e-3 (got {item!r})")
+        if section in registry.plugin_names():  # a plug-in's own setting: --set film.dim=64
+            settings = registry.get(section).settings()
+            current = getattr(settings, name, None) if settings is not None else None
+            if settings is None or not hasattr(settings, name):
+                registry.get(section).settings({name: None})  # the registry's error names the valid settings
+            value = _coerce(section, name, current, text.strip())
+            p = dataclasses.replace(p, model=p.model.with_plugin_setting(section, name, value))
+            continue
         if section not in OVERRIDABLE:
-            raise ValueError(f"--set {key}: section must be one of {', '.join(OVERRIDABLE)}")
+            plugins = "".join(f", {n}" for n in registry.plugin_names())
+            raise ValueError(f"--set {key}: section must be one of {', '.join(OVERRIDABLE)}{plugins} (a plug-in's "
+                             f"name once --plugin has imported it)")
         cfg = getattr(p, section)
         fields = {f.name for f in dataclasses.fields(cfg)}
         if name not in fields:

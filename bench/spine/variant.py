@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.spine import presets as P
 from bench.spine.proposals import ProposalSelection, form_key
 from bench.spine.tracking import metric_key
+from risclip import registry
 from risclip.config import PAPER_MIOU, Components, ModelConfig, TrainConfig
 from risclip.engine import Hook, RunResult, build_dataset, run_variant
 from risclip.identity import data_identity, identity_hash, train_identity
@@ -59,7 +60,9 @@ def variant_tags(run_hash: str, components: Components, seed: int, preset: P.Pre
     return {"run_hash": run_hash, "config_hash": run_hash, "model_hash": model_cfg.config_hash(),
             "train_hash": train_cfg.config_hash(), "data_fingerprint": fingerprint, "git_revision": git_rev,
             "components": str(components), "seed": str(seed), "rung": "" if rung is None else str(rung),
-            "preset": preset.name, "kind": VARIANT_KIND, "paper_mIoU": str(PAPER_MIOU.get(str(components))), **extra}
+            "preset": preset.name, "kind": VARIANT_KIND, "paper_mIoU": str(PAPER_MIOU.get(str(components))),
+            **({"plugins": ",".join(sorted({registry.get(n).origin for n in components.extra}))} if components.extra
+               else {}), **extra}
 
 
 @dataclass

@@ -53,10 +53,10 @@ _TRAIN_DEFAULTS = TrainConfig()
 
 
 def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
-    """Identity of a variant's stage-1 training. The decoder is built after every stage-1 module and stays
-    frozen (in eval mode) during stage 1, so variants that differ only in the decoder flag and in stage-2
-    settings train identical stage-1 weights; this key is the same for them."""
-    comp = dataclasses.replace(model_cfg.components, decoder=False)
+    """Identity of a variant's stage-1 training. The decoder (and any stage-2 plug-in) is built after every
+    stage-1 module and stays frozen (in eval mode) during stage 1, so variants that differ only in stage-2
+    components and settings train identical stage-1 weights; this key is the same for them."""
+    comp = model_cfg.components.without_stage(2)  # every component stage 2 trains
     m = dataclasses.replace(model_cfg, components=comp, decoder_dims=(0, 0, 0, 0), decoder_layers=None)
     runtime = {k: getattr(_TRAIN_DEFAULTS, k) for k in RUNTIME_FIELDS}  # how the data is fed, not what is learnt
     # the cut is read after training (TrainConfig.threshold_from_val): it never changes the weights

@@ -20,7 +20,8 @@ from .. import distributed as dist
 from ..config import TrainConfig
 from ..data.refer import ReferDataset, refer_collate
 from ..losses import dice_focal_loss, spatial_ce
-from ..model import PATCH_STAGE, PIXEL_STAGE, RISCLIP, PatchLevel, RISOutput
+from ..model import RISCLIP, PatchLevel, RISOutput
+from ..registry import PATCH_STAGE, PIXEL_STAGE
 from .checkpoints import checkpoint_path, resume, save_epoch
 from .hooks import Hook, NonFiniteLossError
 from .loading import EpochSampler, autocast_for, epoch_order, loader_options, local_batch_size
