@@ -34,6 +34,8 @@ def test_help_and_bad_input_are_one_line_errors(capsys):
     assert "unknown component 'adaptors'" in err and "Traceback" not in err
     assert ablate.main(["--seeds", "x"]) == 2
     assert ablate.main(["--output", "r.txt"]) == 2
+    assert ablate.main(["--reference-seconds", "0"]) == 2
+    assert "--reference-seconds must be positive" in capsys.readouterr().err
 
 
 def test_run_identity_ignores_paths_but_not_seed_or_data(tmp_path):

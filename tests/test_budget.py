@@ -57,3 +57,39 @@ def test_a_proxy_sweep_reports_each_proxys_probes(tmp_path):
     assert lines[1]["probes"]["place"] == 61.25
     md = budget.write_report(lines, tmp_path, "p", "python -m bench.budget --proxy-steps 300,1200").read_text()
     assert "| budget | retrieval | attribute | place | relation |" in md and "| 1200 | 4.0 | 96.0 | 61.2 | 50.0 |" in md
+
+
+def test_stage2_scales_with_stage1_only_where_the_decoder_trains():
+    p = get_preset("synthref")  # every train sentence twice in stage 1; stage 2: 1 epoch
+    assert budget.budget_overrides(p, 1, 8900, decoder=True) == []
+    assert budget.budget_overrides(p, 3, 8900, decoder=False) == ["data.max_train_samples=8900", "train.stage1_epochs=6"]
+    assert budget.budget_overrides(p, 3, 8900, decoder=True)[-1] == "train.stage2_epochs=3"
+
+
+def _ps(rung, seed, base, images=20, per=3):
+    """A row with per-expression IoUs: rung ``rung`` scores ``base + rung`` on every expression, +-1 by image."""
+    per_sample = {i * per + j: (base + 5 * rung + (1 if i % 2 else -1) + seed * 0.1, i)
+                  for i in range(images) for j in range(per)}
+    mean = sum(v[0] for v in per_sample.values()) / len(per_sample)
+    return {"kind": "variant", "rung": rung, "seed": seed, "mIoU": mean, "train_seconds": 100.0, "swap_mIoU": 8.0,
+            "position_select_mIoU": 50.0, "relation_select_mIoU": 50.0, "per_sample": per_sample}
+
+
+def test_each_gain_has_its_ci_and_the_report_says_whether_it_holds_grows_or_shrinks(tmp_path):
+    def point(k, step2):
+        rows = [_ps(1, s, 40) for s in (0, 1)] + [_ps(2, s, 40 + step2 - 5) for s in (0, 1)]
+        ref = dict(_ps(1, 0, 70), kind="reference", swap_mIoU=3.0)
+        return {"axis": "stage-1 budget (x preset)", "budget": k, "rows": rows + ([ref] if k == 10 else [])}
+
+    lines = budget.summary([point(1, 5.0), point(3, 5.0), point(10, 0.0)])
+    est, low, high = lines[0]["gap_ci"]["2-1"]
+    assert abs(est - 5.0) < 1e-9 and low <= est <= high
+    assert abs(lines[2]["gap_ci"]["2-1"][0]) < 1e-9 and "per_sample" not in str(lines)
+    assert lines[2]["reference"]["mIoU"] > 70 and lines[2]["reference"]["swap"] == 3.0
+    md = budget.write_report(lines, tmp_path, "b", "python -m bench.budget").read_text()
+    assert "rung 2 over 1: +5.00 [+5.00, +5.00] at 1x, +0.00 [+0.00, +0.00] at 10x: it vanishes" in md
+    assert "| 10 | 8.00 | 8.00 | " in md and "- At 3x: the rungs keep the ladder's order" in md
+    # a later piece at a recorded budget adds its rungs and keeps the others
+    later = budget.summary([{"axis": "stage-1 budget (x preset)", "budget": 3, "rows": [_ps(3, 0, 40)]}])
+    merged = budget.merge(lines, later)
+    assert sorted(merged[1]["mIoU"]) == [1, 2, 3] and set(merged[1]["gaps"]) == {"2-1", "3-2"}

@@ -116,9 +116,8 @@ def _measure_shape_spec(spec: dict) -> dict[str, float]:
 def measure_in_fresh_process(spec: dict, timeout: float = 900) -> dict[str, float]:
     """Run :func:`_measure_shape_spec` (spec with ``shape``) or :func:`_measure_spec` in a new Python process."""
     import json
-    import subprocess
-
     import os
+    import subprocess
 
     from risclip import registry
 

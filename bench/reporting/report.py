@@ -731,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    "reports/archive/<preset>)")
     p.add_argument("--data-seed", type=int, default=None, metavar="N",
                    help="report the ladder on the fresh SynthRef draw N (bench.ablate --data-seed N; "
-                        "file <preset>-ladder-drawN)")
+                        "file reports/<preset>/ladder-drawN.md)")
     p.add_argument("--name", default=None, help="file stem (default ladder; ladder-drawN for --data-seed N)")
     a = p.parse_args(argv)
     try:

@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "Default: the preset's own (" + "; ".join(
                                f"{n}: {P.reference_words(P.get_preset(n).reference)}" for n in P.CURRENT_PRESETS) +
                            "). At 1 and 3 it costs about four times rung 1's training a seed")
+    what.add_argument("--reference-seconds", type=float, default=None, metavar="SECONDS",
+                      help="the training time the --reference multiples apply to (default: the median of this "
+                           "invocation's rung-1 runs, so rung 1 must run); bench.budget passes the ladder's, so that "
+                           "a reference at 10x means ten times the ladder's rung 1 whatever seeds run beside it")
     how = p.add_argument_group("how")
     how.add_argument("--preset", default=P.DEFAULT_PRESET, type=P.preset_name, metavar="NAME",
                      help=P.preset_help(P.DEFAULT_PRESET))
@@ -386,6 +390,8 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
                 else P.get_preset(a.preset).reference
         except ValueError as e:
             raise UsageError(str(e)) from None
+        if a.reference_seconds is not None and not a.reference_seconds > 0:
+            raise UsageError(f"--reference-seconds must be positive (got {a.reference_seconds})")
         if a.output and Path(a.output).suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output must end in .csv or .json (got {a.output})")
         preset, proxy_summary = prepare(a, progress)
@@ -442,8 +448,9 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
                 tqdm.write(f"{components} seed {seed}: mIoU {row['mIoU']:.2f}, oIoU {row['oIoU']:.2f} "
                            f"(trained {row['train_seconds']:.0f} s)")
         rung1 = [r["train_seconds"] for r in rows if r["kind"] == "variant" and r.get("rung") == 1]
-        if multiples and rung1 and main_process and not dist.active():
-            seconds = statistics.median(rung1)  # robust to one run slowed by a neighbouring job
+        if multiples and (rung1 or a.reference_seconds) and main_process and not dist.active():
+            # the median is robust to one run slowed by a neighbouring job
+            seconds = a.reference_seconds if a.reference_seconds else statistics.median(rung1)
             refs = [(m, s) for m in multiples for s in seeds]
             for m, seed in tqdm(refs, desc="reference", unit="run", disable=None if progress is None else not progress):
                 try:
