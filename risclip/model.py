@@ -173,7 +173,7 @@ class RISCLIP(nn.Module):
         return not self.cfg.components.trains_anything
 
     def stage_modules(self, stage: int) -> list[nn.Module]:
-        """The modules ``stage`` trains (:data:`STAGE_GROUPS`), those that are on."""
+        """The modules ``stage`` trains (:func:`risclip.registry.stage_groups`), those that are on."""
         return [m for attrs in _stage_groups(stage).values() for a in attrs if (m := self._module(a)) is not None]
 
     def stage_parameter_groups(self, stage: int) -> dict[str, list[nn.Parameter]]:

@@ -53,7 +53,7 @@ def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], f
 class StageRule:
     """What differs between the two stages, said once: epochs, base learning rate, and what the loss
     compares (stage 1: patch logits against the mask pooled to the grid; stage 2: pixel logits against
-    the mask). Which parameters each stage trains is :data:`risclip.model.STAGE_GROUPS`."""
+    the mask). Which parameters each stage trains is :func:`risclip.registry.stage_groups` (each component says its stage)."""
 
     stage: int
     epochs: int
