@@ -148,14 +148,28 @@ def test_an_outside_plugin_gets_the_ablation_the_factorial_and_the_costs(plugin_
 
     common = ["--plugin", "gate_plugin", "--quick", "--data-root", str(quick_root), "--tracking-uri", uri,
               "--workdir", str(tmp_path / "runs"), "--no-progress", "--reference", "", "--no-baselines"]
-    run("-m", "bench.ablate", *common, "--components", "adapters,gate", "--output", str(tmp_path / "a.json"))
     run("-m", "bench.ablate", *common, "--components", "adapters,gate", "--set", "gate.dim=8",
-        "--output", str(tmp_path / "b.json"))
-    a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
-    ra, rb = (next(r for r in rows if r["kind"] == "variant") for rows in (a, b))
-    assert ra["components"] == rb["components"] == "value+adapters+gate"
-    assert ra["config_hash"] != rb["config_hash"]
-    assert ra["swap_mIoU"] == ra["swap_mIoU"] and ra["generic_mIoU"] == ra["generic_mIoU"]  # the controls ran
+        "--output", str(tmp_path / "a.json"))
+    rows = json.loads((tmp_path / "a.json").read_text())
+    row = next(r for r in (rows["rows"] if isinstance(rows, dict) else rows) if r["kind"] == "variant")
+    assert row["components"] == "value+adapters+gate"
+    assert row["swap_mIoU"] == row["swap_mIoU"] and row["generic_mIoU"] == row["generic_mIoU"]  # the controls ran
+    # its identity moves with its setting (the same function the run above was hashed by)
+    sys.path.insert(0, str(plugin_dir))
+    try:
+        registry.load_plugin("gate_plugin")
+        from bench.spine import presets as P
+        from bench.spine.assets import data_fingerprint
+        from bench.spine.variant import run_identity
+
+        p = P.build(P.DEFAULT_PRESET, quick=True, data_root=str(quick_root))
+        comp, fp = Components.from_names("adapters,gate"), data_fingerprint(p)
+        assert row["config_hash"] == run_identity(P.override(p, ["gate.dim=8"]), comp, 0, fp)[1]
+        assert row["config_hash"] != run_identity(P.override(p, ["gate.dim=16"]), comp, 0, fp)[1]
+    finally:
+        registry.unregister("gate")
+        sys.modules.pop("gate_plugin", None)
+        sys.path.remove(str(plugin_dir))
 
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = ["--plugin", "gate_plugin", "--quick", "--data-root", str(quick_root), "--storage", storage,
@@ -166,8 +180,10 @@ def test_an_outside_plugin_gets_the_ablation_the_factorial_and_the_costs(plugin_
     md = (tmp_path / "rep" / "factorial.md").read_text()
     assert "| adapters | gate | test mIoU | seeds |" in md and "gate" in md.split("Main effects")[1]
 
-    run("-m", "pytest", "bench/benchmarks/test_costs.py", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
-        "--shapes", "synth-cpu", "--plugin", "gate_plugin", "--bench-variants", "adapters,gate", "-k", "flops or params")
+    r = run("-m", "pytest", "bench/benchmarks/test_costs.py", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+            "--shapes", "synth-cpu", "--plugin", "gate_plugin", "--bench-variants", "adapters,gate", "--bench-paths",
+            "fused", "-k", "test_inference or test_train_step")
+    assert " passed" in r.stdout and "failed" not in r.stdout  # latency, FLOPs and fresh-process memory of it
     after = subprocess.run(["git", "status", "--porcelain", "risclip", "bench", "studies"], cwd=ROOT,
                            capture_output=True, text=True).stdout
     assert after == before
