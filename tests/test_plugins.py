@@ -159,10 +159,10 @@ def test_an_outside_plugin_gets_the_ablation_the_factorial_and_the_costs(plugin_
     try:
         registry.load_plugin("gate_plugin")
         from bench.spine import presets as P
-        from bench.spine.assets import data_fingerprint
+        from bench.spine.assets import data_fingerprint, ensure_backbone
         from bench.spine.variant import run_identity
 
-        p = P.build(P.DEFAULT_PRESET, quick=True, data_root=str(quick_root))
+        p, _ = ensure_backbone(P.build(P.DEFAULT_PRESET, quick=True, data_root=str(quick_root)), False, None)
         comp, fp = Components.from_names("adapters,gate"), data_fingerprint(p)
         assert row["config_hash"] == run_identity(P.override(p, ["gate.dim=8"]), comp, 0, fp)[1]
         assert row["config_hash"] != run_identity(P.override(p, ["gate.dim=16"]), comp, 0, fp)[1]
