@@ -18,3 +18,11 @@ def test_experiments_say_they_hold_model_training(tmp_path):
     Tracker(uri, "made-before")
     for name in ("made-here", "made-before"):
         assert client.get_experiment_by_name(name).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+
+
+def test_the_runs_link_opens_the_model_training_view():
+    """MLflow 3.17's UI follows one GenAI / Model-training switch; the link sets it (checked in headless Chromium)."""
+    from bench.spine.tracking import runs_url
+
+    assert runs_url("7") == "http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning"
+    assert runs_url("7", "http://host:5000/").startswith("http://host:5000/#/experiments/7?")

@@ -39,11 +39,13 @@ from bench.spine.reference import parse_multipliers, reference_name, run_referen
 from bench.spine.results import ROW_FIELDS, format_table, row_from_run, write_output
 from bench.spine.tracking import (
     DEFAULT_TRACKING_URI,
+    UI_DEFAULT,
     NullTracker,
     Tracker,
     git_revision,
     metric_key,
     open_tracker,
+    runs_url,
 )
 from bench.spine.variant import (
     GridHook,
@@ -487,7 +489,9 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
     print("select mIoU: the map chooses among the image's ground-truth instance masks (bench/spine/proposals.py), as the "
           "largest- and random-object baselines do")
     if isinstance(tracker, Tracker):
-        print(f"\n{len(jobs)} runs in {wall:.0f} s; MLflow parent run {parent_id} in {a.tracking_uri} (browse: mlflow ui)")
+        where = runs_url(tracker.experiment_id, a.tracking_uri if a.tracking_uri.startswith("http") else UI_DEFAULT)
+        ui = "" if a.tracking_uri.startswith("http") else "`mlflow ui` in this folder, then "
+        print(f"\n{len(jobs)} runs in {wall:.0f} s; MLflow parent run {parent_id} in {a.tracking_uri} (browse: {ui}{where})")
     else:
         print(f"\n{len(jobs)} runs in {wall:.0f} s; not tracked (--tracking-uri none)"
               + (f"; rows in {a.output}" if a.output else "; add --output rows.json to keep the rows"))

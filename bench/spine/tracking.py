@@ -110,10 +110,19 @@ class _Ending:
         self.end(run_id, "FINISHED")
 
 
-# MLflow 3 opens an experiment on its GenAI overview ("Traces: 0") unless the experiment says it holds model
-# training; with this tag `mlflow ui` lands on the runs table
+# MLflow 3 opens an experiment on its GenAI overview ("Traces: 0"). The experiment tag says it holds model
+# training (the tag older MLflow 3 UIs read to choose the view); MLflow 3.17's UI instead follows one switch for
+# the whole browser (GenAI | Model training), which a link sets with ``workflowType=machine_learning``
+# (checked in headless Chromium against `mlflow ui` 3.17.2: without it the experiment opens on the GenAI overview,
+# with it on the runs table). :func:`runs_url` is that link.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
+UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` serves without arguments
+
+
+def runs_url(experiment_id: str, base: str = UI_DEFAULT) -> str:
+    """The MLflow UI page of an experiment's runs table (the model-training view, not the GenAI overview)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 class Tracker(_Ending):
