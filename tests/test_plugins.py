@@ -5,6 +5,7 @@ no file of risclip/, bench/ or studies/ changed; a bad plug-in is a one-line err
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -153,7 +154,7 @@ def test_an_outside_plugin_gets_the_ablation_the_factorial_and_the_costs(plugin_
     rows = json.loads((tmp_path / "a.json").read_text())
     row = next(r for r in (rows["rows"] if isinstance(rows, dict) else rows) if r["kind"] == "variant")
     assert row["components"] == "value+adapters+gate"
-    assert row["swap_mIoU"] == row["swap_mIoU"] and row["generic_mIoU"] == row["generic_mIoU"]  # the controls ran
+    assert math.isfinite(row["swap_mIoU"]) and math.isfinite(row["generic_mIoU"])  # the controls ran
     # its identity moves with its setting (the same function the run above was hashed by)
     sys.path.insert(0, str(plugin_dir))
     try:

@@ -333,10 +333,11 @@ def override(p: Preset, assignments: list[str]) -> Preset:
             raise ValueError(f"--set takes section.field=value, e.g. train.lr=1e-3 (got {item!r})")
         if section in registry.plugin_names():  # a plug-in's own setting: --set film.dim=64
             settings = registry.get(section).settings()
-            current = getattr(settings, name, None) if settings is not None else None
-            if settings is None or not hasattr(settings, name):
-                registry.get(section).settings({name: None})  # the registry's error names the valid settings
-            value = _coerce(section, name, current, text.strip())
+            known = sorted(f.name for f in dataclasses.fields(settings)) if settings is not None else []
+            if name not in known:
+                raise ValueError(f"--set {key}: plug-in '{section}' has no setting '{name}'; valid: "
+                                 f"{', '.join(known) or 'none'}")
+            value = _coerce(section, name, getattr(settings, name), text.strip())
             p = dataclasses.replace(p, model=p.model.with_plugin_setting(section, name, value))
             continue
         if section not in OVERRIDABLE:

@@ -61,7 +61,7 @@ from .loading import (
                           resolve_device,
                           stage2_set,
 )
-from .run import RUNTIME_FIELDS, RunResult, run_variant, stage1_key
+from .run import RunResult, run_variant, stage1_key
 from .scoring import VAL_CUTS, Scored, calibrate_threshold, score_trained, scoring_of, sweep_cuts
 from .training import (
                           STAGE2_CACHE_BYTES,
@@ -77,7 +77,7 @@ from .training import (
 )
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "RUNTIME_FIELDS", "STAGE2_CACHE_BYTES", "VAL_CUTS", "EpochSampler", "Evaluation", "Evaluator",
+    "CHECKPOINT_FORMAT", "STAGE2_CACHE_BYTES", "VAL_CUTS", "EpochSampler", "Evaluation", "Evaluator",
     "FunctionHook", "Hook", "LearningCurve", "NonFiniteLossError", "PatchLevelCache", "PredictionMemo", "RunResult",
     "Scored", "StageRule", "all_kinds", "autocast_for", "binarise", "build_dataset", "calibrate_threshold",
     "checkpoint_path", "compile_for", "distinct_images", "distinct_queries", "epoch_order", "evaluate",

@@ -47,8 +47,6 @@ class RunResult:
     val_cuts: dict[float, float] = field(default_factory=dict)  # TrainConfig.threshold_from_val: val mIoU per cut
 
 
-# TrainConfig fields that change how a run is executed, never its numbers (stage1_key leaves them out)
-RUNTIME_FIELDS = RUNTIME_TRAIN_FIELDS
 _TRAIN_DEFAULTS = TrainConfig()
 
 
@@ -58,7 +56,7 @@ def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCon
     components and settings train identical stage-1 weights; this key is the same for them."""
     comp = model_cfg.components.without_stage(2)  # every component stage 2 trains
     m = dataclasses.replace(model_cfg, components=comp, decoder_dims=(0, 0, 0, 0), decoder_layers=None)
-    runtime = {k: getattr(_TRAIN_DEFAULTS, k) for k in RUNTIME_FIELDS}  # how the data is fed, not what is learnt
+    runtime = {k: getattr(_TRAIN_DEFAULTS, k) for k in RUNTIME_TRAIN_FIELDS}  # how the data is fed, not what is learnt
     # the cut is read after training (TrainConfig.threshold_from_val): it never changes the weights
     t = dataclasses.replace(train_cfg, stage2_epochs=0, decoder_lr=0.0, eval_batch_size=0, threshold_from_val=False,
                             stage2_max_samples=None, **runtime)
