@@ -1,6 +1,6 @@
-"""``python -m bench.capacity``: the command's home is :mod:`bench.spine.capacity`; this entry point names it."""
+"""``python -m bench.capacity``: the command's home is :mod:`bench.reporting.capacity`; this entry point names it."""
 
-from bench.spine.capacity import main
+from bench.reporting.capacity import main
 
 if __name__ == "__main__":
     raise SystemExit(main())
