@@ -57,3 +57,6 @@ def test_quick_diagnosis_writes_every_section(tmp_path):
         assert section in md
     assert "python -m bench.diagnose --quick" in md and "| shape |" in md and "| target colour |" in md
     assert "| 1 | 1 |" in md and "| 2 | 1 |" in md  # the map measured after each epoch of both rungs
+    # measure -> JSON -> render: the JSON alone renders the same report, with no measuring
+    again = diagnose.main(["--render", str(out.with_suffix(".json")), "--out", str(tmp_path / "again.md")])
+    assert again == 0 and (tmp_path / "again.md").read_text() == md

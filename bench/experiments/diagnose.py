@@ -2,6 +2,7 @@
 
   python -m bench.diagnose                 # -> reports/archive/synth-refcoco/diagnosis.md (about 15-25 min on 2 cores)
   python -m bench.diagnose --quick         # a few minutes on tiny data; its numbers mean nothing
+  python -m bench.diagnose --render reports/archive/synth-refcoco/diagnosis.json   # re-render, no measuring
 
 It reads the preset's data and proxy CLIP and, where they are in the MLflow store, the checkpoints of the
 latest plain ladder (``python -m bench.ablate``), and measures:
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from bench.reporting.diagnosis import PATCH_SLOTS, SENTENCE_SLOTS, rerender, write_diagnosis
 from bench.spine import presets as P
 from bench.spine.assets import UsageError, ensure_backbone, ensure_data
 from risclip import backbone as bb
@@ -84,9 +86,6 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
 
 
 # ------------------------------------------------------------------------------------ labels from data
-PATCH_SLOTS = ("shape", "colour", "size", "striped", "x third", "y third")
-SENTENCE_SLOTS = ("kind", "target shape", "target colour", "target size", "position word", "relation word",
-                  "anchor shape")
 
 
 def patch_labels(ds: ReferDataset, image_id: int, grid: int) -> dict[str, np.ndarray]:
@@ -363,20 +362,6 @@ def ladder_checkpoints(tracking_uri: str, preset: P.Preset) -> dict[int, dict]:
 
 
 # ---------------------------------------------------------------------------------------------- report
-def _f(x: float, nd: int = 1) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
-
-
-def _probe_rows(tables: dict[str, dict[str, dict]], slots: tuple[str, ...]) -> list[str]:
-    names = list(tables)
-    out = ["| slot | majority class | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for slot in slots:
-        first = next(iter(tables.values()))[slot]
-        out.append(f"| {slot} | {_f(first['majority'])} | " + " | ".join(_f(tables[n][slot]["accuracy"]) for n in names)
-                   + " |")
-    return out
-
-
 def diagnose(preset: P.Preset, tracking_uri: str, out: Path, quick: bool, progress: bool | None,
              command: str) -> Path:
     t_start = time.perf_counter()
@@ -443,65 +428,13 @@ def diagnose(preset: P.Preset, tracking_uri: str, out: Path, quick: bool, progre
     steps.update(1)
     steps.close()
 
-    lines = [f"# Where grounding breaks: a diagnosis of the SynthRef ladder ({preset.name})", "",
-             "**Every number here is ours, measured on SynthRef with the preset's proxy CLIP; none is the paper's.**",
-             "", f"- Made by: `{command}` in {(time.perf_counter() - t_start) / 60:.1f} min on this machine "
-             f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in secs.items())})",
-             "- Trained rungs: the latest plain ladder's seed-0 checkpoints"
-             + (f" (MLflow parent `{next(iter(ckpts.values()))['parent']}`)" if ckpts else
-                " (none found in the store: run `python -m bench.ablate` first; those sections are empty)"), "",
-             "## 1. What the patch embeddings hold (linear probes)", "",
-             f"Accuracy (%) of a linear probe on shared-space patch embeddings, fitted on {scale['images']} train images' "
-             f"patches and scored on {scale['images']} val images' patches (16x16 patches each); `shape` includes "
-             "background patches, the other slots are probed on object patches only.", ""]
-    lines += _probe_rows(patch_tables, PATCH_SLOTS)
-    lines += ["", "## 2. What the sentence embedding holds (linear probes)", "",
-              f"Accuracy (%) of a linear probe on the shared-space sentence (EOS) embedding, fitted on {scale['sentences']} "
-              f"train sentences and scored on up to {scale['sentences']} val sentences. Each slot of the expression's "
-              "program, `none` where the expression has no such slot.", ""]
-    lines += _probe_rows(sentence_tables, SENTENCE_SLOTS)
-    lines += ["", "## 3. Fit against generalisation", "",
-              f"mIoU on the first {scale['fit']} train sentences (seen in training) against val mIoU (all val sentences), "
-              "seed 0.", "", "| rung | train mIoU | val mIoU | train - val |", "|---|---|---|---|"]
-    for rung, tr, va in fit_rows:
-        lines.append(f"| {rung} | {_f(tr, 2)} | {_f(va, 2)} | {_f(tr - va, 2)} |")
-    if not fit_rows:
-        lines.append("| - | - | - | - |")
-    lines += ["", "## 4. The patch map on the referent, epoch by epoch", "",
-              f"Rungs 1 and 2 trained again (stage 1, seed 0, the preset's schedule); after each epoch, on "
-              f"{len(val_idx)} val sentences: the map's mean inside the referent minus the highest mean inside another "
-              "object of the same image (`margin`, in logits), and the share of sentences whose referent has the "
-              "highest mean (`referent first`, %). Epoch 0 is the untrained model.", "",
-              "| rung | epoch | train loss | margin | referent first | sentences |", "|---|---|---|---|---|---|"]
-    for rung, rows in margin_rows.items():
-        for r in rows:
-            lines.append(f"| {rung} | {r['epoch']} | {_f(r['loss'], 4)} | {_f(r['margin'], 3)} | "
-                         f"{_f(r['referent_first'])} | {r['n']:.0f} |")
-    lines += ["", "## 5. Zero-shot dense grounding of the proxy", "",
-              f"On up to {scale['zs']} val images: for each prompt that matches some but not all objects of the image, "
-              "does the object with the highest mean cosine map match it? `chance`: the share of matching objects.", "",
-              "| prompt | value path: hit | plain tokens: hit | chance | prompts |", "|---|---|---|---|---|"]
-    for form, r in zs.items():
-        lines.append(f"| {form} | {_f(r['hit'])} | {_f(zs_plain[form]['hit'])} | {_f(r['chance'])} | {r['n']:.0f} |")
-    lines += ["", "## 6. The proxy's pre-training corpus", ""]
-    if corpus.get("missing") is None:
-        lines.append(f"(corpus not found at {corpus['corpus']})")
-    else:
-        missing = ", ".join(f"`{w}` ({corpus['missing_counts'][w]})" for w in corpus["missing"]) or "none"
-        rare = ", ".join(f"`{w}` ({corpus['rare_counts'][w]})" for w in corpus["rare"]) or "none"
-        lines += [f"{corpus['captions']} captions (`{corpus['corpus']}`). Expression words (train split) that never occur "
-                  f"in them, with the number of train sentences using each: {missing}. "
-                  f"{corpus['sentences_hit']} of {corpus['sentences']} train sentences contain one.", "",
-                  f"Words of the expressions seen fewer than 20 times in the corpus (times seen): {rare}."]
-    path = out
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    path.with_suffix(".json").write_text(json.dumps({
-        "patch_probes": patch_tables, "sentence_probes": sentence_tables,
-        "fit": [{"rung": r, "train_mIoU": a, "val_mIoU": b} for r, a, b in fit_rows],
-        "margins": margin_rows, "zero_shot": {"value": zs, "plain": zs_plain}, "corpus": corpus, "seconds": secs},
-        indent=1, default=float))
-    return path
+    data = {"preset": preset.name, "command": command, "minutes": (time.perf_counter() - t_start) / 60,
+            "seconds": secs, "scale": scale, "parent": next(iter(ckpts.values()))["parent"] if ckpts else None,
+            "patch_probes": patch_tables, "sentence_probes": sentence_tables,
+            "fit": [{"rung": r, "train_mIoU": a, "val_mIoU": b} for r, a, b in fit_rows],
+            "margin_sentences": len(val_idx), "margins": margin_rows, "zero_shot": {"value": zs, "plain": zs_plain},
+            "corpus": corpus}
+    return write_diagnosis(data, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -516,9 +449,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="MLflow store holding the ladder's runs (default %(default)s)")
     p.add_argument("--out", default=None, help="report path (default reports/<preset>/diagnosis.md)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="render a diagnosis again from the JSON it wrote (reports/<preset>/diagnosis.json), measuring "
+                        "nothing; --out names the markdown (default: beside the JSON)")
     a = p.parse_args(argv)
     progress = False if a.no_progress else None
     try:
+        if a.render:
+            print(f"wrote {rerender(Path(a.render), Path(a.out) if a.out else None)}")
+            return 0
         preset = P.build(a.preset, quick=a.quick, data_root=a.data_root)
         ensure_data(preset, progress)
         preset, _ = ensure_backbone(preset, progress, None)

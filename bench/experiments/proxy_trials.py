@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 from bench.experiments.diagnose import model_for, zero_shot_grounding
 from bench.proxy.clip_probes import run_probes
 from bench.proxy.pretrain_clip import held_out_pairs, pretrain
+from bench.reporting.proxy_report import PROBES, rerender, write_trials
 from bench.spine import presets as P
 from bench.spine.assets import ensure_data
 from bench.spine.proposals import ProposalSelection
@@ -59,8 +59,6 @@ TRIALS: dict[str, tuple[str, dict]] = {
                         {"clip_model": "RIS-Tiny-AP", "dense_weight": 1.0, "dense_negatives": True,
                          "dense_superlatives": True, "pos_embed": "sincos"}),
 }
-PROMPTS = ("a {shape}", "a {colour} object", "a {colour} {shape}")
-PROBES = ("attribute", "shape", "place", "relation")
 
 
 @torch.no_grad()
@@ -90,54 +88,6 @@ def score_trial(preset: P.Preset, name: str, val_samples: int, progress: bool | 
     return out
 
 
-def _f(x, nd: int = 1) -> str:
-    return "-" if x is None else f"{x:.{nd}f}"
-
-
-def render(preset: P.Preset, rows: list[dict], command: str, seconds: float) -> str:
-    chance = rows[0]["value"]["zero_shot"] if rows else {}
-    lines = [f"# Proxy-CLIP trials ({preset.name})", "",
-             "**Every number here is ours, measured on SynthRef val and on the caption corpus's held-out images; "
-             "none is the paper's.**", "",
-             f"- Made by: `{command}` in {seconds / 60:.1f} min (pre-training of uncached trials included)",
-             f"- Rung 0 scored on the first {rows[0]['val_samples'] if rows else 0} val expressions; zero-shot "
-             "grounding on up to 150 val images", "- Pre-training seconds are as measured, on a 2-core machine "
-             "that sometimes ran other work beside them", "",
-             "## Image level: probes on held-out corpus images", "",
-             "A true caption against the same caption with one word changed (chance 50%).", "",
-             "| trial | recipe | pre-training s | retrieval top-1 | attribute | shape | place | relation |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        pr = r["probes"]
-        lines.append(f"| {r['trial']} | {r['what']} | {_f(r['pretrain_seconds'], 0)} | {_f(r['retrieval_top1'])} | "
-                     + " | ".join(_f(pr[k]) for k in PROBES) + " |")
-    lines += ["", "## Patch level: rung 0 on val", "",
-              "Select mIoU: the patch map picks among the image's instance masks (the share of referents picked). "
-              "Zero-shot: the object with the highest mean cosine matches the prompt (chance: " +
-              ", ".join(f"{k} {_f(v['chance'])}" for k, v in chance.items()) + ").", "",
-              "| trial | readout | select | attribute | position | relation | " + " | ".join(PROMPTS) + " |",
-              "|---|---|---|---|---|---|" + "---|" * len(PROMPTS)]
-    for r in rows:
-        for readout in ("value", "plain"):
-            s = r[readout]
-            k = s["select_by_kind"]
-            lines.append(f"| {r['trial']} | {readout} | {_f(s['select'])} | {_f(k.get('attribute'))} | "
-                         f"{_f(k.get('position'))} | {_f(k.get('relation'))} | "
-                         + " | ".join(_f(s["zero_shot"][p]["hit"]) for p in PROMPTS) + " |")
-    if rows:
-        best = max(rows, key=lambda r: r["value"]["select_by_kind"].get("attribute", 0))
-        shape = max(rows, key=lambda r: r["probes"]["shape"] or 0)
-        lines += ["", "## What the numbers say", "",
-                  f"- Best rung-0 attribute select on val: {_f(best['value']['select_by_kind'].get('attribute'))} "
-                  f"({best['trial']}); the target is 65 on test.",
-                  f"- Highest image-level shape probe: {_f(shape['probes']['shape'])} ({shape['trial']}); its "
-                  f"zero-shot `a {{shape}}` hit by the value path is {_f(shape['value']['zero_shot']['a {shape}']['hit'])} "
-                  f"against {_f(shape['value']['zero_shot']['a {shape}']['chance'])} chance.",
-                  "- Where the image embedding tells shapes apart and the objects' patches do not, the shape is "
-                  "known to the image as a whole but not located on the object."]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.proxy_trials", description=__doc__.split("\n\n")[0],
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
@@ -147,7 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-samples", type=int, default=600, help="val expressions rung 0 is scored on (default %(default)s)")
     p.add_argument("--out-dir", default=None, help="default reports/<preset>")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="render the report again from the JSON it wrote (reports/<preset>/proxy-trials.json), "
+                        "training and scoring nothing")
     a = p.parse_args(argv)
+    if a.render:
+        try:
+            print(f"wrote {rerender(Path(a.render))}")
+            return 0
+        except (ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     names = [t.strip() for t in a.trials.split(",") if t.strip()]
     unknown = [t for t in names if t not in TRIALS]
     try:
@@ -170,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out_dir or P.report_dir(a.preset))
     out.mkdir(parents=True, exist_ok=True)
     stem = out / "proxy-trials"
-    stem.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2, default=str))
-    stem.with_suffix(".md").write_text(render(preset, rows, command, time.perf_counter() - t0))
+    write_trials({"preset": preset.name, "command": command, "seconds": time.perf_counter() - t0, "rows": rows}, stem)
     print(f"wrote {stem}.md and .json")
     return 0
 
