@@ -35,9 +35,6 @@ from bench.spine.tracking import Tracker  # noqa: E402
 from risclip import registry  # noqa: E402
 from risclip.config import Components  # noqa: E402
 
-PLUGIN_COMMAND = ("python -m bench.ablate --reference '' --plugin examples.unimodal --plugin examples.film "
-                  "--components adapters,unimodal --components adapters,film")
-
 
 @dataclass(frozen=True)
 class Row:
@@ -68,8 +65,10 @@ def rows_for(width: int) -> list[Row]:
 
 
 def train_command(row: Row, width: int) -> str:
+    if row.plugin == "examples.film":  # the worked example, one seed: it illustrates, it is not a control
+        return "python -m bench.ablate --reference '' --plugin examples.film --components adapters,film --seeds 0"
     if row.plugin:
-        return PLUGIN_COMMAND
+        return f"python -m bench.ablate --reference '' --plugin {row.plugin} --components {row.components}"
     if row.overrides:
         return f"python -m bench.ablate --reference '' --components adapters --set model.adapter_dim={width}"
     return "python -m bench.ablate"
@@ -110,8 +109,8 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def collect(tracker: Tracker, preset: str, width: int, parameters: dict[str, int]) -> dict:
-    """What the report says, as JSON: each row's runs and means, and the paired gaps (to rung 1, and from
-    each control to rung 2), on the seeds every row shares."""
+    """What the report says, as JSON: each row's runs and means over its seeds, and the paired gaps (to rung 1,
+    and from each control to rung 2), each on the seeds its two rows share."""
     rows = rows_for(width)
     for r in rows:
         if r.plugin:
@@ -122,30 +121,37 @@ def collect(tracker: Tracker, preset: str, width: int, parameters: dict[str, int
     anchor = {s: {"train_hash": r.data.tags.get("train_hash", ""), "data_fingerprint": r.data.tags.get("data_fingerprint", "")}
               for s, r in rung1.items()}
     runs = {r.key: find_runs(tracker, preset, r, anchor) for r in rows}
-    seeds = sorted(set(runs[rows[0].key]).intersection(*(set(v) for v in runs.values() if v)))
-    frame = [{"kind": "variant", "components": r.key, "seed": s, "mlflow_run_id": runs[r.key][s].info.run_id}
-             for r in rows for s in seeds if s in runs[r.key]]
-    per_expr = PerExpression(tracker, pd.DataFrame(frame, columns=["kind", "components", "seed", "mlflow_run_id"]))
+    runs_of = runs
+
+    def pair(a: str, b: str, kind: str | None = None) -> dict | None:
+        shared = sorted(set(runs_of[a]) & set(runs_of[b]))
+        if not shared:
+            return None
+        frame = [{"kind": "variant", "components": k, "seed": s, "mlflow_run_id": runs_of[k][s].info.run_id}
+                 for k in (a, b) for s in shared]
+        return _gap(PerExpression(tracker, pd.DataFrame(frame, columns=["kind", "components", "seed", "mlflow_run_id"])),
+                    a, b, kind)
+
     out_rows = []
     cfe = rows[3].key
     for r in rows:
-        got = [row_from_run(runs[r.key][s], "variant", r.key, s, None, True) for s in seeds if s in runs[r.key]]
+        seeds = sorted(runs[r.key])
+        got = [row_from_run(runs[r.key][s], "variant", r.key, s, None, True) for s in seeds]
         line = {"key": r.key, "components": r.components, "overrides": r.overrides, "plugin": r.plugin, "what": r.what,
                 "command": train_command(r, width), "parameters": parameters.get(r.key),
-                "run_ids": {str(s): runs[r.key][s].info.run_id for s in seeds if s in runs[r.key]},
-                "seeds_found": sorted(runs[r.key])}
+                "run_ids": {str(s): runs[r.key][s].info.run_id for s in seeds}, "seeds": seeds}
         for k in ("mIoU", "swap_mIoU", "generic_mIoU", "train_seconds"):
             line[k], line[f"{k}_sd"] = _mean_sd([float(g.get(k, math.nan)) for g in got])
         line["relation_select_mIoU"], line["relation_select_mIoU_sd"] = _mean_sd(
-            [runs[r.key][s].data.metrics.get("test_relation_select_mIoU", math.nan) for s in seeds if s in runs[r.key]])
+            [runs[r.key][s].data.metrics.get("test_relation_select_mIoU", math.nan) for s in seeds])
         if got and r.key != rows[0].key:
-            line["over_rung1"] = _gap(per_expr, rows[0].key, r.key)
-            line["over_rung1_relation"] = _gap(per_expr, rows[0].key, r.key, "relation")
+            line["over_rung1"] = pair(rows[0].key, r.key)
+            line["over_rung1_relation"] = pair(rows[0].key, r.key, "relation")
         if got and r.key not in (rows[0].key, cfe) and runs[cfe]:
-            line["cfe_over"] = _gap(per_expr, r.key, cfe)
-            line["cfe_over_relation"] = _gap(per_expr, r.key, cfe, "relation")
+            line["cfe_over"] = pair(r.key, cfe)
+            line["cfe_over_relation"] = pair(r.key, cfe, "relation")
         out_rows.append(line)
-    return {"preset": preset, "width": width, "seeds": seeds, "rows": out_rows,
+    return {"preset": preset, "width": width, "rows": out_rows,
             "anchor": {str(s): a for s, a in anchor.items()}}
 
 
@@ -194,25 +200,24 @@ def figure(data: dict, path: Path) -> Path | None:
 
 
 def render_markdown(data: dict, png: Path | None) -> str:
-    seeds = ",".join(str(s) for s in data["seeds"])
     lines = [
         "# Is CFE's gain cross-modal attention, or more trainable parameters? (capacity controls, "
         f"{data['preset']})", "",
         f"Regenerate: `python -m bench.capacity --report{'' if data['preset'] == 'synthref' else ' --preset ' + data['preset']}` "
         "(reads finished runs from MLflow, trains nothing). Every number here was measured by this project on "
         "SynthRef, our synthetic benchmark, not on RefCOCO; none is the paper's.", "",
-        f"Seeds {seeds or '(none in common)'}; gaps are paired over the same test expressions and seeds, "
-        "bootstrapped over test images and seeds (95% CI).", "",
-        "| row | what it is | stage-1 parameters | mIoU (± sd over seeds) | gain over rung 1 | relation gain over rung 1 "
+        "Each gap is paired over the same test expressions and the seeds both rows ran, bootstrapped over test images "
+        "and seeds (95% CI).", "",
+        "| row | what it is | stage-1 parameters | seeds | mIoU (± sd over seeds) | gain over rung 1 | relation gain over rung 1 "
         "| swap mIoU (share of mIoU) | relation select mIoU | train s |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         if not r["run_ids"]:
-            lines.append(f"| {r['key']} | {r['what']} | {r['parameters']:,} | not run: `{r['command']}` | | | | | |"
-                         if r["parameters"] else f"| {r['key']} | {r['what']} | - | not run | | | | | |")
+            lines.append(f"| {r['key']} | {r['what']} | {r['parameters']:,} | - | not run: `{r['command']}` | | | | | |")
             continue
         share = 100 * r["swap_mIoU"] / r["mIoU"] if r["mIoU"] else math.nan
-        lines.append(f"| {r['key']} | {r['what']} | {r['parameters']:,} | {r['mIoU']:.2f} ± {r['mIoU_sd']:.2f} | "
+        seeds = ",".join(str(x) for x in r["seeds"])
+        lines.append(f"| {r['key']} | {r['what']} | {r['parameters']:,} | {seeds} | {r['mIoU']:.2f} ± {r['mIoU_sd']:.2f} | "
                      f"{_ci(r.get('over_rung1'))} | {_ci(r.get('over_rung1_relation'))} | "
                      f"{r['swap_mIoU']:.2f} ({share:.0f}%) | {r['relation_select_mIoU']:.2f} | {r['train_seconds']:.0f} |")
     lines += ["", "## CFE against each control", "",
