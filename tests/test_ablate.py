@@ -430,3 +430,27 @@ def test_regenerate_command_names_every_non_default_it_needs():
     assert regenerate_command("synth-refcoco", "ladder") == "python -m bench.report --preset synth-refcoco"
     assert regenerate_command("synth-refcoco", "x", "2") == \
         "python -m bench.report --preset synth-refcoco --name x --data-seed 2"
+
+
+def test_ablate_announces_what_it_will_train_and_about_how_long():
+    from types import SimpleNamespace
+
+    from bench.spine import presets as P
+    from bench.spine.ablate import announce
+    from bench.spine.tracking import MemoryTracker
+    from bench.spine.variant import run_identity
+    from risclip.config import Components
+
+    preset = P.get_preset("synthref")
+    tracker = MemoryTracker()
+    ctx = SimpleNamespace(force=False, tuned={}, tracker=tracker, preset=preset, fingerprint="fp", protocols=("ours",))
+    adapters = Components.from_names("adapters")
+    done = tracker.start("v", {"run_hash": run_identity(preset, adapters, 0, "fp")[1]})
+    tracker.end(done)
+    jobs = [(adapters, s) for s in (0, 1, 2)]
+    text = announce(ctx, jobs, (1.0, 3.0))
+    assert text.startswith("3 runs: 2 to train, 1 reused from the store")
+    assert "about 8-18 min before the table" in text and "1x, 3x rung 1's training time for each of 3 seeds" in text
+    assert "reference" not in announce(ctx, [(Components.from_names("adapters,cfe"), 0)], (1.0, 3.0))
+    quiet = SimpleNamespace(**{**vars(ctx), "preset": P.quick(preset)})
+    assert "min" not in announce(quiet, jobs, ())  # quick presets carry no estimate

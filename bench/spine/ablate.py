@@ -111,6 +111,29 @@ class Context:
         return str(resolve_device(self.device))
 
 
+def announce(ctx: Context, jobs: list[tuple[Components, int]], multiples: tuple[float, ...]) -> str:
+    """What this invocation will train and, where the preset records it, about how long that takes: said
+    before the wait. A run is counted as reused when the store holds a finished run of its identity."""
+    train = [(c, s) for c, s in jobs if c.trains_anything]
+    reused = 0
+    if not ctx.force and not ctx.tuned:
+        reused = sum(find_reusable(ctx.tracker, run_identity(ctx.preset, c, s, ctx.fingerprint, ctx.protocols)[1])
+                     is not None for c, s in train)
+    todo = len(train) - reused
+    text = (f"{len(jobs)} runs: {todo} to train" + (f", {reused} reused from the store" if reused else "")
+            + (f", {len(jobs) - len(train)} that train nothing" if len(jobs) > len(train) else ""))
+    lo, hi = ctx.preset.run_minutes
+    if todo and hi:
+        text += (f"; a {ctx.preset.name} run takes about {lo:.0f}-{hi:.0f} min on a 2-core CPU, so about "
+                 f"{todo * lo:.0f}-{todo * hi:.0f} min before the table")
+    if multiples and any(rung_of(c) == 1 for c, _ in jobs):
+        seeds = len({s for _, s in jobs})
+        text += (f"; then the from-scratch reference at {', '.join(f'{m:g}x' for m in multiples)} rung 1's training "
+                 f"time for each of {seeds} seeds (about {sum(multiples) * seeds:g} times rung 1's training, plus "
+                 f"scoring; --reference '' skips it)")
+    return text
+
+
 def run_one(ctx: Context, components: Components, seed: int) -> dict:
     """Train and score one (variant, seed), or reuse the finished MLflow run with the same hash."""
     own = ctx.tuned.get(str(components), [])
@@ -436,6 +459,8 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
             except (ReferError, OSError, ValueError) as e:
                 failures.append(f"baselines: {e}")
                 tqdm.write(f"FAILED baselines: {e}")
+        if main_process:
+            tqdm.write(announce(ctx, jobs, multiples))
         bar = tqdm(jobs, desc="variants", unit="run", disable=None if progress is None else not progress)
         for components, seed in bar:
             bar.set_postfix_str(f"{components} s{seed}")

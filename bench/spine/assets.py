@@ -86,6 +86,8 @@ def ensure_backbone(preset: P.Preset, progress: bool | None, pretrained: str | N
 
     path = preset.proxy_clip.cache_path()
     if not path.is_file():
-        tqdm.write(f"pre-training the proxy CLIP ({preset.proxy_clip.steps} steps; cached as {path}) ...")
+        about = f"; about {preset.proxy_minutes:.0f} min on a 2-core CPU, once" if preset.proxy_minutes else ""
+        tqdm.write(f"pre-training the proxy CLIP ({preset.proxy_clip.steps} steps, with its caption corpus and dense "
+                   f"masks where they are not cached{about}; cached as {path}) ...")
     path, summary = pretrain(preset.proxy_clip, progress=progress)
     return dataclasses.replace(preset, model=dataclasses.replace(preset.model, pretrained=str(path))), summary

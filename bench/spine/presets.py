@@ -47,6 +47,11 @@ class Preset:
     # rung 1's median training time, every seed (--reference overrides). A cost: at 1 and 3, about four times
     # rung 1's training per seed; so the paper presets run none unless asked
     reference: tuple[float, ...] = ()
+    # what a run costs, as measured on a 2-core CPU, so that a long wait is announced before it starts: the
+    # proxy CLIP made from nothing (caption corpus, dense masks, pre-training), and one trained run (training
+    # and scoring with the controls), fastest to slowest rung. Zero: not measured (the paper presets, quick)
+    proxy_minutes: float = 0.0
+    run_minutes: tuple[float, float] = (0.0, 0.0)
 
     def describe(self) -> str:
         """Every model, training and data field with its value and, where recorded, whether the paper
@@ -82,7 +87,7 @@ PRESET_STATUSES: tuple[str, ...] = ("current", "archived")
 OURS = "ours (the paper does not state it)"
 _SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig, "synthref": SynthRefConfig,
              "proxy_clip": PretrainConfig}
-_TOP = {"name", "status", "description", "reference", "provenance", *_SECTIONS}
+_TOP = {"name", "status", "description", "reference", "provenance", "proxy_minutes", "run_minutes", *_SECTIONS}
 
 
 def _section(cls, table: dict, where: str):
@@ -120,9 +125,14 @@ def load_preset(path: str | Path) -> Preset:
     reference = d.get("reference", [])
     if not isinstance(reference, list) or any(not isinstance(v, (int, float)) or v <= 0 for v in reference):
         raise ValueError(f"{path}: reference must be a list of positive multiples of rung 1's time (got {reference!r})")
+    run_minutes = d.get("run_minutes", [0.0, 0.0])
+    if not (isinstance(run_minutes, list) and len(run_minutes) == 2 and 0 <= run_minutes[0] <= run_minutes[1]):
+        raise ValueError(f"{path}: run_minutes must be [fastest, slowest] minutes of one run (got {run_minutes!r})")
     return Preset(d["name"], d["description"], cfgs["model"], cfgs["train"], cfgs["data"], cfgs.get("synthref"),
                   cfgs.get("proxy_clip"), provenance=provenance, status=d["status"],
-                  reference=tuple(dict.fromkeys(float(v) for v in reference)))
+                  reference=tuple(dict.fromkeys(float(v) for v in reference)),
+                  proxy_minutes=float(d.get("proxy_minutes", 0.0)),
+                  run_minutes=(float(run_minutes[0]), float(run_minutes[1])))
 
 
 def _catalogue() -> dict[str, Path]:
@@ -250,7 +260,7 @@ def quick(p: Preset) -> Preset:
                                  hires_steps=min(p.proxy_clip.hires_steps, 5))
              if p.proxy_clip else None)
     return dataclasses.replace(p, name=f"{p.name}-quick", train=train, data=data, synthref=synthref,
-                               proxy_clip=proxy, quick=True)
+                               proxy_clip=proxy, quick=True, proxy_minutes=0.0, run_minutes=(0.0, 0.0))
 
 
 _smoke = quick  # build's ``quick`` argument hides the function's name there
