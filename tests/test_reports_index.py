@@ -34,7 +34,8 @@ def _parses(command: str, monkeypatch) -> None:
         raise _Parsed
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
-    main = importlib.import_module(argv[2]).main  # every `python -m` entry point has a main(argv)
+    module = importlib.import_module(argv[2])  # every `python -m` entry point has a main(argv); a package's is
+    main = getattr(module, "main", None) or importlib.import_module(f"{argv[2]}.__main__").main  # in __main__
     with pytest.raises(_Parsed):
         main(argv[3:])
 
