@@ -230,6 +230,15 @@ def render_markdown(data: dict, png: Path | None) -> str:
     lines += ["", "What it says:", ""]
     for r in data["rows"][1:3]:
         lines.append(_verdict(r.get("cfe_over"), r["key"]))
+    cfe_row = data["rows"][3]
+    done = [r for r in data["rows"][1:3] if r.get("over_rung1") and r.get("cfe_over")]
+    if done and cfe_row.get("over_rung1"):
+        best = max(done, key=lambda r: r["over_rung1"]["estimate"])
+        share = 100 * best["over_rung1"]["estimate"] / cfe_row["over_rung1"]["estimate"]
+        lines.append(f"- Of CFE's gain over rung 1 ({cfe_row['over_rung1']['estimate']:+.2f}), the better control "
+                     f"({best['key']}) buys {best['over_rung1']['estimate']:+.2f} ({share:.0f}%): trainable parameters "
+                     f"explain at most that much; the rest, {_ci(best['cfe_over'])}, takes attention between the "
+                     f"streams.")
     film = data["rows"][4]
     if film.get("over_rung1"):
         lines.append(f"- The FiLM plug-in adds {_ci(film['over_rung1'])} mIoU over rung 1 "
