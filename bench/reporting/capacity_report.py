@@ -65,8 +65,6 @@ def rows_for(width: int) -> list[Row]:
 
 
 def train_command(row: Row, width: int) -> str:
-    if row.plugin == "examples.film":  # the worked example, one seed: it illustrates, it is not a control
-        return "python -m bench.ablate --reference '' --plugin examples.film --components adapters,film --seeds 0"
     if row.plugin:
         return f"python -m bench.ablate --reference '' --plugin {row.plugin} --components {row.components}"
     if row.overrides:
