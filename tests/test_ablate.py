@@ -452,5 +452,8 @@ def test_ablate_announces_what_it_will_train_and_about_how_long():
     assert text.startswith("3 runs: 2 to train, 1 reused from the store")
     assert "about 8-18 min before the table" in text and "1x, 3x rung 1's training time for each of 3 seeds" in text
     assert "reference" not in announce(ctx, [(Components.from_names("adapters,cfe"), 0)], (1.0, 3.0))
+    # a budget sweep's 3x point (stage-1 epochs x 3) says three times the minutes, not the preset's 1x
+    tripled = SimpleNamespace(**{**vars(ctx), "preset": P.override(preset, ["train.stage1_epochs=6"])})
+    assert "12-27 min on a 2-core CPU at 3x its stage-1 budget, so about 36-81 min" in announce(tripled, jobs, ())
     quiet = SimpleNamespace(**{**vars(ctx), "preset": P.quick(preset)})
     assert "min" not in announce(quiet, jobs, ())  # quick presets carry no estimate

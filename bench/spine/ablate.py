@@ -111,6 +111,21 @@ class Context:
         return str(resolve_device(self.device))
 
 
+def stage1_scale(preset: P.Preset) -> float:
+    """How many times the named preset's stage-1 work (sentences x epochs) this preset's overrides ask for, so a
+    budget sweep's ``--set`` points scale the preset's recorded minutes per run. An unset sentence cap means
+    every train sentence; where only one side caps them the sentences are taken as equal (the epochs decide),
+    which is what :mod:`bench.experiments.budget` sets when the split has no more sentences to give."""
+    try:
+        base = P.get_preset(preset.name)
+    except ValueError:
+        return 1.0
+    ratio = preset.train.stage1_epochs / max(base.train.stage1_epochs, 1)
+    if preset.data.max_train_samples and base.data.max_train_samples:
+        ratio *= preset.data.max_train_samples / base.data.max_train_samples
+    return ratio
+
+
 def announce(ctx: Context, jobs: list[tuple[Components, int]], multiples: tuple[float, ...]) -> str:
     """What this invocation will train and, where the preset records it, about how long that takes: said
     before the wait. A run is counted as reused when the store holds a finished run of its identity."""
@@ -124,8 +139,11 @@ def announce(ctx: Context, jobs: list[tuple[Components, int]], multiples: tuple[
             + (f", {len(jobs) - len(train)} that train nothing" if len(jobs) > len(train) else ""))
     lo, hi = ctx.preset.run_minutes
     if todo and hi:
-        text += (f"; a {ctx.preset.name} run takes about {lo:.0f}-{hi:.0f} min on a 2-core CPU, so about "
-                 f"{todo * lo:.0f}-{todo * hi:.0f} min before the table")
+        k = stage1_scale(ctx.preset)
+        lo, hi = lo * k, hi * k
+        text += (f"; a {ctx.preset.name} run takes about {lo:.0f}-{hi:.0f} min on a 2-core CPU"
+                 + (f" at {k:g}x its stage-1 budget" if k != 1 else "")
+                 + f", so about {todo * lo:.0f}-{todo * hi:.0f} min before the table")
     if multiples and any(rung_of(c) == 1 for c, _ in jobs):
         seeds = len({s for _, s in jobs})
         text += (f"; then the from-scratch reference at {', '.join(f'{m:g}x' for m in multiples)} rung 1's training "
