@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.reporting.per_expression import PerExpression  # noqa: E402
-from bench.spine.results import row_from_run  # noqa: E402
+from bench.spine.results import mean_sd, row_from_run  # noqa: E402
 from bench.spine.tracking import Tracker  # noqa: E402
 from risclip import registry  # noqa: E402
 from risclip.config import Components  # noqa: E402
@@ -99,13 +98,6 @@ def _gap(per_expr: PerExpression, a: str, b: str, kind: str | None = None) -> di
                                    "seeds": g.seeds, "images": g.images}
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def collect(tracker: Tracker, preset: str, width: int, parameters: dict[str, int]) -> dict:
     """What the report says, as JSON: each row's runs and means over its seeds, and the paired gaps (to rung 1,
     and from each control to rung 2), each on the seeds its two rows share."""
@@ -119,14 +111,16 @@ def collect(tracker: Tracker, preset: str, width: int, parameters: dict[str, int
     anchor = {s: {"train_hash": r.data.tags.get("train_hash", ""), "data_fingerprint": r.data.tags.get("data_fingerprint", "")}
               for s, r in rung1.items()}
     runs = {r.key: find_runs(tracker, preset, r, anchor) for r in rows}
+    columns = ["kind", "components", "seed", "mlflow_run_id"]
+    reader = PerExpression(tracker, pd.DataFrame([], columns=columns))
+
     def pair(a: str, b: str, kind: str | None = None) -> dict | None:
         shared = sorted(set(runs[a]) & set(runs[b]))
         if not shared:
             return None
         frame = [{"kind": "variant", "components": k, "seed": s, "mlflow_run_id": runs[k][s].info.run_id}
                  for k in (a, b) for s in shared]
-        return _gap(PerExpression(tracker, pd.DataFrame(frame, columns=["kind", "components", "seed", "mlflow_run_id"])),
-                    a, b, kind)
+        return _gap(reader.with_rows(pd.DataFrame(frame, columns=columns)), a, b, kind)
 
     out_rows = []
     cfe = rows[3].key
@@ -137,8 +131,8 @@ def collect(tracker: Tracker, preset: str, width: int, parameters: dict[str, int
                 "command": train_command(r, width), "parameters": parameters.get(r.key),
                 "run_ids": {str(s): runs[r.key][s].info.run_id for s in seeds}, "seeds": seeds}
         for k in ("mIoU", "swap_mIoU", "generic_mIoU", "train_seconds"):
-            line[k], line[f"{k}_sd"] = _mean_sd([float(g.get(k, math.nan)) for g in got])
-        line["relation_select_mIoU"], line["relation_select_mIoU_sd"] = _mean_sd(
+            line[k], line[f"{k}_sd"] = mean_sd([float(g.get(k, math.nan)) for g in got])
+        line["relation_select_mIoU"], line["relation_select_mIoU_sd"] = mean_sd(
             [runs[r.key][s].data.metrics.get("test_relation_select_mIoU", math.nan) for s in seeds])
         if got and r.key != rows[0].key:
             line["over_rung1"] = pair(rows[0].key, r.key)

@@ -16,6 +16,13 @@ class PerExpression:
         self.tracker, self.df, self._cache = tracker, df, {}
         self._images: dict[int, int] = {}  # sent_id -> image_id, where the runs recorded it
 
+    def with_rows(self, df: pd.DataFrame) -> PerExpression:
+        """The same reader over other rows (e.g. only the seeds two variants share), keeping what it has read, so
+        each run's ``metrics.json`` is read once however many pairs it enters."""
+        view = PerExpression(self.tracker, df)
+        view._cache, view._images = self._cache, self._images
+        return view
+
     def _run(self, run_id: str) -> list[dict]:
         if run_id not in self._cache:
             try:

@@ -54,7 +54,8 @@ def num(x) -> float:
         return math.nan
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample sd of the values that are not NaN (sd 0 for one value; NaN, NaN for none)."""
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return math.nan, math.nan
@@ -71,7 +72,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         line = {"kind": kind, "rung": rs[0]["rung"], "components": comp, "seeds": len(rs)}
         for k in (*METRIC_NAMES, "select_mIoU", *CONTROL_FIELDS, "train_seconds", "inference_ms_per_image", "peak_memory_mb",
                   "threshold", "fixed_mIoU"):
-            line[k], line[f"{k}_sd"] = _mean_sd([num(r.get(k)) for r in rs])
+            line[k], line[f"{k}_sd"] = mean_sd([num(r.get(k)) for r in rs])
         line["paper_mIoU"] = PAPER_MIOU.get(comp) if kind == "variant" else None
         out.append(line)
     return out
