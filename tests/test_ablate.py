@@ -432,7 +432,7 @@ def test_regenerate_command_names_every_non_default_it_needs():
         "python -m bench.report --preset synth-refcoco --name x --data-seed 2"
 
 
-def test_ablate_announces_what_it_will_train_and_about_how_long():
+def test_ablate_announces_what_it_will_train_and_about_how_long(monkeypatch):
     from types import SimpleNamespace
 
     from bench.spine import presets as P
@@ -455,5 +455,11 @@ def test_ablate_announces_what_it_will_train_and_about_how_long():
     # a budget sweep's 3x point (stage-1 epochs x 3) says three times the minutes, not the preset's 1x
     tripled = SimpleNamespace(**{**vars(ctx), "preset": P.override(preset, ["train.stage1_epochs=6"])})
     assert "12-27 min on a 2-core CPU at 3x its stage-1 budget, so about 36-81 min" in announce(tripled, jobs, ())
+    # half the train sentences (the preset caps none): half the minutes, the split counted to know what half is
+    import bench.spine.ablate as ablate_module
+
+    monkeypatch.setattr(ablate_module, "train_sentences", lambda p: 8944)
+    halved = SimpleNamespace(**{**vars(ctx), "preset": P.override(preset, ["data.max_train_samples=4472"])})
+    assert "2-4 min on a 2-core CPU at 0.5x its stage-1 budget" in announce(halved, jobs, ())
     quiet = SimpleNamespace(**{**vars(ctx), "preset": P.quick(preset)})
     assert "min" not in announce(quiet, jobs, ())  # quick presets carry no estimate

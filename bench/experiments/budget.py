@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 from bench.spine import presets as P
+from bench.spine.assets import stage1_work, train_sentences
 from risclip.config import LADDER
 
 KINDS = ("position", "relation")
@@ -39,20 +40,12 @@ KINDS = ("position", "relation")
 
 def stage1_overrides(preset: P.Preset, k: float, available: int) -> list[str]:
     """``--set`` arguments giving ``k`` times the preset's stage-1 sentences x epochs."""
-    base_n, base_e = preset.data.max_train_samples or available, preset.train.stage1_epochs
     if k == 1:
         return []
+    base_n = preset.data.max_train_samples or available
     n = min(available, int(round(base_n * k)))
-    epochs = math.ceil(k * base_n * base_e / n)
+    epochs = math.ceil(k * stage1_work(preset, available) / n)
     return [f"data.max_train_samples={n}", f"train.stage1_epochs={epochs}"]
-
-
-def train_sentences(preset: P.Preset) -> int:
-    from risclip.data.refer import load_refs
-
-    d = preset.data
-    refs = load_refs(Path(d.data_root) / d.dataset / f"refs({d.split_by}).p")
-    return sum(len(r["sentences"]) for r in refs if r.get("split") == d.train_split)
 
 
 def budget_overrides(preset: P.Preset, k: float, available: int, decoder: bool) -> list[str]:

@@ -34,7 +34,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.spine import presets as P
-from bench.spine.assets import UsageError, data_fingerprint, ensure_backbone, ensure_data
+from bench.spine.assets import (
+    UsageError,
+    data_fingerprint,
+    ensure_backbone,
+    ensure_data,
+    stage1_work,
+    train_sentences,
+)
 from bench.spine.reference import parse_multipliers, reference_name, run_reference
 from bench.spine.results import ROW_FIELDS, format_table, row_from_run, write_output
 from bench.spine.tracking import (
@@ -112,18 +119,16 @@ class Context:
 
 
 def stage1_scale(preset: P.Preset) -> float:
-    """How many times the named preset's stage-1 work (sentences x epochs) this preset's overrides ask for, so a
-    budget sweep's ``--set`` points scale the preset's recorded minutes per run. An unset sentence cap means
-    every train sentence; where only one side caps them the sentences are taken as equal (the epochs decide),
-    which is what :mod:`bench.experiments.budget` sets when the split has no more sentences to give."""
+    """How many times the named preset's stage-1 work (:func:`bench.spine.assets.stage1_work`) this preset's
+    overrides ask for, so a budget sweep's ``--set`` points scale the preset's recorded minutes per run. The train
+    split is counted only where a sentence cap makes it matter."""
     try:
         base = P.get_preset(preset.name)
     except ValueError:
         return 1.0
-    ratio = preset.train.stage1_epochs / max(base.train.stage1_epochs, 1)
-    if preset.data.max_train_samples and base.data.max_train_samples:
-        ratio *= preset.data.max_train_samples / base.data.max_train_samples
-    return ratio
+    capped = preset.data.max_train_samples or base.data.max_train_samples
+    available = train_sentences(preset) if capped else 1
+    return stage1_work(preset, available) / max(stage1_work(base, available), 1)
 
 
 def announce(ctx: Context, jobs: list[tuple[Components, int]], multiples: tuple[float, ...]) -> str:

@@ -91,3 +91,21 @@ def ensure_backbone(preset: P.Preset, progress: bool | None, pretrained: str | N
                    f"masks where they are not cached{about}; cached as {path}) ...")
     path, summary = pretrain(preset.proxy_clip, progress=progress)
     return dataclasses.replace(preset, model=dataclasses.replace(preset.model, pretrained=str(path))), summary
+
+
+def train_sentences(preset: P.Preset) -> int:
+    """How many sentences the preset's train split holds (read from its refer annotations)."""
+    from risclip.data.refer import load_refs
+
+    d = preset.data
+    refs = load_refs(Path(d.data_root) / d.dataset / f"refs({d.split_by}).p")
+    return sum(len(r["sentences"]) for r in refs if r.get("split") == d.train_split)
+
+
+def stage1_work(preset: P.Preset, available: int) -> int:
+    """Stage 1's budget in sentences x epochs: the sentence cap (every one of the ``available`` train sentences
+    when unset or above them) times ``stage1_epochs``. The budget sweep sets its points by it
+    (:mod:`bench.experiments.budget`); ``bench.ablate`` scales its wait estimate by it."""
+    cap = preset.data.max_train_samples
+    return min(cap, available) * preset.train.stage1_epochs if cap else available * preset.train.stage1_epochs
+
