@@ -220,6 +220,31 @@ def summary(points: list[dict]) -> list[dict]:
     return out
 
 
+def verdict(ci0: list[float], ci1: list[float]) -> str:
+    """Whether a gain with CI ``ci0`` (estimate, low, high) at a smaller budget holds, grows, shrinks or vanishes at
+    the larger budget where its CI is ``ci1``: it moved only where the two intervals do not overlap."""
+    if ci0[1] > 0 and ci1[1] <= 0 <= ci1[2]:
+        return "vanishes (its CI now holds zero)"
+    if ci1[1] > ci0[2]:
+        return "grows (the CIs do not overlap)"
+    if ci1[2] < ci0[1]:
+        return "shrinks (the CIs do not overlap)"
+    return "holds (the CIs overlap)"
+
+
+def steps_between(seen: list[dict], gap: str) -> str:
+    """With three budgets or more, the verdict from each budget to the next (where both have a CI), so a gain that
+    shrinks and then holds does not read as one move from the smallest budget to the largest."""
+    if len(seen) < 3:
+        return ""
+    parts = []
+    for a, b in zip(seen, seen[1:]):
+        ca, cb = a.get("gap_ci", {}).get(gap), b.get("gap_ci", {}).get(gap)
+        if ca and cb:
+            parts.append(f"{a['budget']:g}x to {b['budget']:g}x {verdict(ca, cb).split(' (')[0]}")
+    return f" Step by step: {'; '.join(parts)}." if parts else ""
+
+
 def trend_lines(lines: list[dict]) -> list[str]:
     """In words: whether the rungs keep their order at each budget, and whether each gain holds, grows, shrinks
     or vanishes from the smallest budget to the largest that measured it (by its CIs where they exist)."""
@@ -241,16 +266,9 @@ def trend_lines(lines: list[dict]) -> list[str]:
         e0, e1 = first["gaps"][gap], last["gaps"][gap]
         step = f"rung {gap.replace('-', ' over ')}"
         if ci0 and ci1:
-            if ci0[1] > 0 and ci1[1] <= 0 <= ci1[2]:
-                verdict = "vanishes (its CI now holds zero)"
-            elif ci1[1] > ci0[2]:
-                verdict = "grows (the CIs do not overlap)"
-            elif ci1[2] < ci0[1]:
-                verdict = "shrinks (the CIs do not overlap)"
-            else:
-                verdict = "holds (the CIs overlap)"
             out.append(f"- {step}: {ci0[0]:+.2f} [{ci0[1]:+.2f}, {ci0[2]:+.2f}] at {first['budget']:g}x, "
-                       f"{ci1[0]:+.2f} [{ci1[1]:+.2f}, {ci1[2]:+.2f}] at {last['budget']:g}x: it {verdict}.")
+                       f"{ci1[0]:+.2f} [{ci1[1]:+.2f}, {ci1[2]:+.2f}] at {last['budget']:g}x: it {verdict(ci0, ci1)}."
+                       + steps_between(seen, gap))
         else:
             out.append(f"- {step}: {e0:+.2f} at {first['budget']:g}x, {e1:+.2f} at {last['budget']:g}x (no CI: the "
                        f"runs' per-expression IoUs were not read).")
