@@ -451,6 +451,16 @@ def test_ablate_announces_what_it_will_train_and_about_how_long(monkeypatch):
     text = announce(ctx, jobs, (1.0, 3.0))
     assert text.startswith("3 runs: 2 to train, 1 reused from the store")
     assert "about 8-18 min before the table" in text and "1x, 3x rung 1's training time for each of 3 seeds" in text
+    assert "(6 runs: 6 to train; about 12 times rung 1's training" in text
+    # the reference runs the store holds are counted as reused (their identity does not wait for rung 1's time)
+    from bench.spine.reference import reference_hash
+
+    for m, s in ((1.0, 0), (3.0, 0), (3.0, 2)):
+        tracker.end(tracker.start("r", {"run_hash": reference_hash(ctx, m, s)}))
+    assert "(6 runs: 3 to train, 3 reused from the store; about 5 times rung 1's training" in announce(ctx, jobs, (1.0, 3.0))
+    for m, s in ((1.0, 1), (1.0, 2), (3.0, 1)):
+        tracker.end(tracker.start("r", {"run_hash": reference_hash(ctx, m, s)}))
+    assert "(6 runs: 0 to train, 6 reused from the store; nothing to train;" in announce(ctx, jobs, (1.0, 3.0))
     assert "reference" not in announce(ctx, [(Components.from_names("adapters,cfe"), 0)], (1.0, 3.0))
     # a budget sweep's 3x point (stage-1 epochs x 3) says three times the minutes, not the preset's 1x
     tripled = SimpleNamespace(**{**vars(ctx), "preset": P.override(preset, ["train.stage1_epochs=6"])})

@@ -42,7 +42,7 @@ from bench.spine.assets import (
     stage1_work,
     train_sentences,
 )
-from bench.spine.reference import parse_multipliers, reference_name, run_reference
+from bench.spine.reference import parse_multipliers, reference_hash, reference_name, run_reference
 from bench.spine.results import ROW_FIELDS, format_table, row_from_run, write_output
 from bench.spine.tracking import (
     DEFAULT_TRACKING_URI,
@@ -150,10 +150,16 @@ def announce(ctx: Context, jobs: list[tuple[Components, int]], multiples: tuple[
                  + (f" at {k:g}x its stage-1 budget" if k != 1 else "")
                  + f", so about {todo * lo:.0f}-{todo * hi:.0f} min before the table")
     if multiples and any(rung_of(c) == 1 for c, _ in jobs):
-        seeds = len({s for _, s in jobs})
+        seeds = sorted({s for _, s in jobs})
+        refs = [(m, s) for m in multiples for s in seeds]
+        left = refs if ctx.force else [(m, s) for m, s in refs
+                                       if ctx.tracker.find_finished(reference_hash(ctx, m, s)) is None]
+        found = f", {len(refs) - len(left)} reused from the store" if len(left) < len(refs) else ""
+        cost = (f"about {sum(m for m, _ in left):g} times rung 1's training, plus scoring" if left
+                else "nothing to train")
         text += (f"; then the from-scratch reference at {', '.join(f'{m:g}x' for m in multiples)} rung 1's training "
-                 f"time for each of {seeds} seeds (about {sum(multiples) * seeds:g} times rung 1's training, plus "
-                 f"scoring; --reference '' skips it)")
+                 f"time for each of {len(seeds)} seeds ({len(refs)} runs: {len(left)} to train{found}; {cost}; "
+                 f"--reference '' skips it)")
     return text
 
 

@@ -52,15 +52,27 @@ def reference_identity(cfg: ReferenceConfig, multiplier: float, seed: int, data:
     return identity_hash(ident)
 
 
+def default_config(preset) -> ReferenceConfig:
+    """The reference a preset trains: the rungs' CPU autocast (TrainConfig.cpu_amp) for it too, as its budget is
+    rung 1's wall time."""
+    return ReferenceConfig(cpu_amp=preset.train.cpu_amp)
+
+
+def reference_hash(ctx, multiplier: float, seed: int, cfg: ReferenceConfig | None = None) -> str:
+    """The run identity of the reference at ``multiplier`` for ``seed`` under ``ctx``'s preset and data (rung 1's
+    measured time is not part of it, so whether it is reusable is known before rung 1 runs)."""
+    preset = ctx.preset
+    return reference_identity(cfg or default_config(preset), multiplier, seed, preset.data.to_dict(), ctx.fingerprint,
+                              preset.train.threshold_from_val)
+
+
 def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
                   cfg: ReferenceConfig | None = None) -> dict:
     """Train and score the reference at ``multiplier`` x ``rung1_seconds`` (or reuse the finished run)."""
     preset = ctx.preset
-    # the rungs' CPU autocast (TrainConfig.cpu_amp) for the reference too: its budget is rung 1's wall time
-    cfg = cfg or ReferenceConfig(cpu_amp=preset.train.cpu_amp)
+    cfg = cfg or default_config(preset)
     name = reference_name(multiplier)
-    run_hash = reference_identity(cfg, multiplier, seed, preset.data.to_dict(), ctx.fingerprint,
-                                  preset.train.threshold_from_val)
+    run_hash = reference_hash(ctx, multiplier, seed, cfg)
     found = None if ctx.force else ctx.tracker.find_finished(run_hash)
     if found is not None:
         tqdm.write(f"{name} seed {seed}: reusing finished run {found.info.run_id[:8]} (hash {run_hash})")
