@@ -94,3 +94,28 @@ def test_each_gain_has_its_ci_and_the_report_says_whether_it_holds_grows_or_shri
     later = budget.summary([{"axis": "stage-1 budget (x preset)", "budget": 3, "rows": [_ps(3, 0, 40)]}])
     merged = budget.merge(lines, later)
     assert sorted(merged[1]["mIoU"]) == [1, 2, 3] and set(merged[1]["gaps"]) == {"2-1", "3-2"}
+
+
+def test_a_budget_point_trains_no_reference_beside_its_rungs(monkeypatch, tmp_path):
+    # the reference is the reference point's, at the ladder's 1x rung-1 time; ablate's default beside a 3x rung 1
+    # would train one at the 3x rung's time under the 3x data identity, filed as the preset's 1x and 3x
+    import json
+    from pathlib import Path
+
+    from bench.spine import ablate
+
+    calls = []
+
+    def fake_main(argv):
+        calls.append(argv)
+        Path(argv[argv.index("--output") + 1]).write_text(json.dumps({"rows": []}))
+        return 0
+
+    monkeypatch.setattr(ablate, "main", fake_main)
+    budget.run_point("synthref", [1, 2, 4], "0,1,2", ["train.stage1_epochs=6"], None, ["--no-progress"],
+                     ["train.stage1_epochs=6", "train.stage2_epochs=3"])
+    assert len(calls) == 2  # the rungs without the decoder, then those with it
+    for argv in calls:
+        i = argv.index("--reference")
+        assert argv[i + 1] == "" and "--reference-seconds" not in argv
+    assert calls[1][-2:] == ["--set", "train.stage2_epochs=3"]

@@ -83,7 +83,10 @@ def rung_names(r: int) -> str:
 def run_point(preset_name: str, rungs: list[int], seeds: str, sets: list[str], pretrained: str | None,
               extra: list[str], decoder_sets: list[str] | None = None) -> list[dict]:
     """The rungs at one budget: those without the decoder with ``sets``, those with it with ``decoder_sets``
-    (stage 2 scaled too), in two invocations so that each keeps the identity it has in the ladder."""
+    (stage 2 scaled too), in two invocations so that each keeps the identity it has in the ladder. Neither trains
+    the preset's from-scratch reference: that is :func:`run_reference_point`'s, at the ladder's 1x rung-1 time (left
+    to ablate's default, a 3x point would train a reference at 3x rung 1's 3x time, filed as the preset's 1x)."""
+    extra = [*extra, "--reference", ""]
     plain = [r for r in rungs if not LADDER[r].decoder]
     with_decoder = [r for r in rungs if LADDER[r].decoder]
     rows = []
