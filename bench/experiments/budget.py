@@ -343,9 +343,10 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
     ax1.axhline(0, color="grey", lw=0.8)
     ax1.set(xscale="log", xlabel=axis, ylabel="mIoU gain (test), 95% CI", title="each step's gain")
     ax1.legend(fontsize=8)
-    for k in KINDS:
+    for k, colour in zip(KINDS, ("tab:blue", "tab:red")):  # one colour per kind: rung 1 dashed, rung 2 solid
         for g, style in ((1, "--"), (2, "-")):
-            ax2.plot(xs, [s[f"{k}_select"].get(g, math.nan) for s in lines_in], style, marker="o", label=f"{k}, rung {g}")
+            ax2.plot(xs, [s[f"{k}_select"].get(g, math.nan) for s in lines_in], style, color=colour, marker="o",
+                     label=f"{k}, rung {g}")
     ax2.set(xscale="log", xlabel=axis, ylabel="select mIoU (test)", title="does CFE pay on spatial expressions?")
     ax2.legend(fontsize=8)
     for ax in (ax0, ax1, ax2):  # label the budgets themselves, not powers of ten
