@@ -461,6 +461,11 @@ def test_ablate_announces_what_it_will_train_and_about_how_long(monkeypatch):
     for m, s in ((1.0, 1), (1.0, 2), (3.0, 1)):
         tracker.end(tracker.start("r", {"run_hash": reference_hash(ctx, m, s)}))
     assert "(6 runs: 0 to train, 6 reused from the store; nothing to train;" in announce(ctx, jobs, (1.0, 3.0))
+    # beside a rung 1 that --set trains three times as long, the preset's references are not reused: the budget
+    # ("1x rung 1's time") is another one
+    longer = SimpleNamespace(**{**vars(ctx), "overrides": "train.stage1_epochs=6"})
+    assert reference_hash(longer, 1.0, 0) != reference_hash(ctx, 1.0, 0)
+    assert "(6 runs: 6 to train; about 12 times" in announce(longer, jobs, (1.0, 3.0))
     assert "reference" not in announce(ctx, [(Components.from_names("adapters,cfe"), 0)], (1.0, 3.0))
     # a budget sweep's 3x point (stage-1 epochs x 3) says three times the minutes, not the preset's 1x
     tripled = SimpleNamespace(**{**vars(ctx), "preset": P.override(preset, ["train.stage1_epochs=6"])})

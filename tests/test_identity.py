@@ -32,6 +32,7 @@ def test_every_kind_of_run_keeps_its_identity():
     assert run_identity(p, LADDER[2], 1, "fp", ("ours", "cris"))[1] == PINNED["variant_cris"]
     assert ReferenceConfig().config_hash() == PINNED["reference_cfg"]
     assert reference_identity(ReferenceConfig(), 3.0, 2, p.data.to_dict(), "fp", True) == PINNED["reference"]
+    assert reference_identity(ReferenceConfig(), 3.0, 2, p.data.to_dict(), "fp", True, beside="") == PINNED["reference"]
     assert baselines_identity(p.data, "fp") == PINNED["baselines"]
     assert stage1_key(p.model.with_components(LADDER[3]), p.train, p.data) == PINNED["stage1"]
     assert p.proxy_clip.cache_path().name.startswith(PINNED["proxy"])

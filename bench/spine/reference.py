@@ -44,9 +44,16 @@ def parse_multipliers(text: str) -> tuple[float, ...]:
 
 
 def reference_identity(cfg: ReferenceConfig, multiplier: float, seed: int, data: dict, fingerprint: str,
-                       threshold_from_val: bool = False) -> str:
+                       threshold_from_val: bool = False, beside: str = "") -> str:
+    """The reference run's identity. Its budget is ``multiplier`` x rung 1's measured time, which is not part of it
+    (a wall time is never the same twice); what sets that time is: the preset (data, fingerprint) and ``beside``, the
+    ``--set`` overrides of the invocation whose rung 1 it is measured against, so a reference trained beside a rung 1
+    run three times longer is not the preset's (an empty ``beside``, the ladder's own case, keeps the identities
+    recorded before it existed)."""
     ident = {"reference": cfg.to_dict(), "multiplier": multiplier, "seed": seed, "data": data_identity(data),
              "data_fingerprint": fingerprint}
+    if beside:
+        ident["beside_overrides"] = beside
     if threshold_from_val:  # scored at its own val cut, as the rungs are (TrainConfig.threshold_from_val)
         ident["cut"] = "val"
     return identity_hash(ident)
@@ -59,11 +66,11 @@ def default_config(preset) -> ReferenceConfig:
 
 
 def reference_hash(ctx, multiplier: float, seed: int, cfg: ReferenceConfig | None = None) -> str:
-    """The run identity of the reference at ``multiplier`` for ``seed`` under ``ctx``'s preset and data (rung 1's
-    measured time is not part of it, so whether it is reusable is known before rung 1 runs)."""
+    """The run identity of the reference at ``multiplier`` for ``seed`` under ``ctx``'s preset, data and ``--set``
+    overrides (rung 1's measured time is not part of it, so whether it is reusable is known before rung 1 runs)."""
     preset = ctx.preset
     return reference_identity(cfg or default_config(preset), multiplier, seed, preset.data.to_dict(), ctx.fingerprint,
-                              preset.train.threshold_from_val)
+                              preset.train.threshold_from_val, beside=getattr(ctx, "overrides", ""))
 
 
 def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
