@@ -373,6 +373,10 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
                   + f" | {gaps} | {s['position_select'].get(1, math.nan):.1f} / {s['position_select'].get(2, math.nan):.1f}"
                   f" | {s['relation_select'].get(1, math.nan):.1f} / {s['relation_select'].get(2, math.nan):.1f} | "
                   + ", ".join(f"{s['train_s'][g]:.0f}" if g in s["train_s"] else "-" for g in rungs) + " |")
+    if any(LADDER[g].decoder for g in rungs if g < len(LADDER)):
+        md += ["", "Train s: each rung's mean training seconds over its seeds. A rung with the decoder counts its stage 2 "
+               "alone where its stage 1 came from the stage-1 cache (the rung before it, same components, trained it "
+               "first, as in the ladder and in each budget point)."]
     if any(s.get("gap_ci") for s in lines_in):
         gaps = sorted({g for s in lines_in for g in s["gaps"]})
         md += ["", "Each step's gain in test mIoU with its 95% paired bootstrap CI (test images and seeds resampled, "
