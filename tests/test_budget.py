@@ -90,6 +90,11 @@ def test_each_gain_has_its_ci_and_the_report_says_whether_it_holds_grows_or_shri
     assert "rung 2 over 1: +5.00 [+5.00, +5.00] at 1x, +0.00 [+0.00, +0.00] at 10x: it vanishes" in md
     assert "Step by step: 1x to 3x holds; 3x to 10x vanishes." in md  # the middle budget is not skipped
     assert "| 10 | 8.00 | 8.00 | " in md and "- At 3x: the rungs keep the ladder's order" in md
+    assert "fewer seeds" not in md  # every budget ran seeds 0 and 1
+    one_seed = budget.summary([point(1, 5.0), {**point(10, 0.0), "rows": [r for r in point(10, 0.0)["rows"]
+                                                                        if r["seed"] == 0]}])
+    md = budget.write_report(one_seed, tmp_path, "one", "python -m bench.budget").read_text()
+    assert "At 10x (1 seed) fewer seeds ran than at the other budgets: a one-seed CI resamples test images alone" in md
     # a later piece at a recorded budget adds its rungs and keeps the others
     later = budget.summary([{"axis": "stage-1 budget (x preset)", "budget": 3, "rows": [_ps(3, 0, 40)]}])
     merged = budget.merge(lines, later)

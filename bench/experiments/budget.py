@@ -389,6 +389,15 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
                 cells.append(f"{c[0]:+.2f} [{c[1]:+.2f}, {c[2]:+.2f}]" if c else
                              (f"{s['gaps'][g]:+.2f}" if g in s["gaps"] else "-"))
             md.append(f"| {s['budget']:g} | " + " | ".join(cells) + " |")
+        fewer = [s for s in lines_in if s.get("seeds", 0) < max(x.get("seeds", 0) for x in lines_in)]
+        if fewer:
+            md += ["", "At " + ", ".join(f"{s['budget']:g}x ({s['seeds']} seed{'s' if s['seeds'] != 1 else ''})"
+                                       for s in fewer)
+                   + " fewer seeds ran than at the other budgets: "
+                   + ("a one-seed CI resamples test images alone, without the seed-to-seed spread, so it reads "
+                      "narrower than the others" if any(s["seeds"] == 1 for s in fewer) else
+                      "those CIs carry less of the seed-to-seed spread")
+                   + ", and a verdict against it leans towards 'grows' or 'shrinks'."]
     if any(s.get("swap") for s in lines_in):
         with_ref = any(s.get("reference") for s in lines_in)
         md += ["", "Swap mIoU (each test sentence replaced by another referent's sentence of its image, scored against "
