@@ -465,6 +465,8 @@ def test_ablate_announces_what_it_will_train_and_about_how_long(monkeypatch):
     # ("1x rung 1's time") is another one
     longer = SimpleNamespace(**{**vars(ctx), "overrides": "train.stage1_epochs=6"})
     assert reference_hash(longer, 1.0, 0) != reference_hash(ctx, 1.0, 0)
+    both = [SimpleNamespace(**{**vars(ctx), "overrides": o}) for o in ("a.x=1;train.stage1_epochs=6", "train.stage1_epochs=6;a.x=1")]
+    assert reference_hash(both[0], 1.0, 0) == reference_hash(both[1], 1.0, 0)  # the order of --set is not an identity
     assert "(6 runs: 6 to train; about 12 times" in announce(longer, jobs, (1.0, 3.0))
     assert "reference" not in announce(ctx, [(Components.from_names("adapters,cfe"), 0)], (1.0, 3.0))
     # a budget sweep's 3x point (stage-1 epochs x 3) says three times the minutes, not the preset's 1x

@@ -95,6 +95,11 @@ def test_each_gain_has_its_ci_and_the_report_says_whether_it_holds_grows_or_shri
                                                                         if r["seed"] == 0]}])
     md = budget.write_report(one_seed, tmp_path, "one", "python -m bench.budget").read_text()
     assert "At 10x (1 seed) fewer seeds ran than at the other budgets: a one-seed CI resamples test images alone" in md
+    # the content-free control beside the swap, where the runs carry it
+    with_generic = budget.summary([{**point(1, 5.0), "rows": [dict(r, generic_mIoU=12.0) for r in point(1, 5.0)["rows"]]}])
+    md = budget.write_report(with_generic, tmp_path, "g", "python -m bench.budget").read_text()
+    assert "| budget | rung 1 swap / generic | rung 2 swap / generic |" in md and "| 1 | 8.00 / 12.00 | 8.00 / 12.00 |" in md
+    assert budget.load_lines(tmp_path / "g.json")[0]["generic"] == {1: 12.0, 2: 12.0}
     # a later piece at a recorded budget adds its rungs and keeps the others
     later = budget.summary([{"axis": "stage-1 budget (x preset)", "budget": 3, "rows": [_ps(3, 0, 40)]}])
     merged = budget.merge(lines, later)

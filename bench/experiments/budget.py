@@ -36,6 +36,7 @@ from bench.spine.assets import stage1_work, train_sentences
 from risclip.config import LADDER
 
 KINDS = ("position", "relation")
+PER_RUNG = ("mIoU", "train_s", "swap", "generic", "position_select", "relation_select")  # a line's {rung: value} keys
 
 
 def stage1_overrides(preset: P.Preset, k: float, available: int) -> list[str]:
@@ -204,7 +205,8 @@ def summary(points: list[dict]) -> list[dict]:
         mean = {g: sum(r["mIoU"] for r in rs) / len(rs) for g, rs in by_rung.items()}
         line = {"axis": p["axis"], "budget": p["budget"], "seeds": max(len(rs) for rs in by_rung.values()),
                 "mIoU": mean, "train_s": {g: sum(r["train_seconds"] for r in rs) / len(rs) for g, rs in by_rung.items()},
-                "swap": {g: sum(r.get("swap_mIoU", math.nan) for r in rs) / len(rs) for g, rs in by_rung.items()}}
+                "swap": {g: sum(r.get("swap_mIoU", math.nan) for r in rs) / len(rs) for g, rs in by_rung.items()},
+                "generic": {g: sum(r.get("generic_mIoU", math.nan) for r in rs) / len(rs) for g, rs in by_rung.items()}}
         line["gaps"] = {f"{g}-{g - 1}": mean[g] - mean[g - 1] for g in sorted(mean) if g - 1 in mean}
         cis = {f"{g}-{g - 1}": gap_ci(by_rung[g - 1], by_rung[g]) for g in sorted(mean) if g - 1 in mean}
         line["gap_ci"] = {k: v for k, v in cis.items() if v is not None}
@@ -223,16 +225,21 @@ def summary(points: list[dict]) -> list[dict]:
     return out
 
 
+WHY = {"vanishes": "its CI now holds zero", "grows": "the CIs do not overlap", "shrinks": "the CIs do not overlap",
+       "holds": "the CIs overlap"}
+
+
 def verdict(ci0: list[float], ci1: list[float]) -> str:
     """Whether a gain with CI ``ci0`` (estimate, low, high) at a smaller budget holds, grows, shrinks or vanishes at
-    the larger budget where its CI is ``ci1``: it moved only where the two intervals do not overlap."""
+    the larger budget where its CI is ``ci1`` (a key of :data:`WHY`): it moved only where the intervals do not
+    overlap."""
     if ci0[1] > 0 and ci1[1] <= 0 <= ci1[2]:
-        return "vanishes (its CI now holds zero)"
+        return "vanishes"
     if ci1[1] > ci0[2]:
-        return "grows (the CIs do not overlap)"
+        return "grows"
     if ci1[2] < ci0[1]:
-        return "shrinks (the CIs do not overlap)"
-    return "holds (the CIs overlap)"
+        return "shrinks"
+    return "holds"
 
 
 def steps_between(seen: list[dict], gap: str) -> str:
@@ -244,7 +251,7 @@ def steps_between(seen: list[dict], gap: str) -> str:
     for a, b in zip(seen, seen[1:]):
         ca, cb = a.get("gap_ci", {}).get(gap), b.get("gap_ci", {}).get(gap)
         if ca and cb:
-            parts.append(f"{a['budget']:g}x to {b['budget']:g}x {verdict(ca, cb).split(' (')[0]}")
+            parts.append(f"{a['budget']:g}x to {b['budget']:g}x {verdict(ca, cb)}")
     return f" Step by step: {'; '.join(parts)}." if parts else ""
 
 
@@ -269,8 +276,9 @@ def trend_lines(lines: list[dict]) -> list[str]:
         e0, e1 = first["gaps"][gap], last["gaps"][gap]
         step = f"rung {gap.replace('-', ' over ')}"
         if ci0 and ci1:
+            v = verdict(ci0, ci1)
             out.append(f"- {step}: {ci0[0]:+.2f} [{ci0[1]:+.2f}, {ci0[2]:+.2f}] at {first['budget']:g}x, "
-                       f"{ci1[0]:+.2f} [{ci1[1]:+.2f}, {ci1[2]:+.2f}] at {last['budget']:g}x: it {verdict(ci0, ci1)}."
+                       f"{ci1[0]:+.2f} [{ci1[1]:+.2f}, {ci1[2]:+.2f}] at {last['budget']:g}x: it {v} ({WHY[v]})."
                        + steps_between(seen, gap))
         else:
             out.append(f"- {step}: {e0:+.2f} at {first['budget']:g}x, {e1:+.2f} at {last['budget']:g}x (no CI: the "
@@ -284,7 +292,7 @@ def load_lines(saved: Path) -> list[dict]:
         return []
     lines = json.loads(saved.read_text())
     for s in lines:
-        for key in ("mIoU", "train_s", "position_select", "relation_select", "swap"):
+        for key in PER_RUNG:
             if key in s:
                 s[key] = {int(g): v for g, v in s[key].items()}
     return lines
@@ -301,7 +309,7 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
             by_budget[s["budget"]] = s
             continue
         merged = dict(held)
-        for key in ("mIoU", "train_s", "swap", "position_select", "relation_select"):
+        for key in PER_RUNG:
             merged[key] = {**held.get(key, {}), **s.get(key, {})}
         mean = merged["mIoU"]
         merged["gaps"] = {f"{g}-{g - 1}": mean[g] - mean[g - 1] for g in sorted(mean) if g - 1 in mean}
@@ -373,7 +381,7 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
                   + f" | {gaps} | {s['position_select'].get(1, math.nan):.1f} / {s['position_select'].get(2, math.nan):.1f}"
                   f" | {s['relation_select'].get(1, math.nan):.1f} / {s['relation_select'].get(2, math.nan):.1f} | "
                   + ", ".join(f"{s['train_s'][g]:.0f}" if g in s["train_s"] else "-" for g in rungs) + " |")
-    if any(LADDER[g].decoder for g in rungs if g < len(LADDER)):
+    if any(LADDER[g].decoder for g in rungs):
         md += ["", "Train s: each rung's mean training seconds over its seeds. A rung with the decoder counts its stage 2 "
                "alone where its stage 1 came from the stage-1 cache (the rung before it, same components, trained it "
                "first, as in the ladder and in each budget point)."]
@@ -389,7 +397,8 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
                 cells.append(f"{c[0]:+.2f} [{c[1]:+.2f}, {c[2]:+.2f}]" if c else
                              (f"{s['gaps'][g]:+.2f}" if g in s["gaps"] else "-"))
             md.append(f"| {s['budget']:g} | " + " | ".join(cells) + " |")
-        fewer = [s for s in lines_in if s.get("seeds", 0) < max(x.get("seeds", 0) for x in lines_in)]
+        most = max(s.get("seeds", 0) for s in lines_in)
+        fewer = [s for s in lines_in if s.get("seeds", 0) < most]
         if fewer:
             md += ["", "At " + ", ".join(f"{s['budget']:g}x ({s['seeds']} seed{'s' if s['seeds'] != 1 else ''})"
                                        for s in fewer)
@@ -400,11 +409,18 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
                    + ", and a verdict against it leans towards 'grows' or 'shrinks'."]
     if any(s.get("swap") for s in lines_in):
         with_ref = any(s.get("reference") for s in lines_in)
+        generic = any(not math.isnan(v) for s in lines_in for v in s.get("generic", {}).values())
+
+        def control(s: dict, g: int) -> str:
+            cell = f"{s.get('swap', {}).get(g, math.nan):.2f}"
+            return cell + (f" / {s.get('generic', {}).get(g, math.nan):.2f}" if generic else "")
+
         md += ["", "Swap mIoU (each test sentence replaced by another referent's sentence of its image, scored against "
                "the true mask: a model that reads its text scores far lower than its mIoU)"
+               + (" / generic mIoU (the sentence replaced by 'the object': what the image alone gives)" if generic else "")
                + (" and the from-scratch reference (no CLIP; trained for the budget times the ladder's rung-1 time)"
                   if with_ref else "") + ":", "",
-               "| budget | " + " | ".join(f"rung {g} swap" for g in rungs)
+               "| budget | " + " | ".join(f"rung {g} swap" + (" / generic" if generic else "") for g in rungs)
                + (" | reference mIoU | reference swap | reference seeds | reference train s" if with_ref else "") + " |",
                "|" + "---|" * (len(rungs) + 1 + (4 if with_ref else 0))]
         for s in lines_in:
@@ -413,7 +429,7 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
             if with_ref:
                 tail = (f" | {ref['mIoU']:.2f} | {ref['swap']:.2f} | {ref['seeds']} | {ref['train_s']:.0f}" if ref
                         else " | - | - | - | -")
-            md.append(f"| {s['budget']:g} | " + " | ".join(f"{s.get('swap', {}).get(g, math.nan):.2f}" for g in rungs)
+            md.append(f"| {s['budget']:g} | " + " | ".join(control(s, g) for g in rungs)
                       + tail + " |")
     md += ["", "## What holds, grows or shrinks with training", "", *trend_lines(lines_in)]
     with_probes = [s for s in lines_in if s.get("probes")]

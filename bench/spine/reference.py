@@ -65,12 +65,17 @@ def default_config(preset) -> ReferenceConfig:
     return ReferenceConfig(cpu_amp=preset.train.cpu_amp)
 
 
+def canonical(overrides: str) -> str:
+    """``--set`` assignments (";"-joined) in one order, so the same overrides given in another order name one run."""
+    return ";".join(sorted({o for o in overrides.split(";") if o}))
+
+
 def reference_hash(ctx, multiplier: float, seed: int, cfg: ReferenceConfig | None = None) -> str:
     """The run identity of the reference at ``multiplier`` for ``seed`` under ``ctx``'s preset, data and ``--set``
     overrides (rung 1's measured time is not part of it, so whether it is reusable is known before rung 1 runs)."""
     preset = ctx.preset
     return reference_identity(cfg or default_config(preset), multiplier, seed, preset.data.to_dict(), ctx.fingerprint,
-                              preset.train.threshold_from_val, beside=getattr(ctx, "overrides", ""))
+                              preset.train.threshold_from_val, beside=canonical(getattr(ctx, "overrides", "")))
 
 
 def run_reference(ctx, multiplier: float, seed: int, rung1_seconds: float,
