@@ -432,7 +432,7 @@ def test_regenerate_command_names_every_non_default_it_needs():
         "python -m bench.report --preset synth-refcoco --name x --data-seed 2"
 
 
-def test_ablate_announces_what_it_will_train_and_about_how_long(monkeypatch):
+def test_ablate_announces_what_it_will_train_and_about_how_long(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
     from bench.spine import presets as P
@@ -443,7 +443,8 @@ def test_ablate_announces_what_it_will_train_and_about_how_long(monkeypatch):
 
     preset = P.get_preset("synthref")
     tracker = MemoryTracker()
-    ctx = SimpleNamespace(force=False, tuned={}, tracker=tracker, preset=preset, fingerprint="fp", protocols=("ours",))
+    ctx = SimpleNamespace(force=False, tuned={}, tracker=tracker, preset=preset, fingerprint="fp", protocols=("ours",),
+                          stage1_cache=lambda: tmp_path / "stage1")
     adapters = Components.from_names("adapters")
     done = tracker.start("v", {"run_hash": run_identity(preset, adapters, 0, "fp")[1]})
     tracker.end(done)
@@ -480,3 +481,39 @@ def test_ablate_announces_what_it_will_train_and_about_how_long(monkeypatch):
     assert "2-4 min on a 2-core CPU at 0.5x its stage-1 budget" in announce(halved, jobs, ())
     quiet = SimpleNamespace(**{**vars(ctx), "preset": P.quick(preset)})
     assert "min" not in announce(quiet, jobs, ())  # quick presets carry no estimate
+
+
+def test_ablate_announces_a_decoder_rung_on_a_cached_stage_1_as_its_stage_2_alone(tmp_path):
+    """Rung 4 beside rung 3 trains stage 2 alone (a few minutes), not a whole run: the wait says so, whether
+    rung 3 trains first in the same invocation or its stage 1 is in the cache already."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from bench.spine import presets as P
+    from bench.spine.ablate import announce
+    from bench.spine.tracking import MemoryTracker
+    from risclip.config import LADDER
+    from risclip.engine import stage1_path
+
+    preset = P.get_preset("synthref")
+    lo, hi = preset.run_minutes
+    d = preset.decoder_minutes
+    assert d and d < hi  # measured, and cheaper than the slowest whole run (what rung 4 was counted as)
+    ctx = SimpleNamespace(force=False, tuned={}, tracker=MemoryTracker(), preset=preset, fingerprint="fp",
+                          protocols=("ours",), stage1_cache=lambda: tmp_path / "stage1")
+    rung3, rung4 = LADDER[3], LADDER[4]
+    both = announce(ctx, [(rung3, 0), (rung3, 1), (rung4, 0), (rung4, 1)], ())
+    assert f"about {d:.0f} min (2 here), so about {2 * lo + 2 * d:.0f}-{2 * hi + 2 * d:.0f} min before" in both
+    # rung 4 on its own, nothing cached: a whole run
+    alone = announce(ctx, [(rung4, 0)], ())
+    assert "decoder alone" not in alone and f"so about {lo:.0f}-{hi:.0f} min before" in alone
+    # its stage 1 in the cache (rung 3 trained it in an earlier invocation): stage 2 alone; another seed's is not
+    path = stage1_path(tmp_path / "stage1", preset.model.with_components(rung4),
+                       dataclasses.replace(preset.train, seed=0), preset.data)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    assert f"(1 here), so about {d:.0f} min before" in announce(ctx, [(rung4, 0)], ())
+    assert "decoder alone" not in announce(ctx, [(rung4, 1)], ())
+    # a preset that does not record it counts every run whole
+    unmeasured = SimpleNamespace(**{**vars(ctx), "preset": dataclasses.replace(preset, decoder_minutes=0.0)})
+    assert "decoder alone" not in announce(unmeasured, [(rung3, 0), (rung4, 0)], ())

@@ -48,6 +48,9 @@ def test_a_bad_preset_file_is_a_clear_error(tmp_path):
     bad.write_text('name = "y"\nstatus = "current"\ndescription = "d"\n')
     with pytest.raises(ValueError, match="not a preset file"):
         P.load_preset(bad)
+    bad.write_text('name = "x"\nstatus = "current"\ndescription = "d"\ndecoder_minutes = -1\n[model]\n[train]\n[data]\n')
+    with pytest.raises(ValueError, match="decoder_minutes must be"):
+        P.load_preset(bad)
 
 
 def test_readme_table_and_help_name_the_real_presets_and_default():

@@ -70,7 +70,7 @@ from risclip import registry
 from risclip.backbone import BackboneError
 from risclip.config import LADDER, Components
 from risclip.data.refer import ReferError
-from risclip.engine import NonFiniteLossError, build_dataset
+from risclip.engine import NonFiniteLossError, build_dataset, stage1_path
 from risclip.metrics import METRIC_NAMES, PROTOCOLS
 
 
@@ -131,24 +131,51 @@ def stage1_scale(preset: P.Preset) -> float:
     return stage1_work(preset, available) / max(stage1_work(base, available), 1)
 
 
+def span(lo: float, hi: float) -> str:
+    """``lo-hi`` in whole minutes, or one number where they round alike."""
+    return f"{lo:.0f}" if f"{lo:.0f}" == f"{hi:.0f}" else f"{lo:.0f}-{hi:.0f}"
+
+
+def decoder_alone(ctx: Context, todo: list[tuple[Components, int]]) -> int:
+    """How many of the runs ``todo`` (in order) train their decoder alone: their stage 1 is in the stage-1
+    cache already, or a run before them in ``todo`` trains it (rung 4 after rung 3, :func:`risclip.engine.stage1_key`)."""
+    seen: set[Path] = set()
+    alone = 0
+    for c, s in todo:
+        if not c.trains_patch_level:
+            continue
+        own = ctx.tuned.get(str(c), [])
+        preset = P.override(ctx.preset, own) if own else ctx.preset
+        path = stage1_path(ctx.stage1_cache(), preset.model.with_components(c),
+                           dataclasses.replace(preset.train, seed=s), preset.data)
+        alone += bool(c.decoder and (path in seen or path.is_file()))
+        seen.add(path)
+    return alone
+
+
 def announce(ctx: Context, jobs: list[tuple[Components, int]], multiples: tuple[float, ...]) -> str:
     """What this invocation will train and, where the preset records it, about how long that takes: said
-    before the wait. A run is counted as reused when the store holds a finished run of its identity."""
+    before the wait. A run is counted as reused when the store holds a finished run of its identity; a rung with
+    the decoder whose stage 1 is cached (or trained by a run before it) costs its stage 2 and scoring alone."""
     train = [(c, s) for c, s in jobs if c.trains_anything]
-    reused = 0
+    todo = train
     if not ctx.force and not ctx.tuned:
-        reused = sum(find_reusable(ctx.tracker, run_identity(ctx.preset, c, s, ctx.fingerprint, ctx.protocols)[1])
-                     is not None for c, s in train)
-    todo = len(train) - reused
-    text = (f"{len(jobs)} runs: {todo} to train" + (f", {reused} reused from the store" if reused else "")
+        todo = [(c, s) for c, s in train
+                if find_reusable(ctx.tracker, run_identity(ctx.preset, c, s, ctx.fingerprint, ctx.protocols)[1]) is None]
+    reused = len(train) - len(todo)
+    text = (f"{len(jobs)} runs: {len(todo)} to train" + (f", {reused} reused from the store" if reused else "")
             + (f", {len(jobs) - len(train)} that train nothing" if len(jobs) > len(train) else ""))
     lo, hi = ctx.preset.run_minutes
     if todo and hi:
         k = stage1_scale(ctx.preset)
-        lo, hi = lo * k, hi * k
-        text += (f"; a {ctx.preset.name} run takes about {lo:.0f}-{hi:.0f} min on a 2-core CPU"
+        alone = decoder_alone(ctx, todo) if ctx.preset.decoder_minutes else 0
+        full = len(todo) - alone
+        d = ctx.preset.decoder_minutes * k
+        text += (f"; a {ctx.preset.name} run takes about {span(lo * k, hi * k)} min on a 2-core CPU"
                  + (f" at {k:g}x its stage-1 budget" if k != 1 else "")
-                 + f", so about {todo * lo:.0f}-{todo * hi:.0f} min before the table")
+                 + (f", one that trains the decoder alone on a cached stage 1 about {d:.0f} min ({alone} here)"
+                    if alone else "")
+                 + f", so about {span(full * lo * k + alone * d, full * hi * k + alone * d)} min before the table")
     if multiples and any(rung_of(c) == 1 for c, _ in jobs):
         seeds = sorted({s for _, s in jobs})
         refs = [(m, s) for m in multiples for s in seeds]

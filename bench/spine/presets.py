@@ -52,6 +52,9 @@ class Preset:
     # and scoring with the controls), fastest to slowest rung. Zero: not measured (the paper presets, quick)
     proxy_minutes: float = 0.0
     run_minutes: tuple[float, float] = (0.0, 0.0)
+    # a rung with the decoder whose stage 1 comes from the stage-1 cache (rung 4 after rung 3): its stage 2 and
+    # scoring alone. Zero: not measured (such a run is then counted as a full one)
+    decoder_minutes: float = 0.0
 
     def describe(self) -> str:
         """Every model, training and data field with its value and, where recorded, whether the paper
@@ -87,7 +90,8 @@ PRESET_STATUSES: tuple[str, ...] = ("current", "archived")
 OURS = "ours (the paper does not state it)"
 _SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig, "synthref": SynthRefConfig,
              "proxy_clip": PretrainConfig}
-_TOP = {"name", "status", "description", "reference", "provenance", "proxy_minutes", "run_minutes", *_SECTIONS}
+_TOP = {"name", "status", "description", "reference", "provenance", "proxy_minutes", "run_minutes", "decoder_minutes",
+        *_SECTIONS}
 
 
 def _section(cls, table: dict, where: str):
@@ -128,11 +132,14 @@ def load_preset(path: str | Path) -> Preset:
     run_minutes = d.get("run_minutes", [0.0, 0.0])
     if not (isinstance(run_minutes, list) and len(run_minutes) == 2 and 0 <= run_minutes[0] <= run_minutes[1]):
         raise ValueError(f"{path}: run_minutes must be [fastest, slowest] minutes of one run (got {run_minutes!r})")
+    decoder_minutes = d.get("decoder_minutes", 0.0)
+    if not isinstance(decoder_minutes, (int, float)) or decoder_minutes < 0:
+        raise ValueError(f"{path}: decoder_minutes must be the minutes of one decoder-alone run, >= 0 (got {decoder_minutes!r})")
     return Preset(d["name"], d["description"], cfgs["model"], cfgs["train"], cfgs["data"], cfgs.get("synthref"),
                   cfgs.get("proxy_clip"), provenance=provenance, status=d["status"],
                   reference=tuple(dict.fromkeys(float(v) for v in reference)),
                   proxy_minutes=float(d.get("proxy_minutes", 0.0)),
-                  run_minutes=(float(run_minutes[0]), float(run_minutes[1])))
+                  run_minutes=(float(run_minutes[0]), float(run_minutes[1])), decoder_minutes=float(decoder_minutes))
 
 
 def _catalogue() -> dict[str, Path]:
@@ -260,7 +267,8 @@ def quick(p: Preset) -> Preset:
                                  hires_steps=min(p.proxy_clip.hires_steps, 5))
              if p.proxy_clip else None)
     return dataclasses.replace(p, name=f"{p.name}-quick", train=train, data=data, synthref=synthref,
-                               proxy_clip=proxy, quick=True, proxy_minutes=0.0, run_minutes=(0.0, 0.0))
+                               proxy_clip=proxy, quick=True, proxy_minutes=0.0, run_minutes=(0.0, 0.0),
+                               decoder_minutes=0.0)
 
 
 _smoke = quick  # build's ``quick`` argument hides the function's name there

@@ -61,7 +61,7 @@ from .loading import (
                           resolve_device,
                           stage2_set,
 )
-from .run import RunResult, run_variant, stage1_key
+from .run import RunResult, run_variant, stage1_key, stage1_path
 from .scoring import VAL_CUTS, Scored, calibrate_threshold, score_trained, scoring_of, sweep_cuts
 from .training import (
                           STAGE2_CACHE_BYTES,
@@ -84,5 +84,5 @@ __all__ = [
     "evaluate_text_controls", "history_rows", "history_table", "load_checkpoint", "loader_options",
     "local_batch_size", "make_optimizer", "patch_target", "protocol_targets", "read_scoring", "resize_mask",
     "resolve_device", "resume", "run_variant", "save_atomic", "save_checkpoint", "save_epoch", "score_trained", "scoring_of",
-    "stage1_key", "stage2_set", "stage_rule", "sweep_cuts", "train_epoch", "train_stage", "warmup_cosine",
+    "stage1_key", "stage1_path", "stage2_set", "stage_rule", "sweep_cuts", "train_epoch", "train_stage", "warmup_cosine",
 ]

@@ -63,6 +63,11 @@ def stage1_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCon
     return f"{m.config_hash()}-{t.config_hash()}-{data_cfg.config_hash()}"
 
 
+def stage1_path(stage1_cache: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig) -> Path:
+    """Where ``stage1_cache`` keeps (or will keep) this variant's finished stage-1 weights (:func:`stage1_key`)."""
+    return Path(stage1_cache) / f"{stage1_key(model_cfg, train_cfg, data_cfg)}.pt"
+
+
 def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, workdir: str | Path | None = None,
                 eval_split: str | None = None, hooks: Sequence[Hook] = (), evaluate_val: bool = True,
                 stage1_cache: str | Path | None = None, evaluators: Sequence[Evaluator] = (),
@@ -107,7 +112,7 @@ def run_variant(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataCo
         train_set = build_dataset(data_cfg, model_cfg, data_cfg.train_split, train=True)
         cached = None
         if stage1_cache is not None and model_cfg.components.trains_patch_level:
-            cached = Path(stage1_cache) / f"{stage1_key(model_cfg, train_cfg, data_cfg)}.pt"
+            cached = stage1_path(stage1_cache, model_cfg, train_cfg, data_cfg)
         if cached is not None and cached.is_file():
             state = torch.load(cached, map_location=device, weights_only=True)
             model.load_stage_state_dict(1, state["model"])
