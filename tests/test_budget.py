@@ -129,3 +129,35 @@ def test_a_budget_point_trains_no_reference_beside_its_rungs(monkeypatch, tmp_pa
         i = argv.index("--reference")
         assert argv[i + 1] == "" and "--reference-seconds" not in argv
     assert calls[1][-2:] == ["--set", "train.stage2_epochs=3"]
+
+
+def test_each_point_joins_the_report_as_it_ends(monkeypatch, tmp_path):
+    """A sweep stopped at its second point (killed, or a run failing) keeps its first in budget.json."""
+    from types import SimpleNamespace
+
+    import bench.spine.assets as assets
+
+    monkeypatch.setattr(budget.P, "build", lambda name: SimpleNamespace(name=name))
+    monkeypatch.setattr(assets, "ensure_data", lambda preset, _: None)
+    monkeypatch.setattr(budget, "train_sentences", lambda preset: 100)
+    monkeypatch.setattr(budget, "stage1_overrides", lambda preset, k, n: [f"k={k:g}"])
+    monkeypatch.setattr(budget, "budget_overrides", lambda preset, k, n, decoder: [f"k={k:g}"])
+    monkeypatch.setattr(budget, "with_kinds", lambda points, uri, exp: points)
+
+    def fake_point(preset, rungs, seeds, sets, pretrained, extra, decoder_sets=None):
+        if sets == ["k=3"]:
+            raise RuntimeError("rung 2 at 3x: out of disk")
+        return [_ps(1, 0, 30), _ps(2, 0, 40)]
+
+    monkeypatch.setattr(budget, "run_point", fake_point)
+    argv = ["--multipliers", "1,3", "--rungs", "1,2", "--out-dir", str(tmp_path)]
+    assert budget.main(argv) == 2
+    lines = budget.load_lines(tmp_path / "budget.json")
+    assert [s["budget"] for s in lines] == [1.0] and lines[0]["mIoU"] == {1: 35.0, 2: 50.0}
+    assert lines[0]["command"] == "python -m bench.budget " + " ".join(argv)
+    assert (tmp_path / "budget.md").is_file()
+    # run again with the 3x point mended: both points, the first once
+    monkeypatch.setattr(budget, "run_point", lambda *a, **k: [_ps(1, 0, 35), _ps(2, 0, 41)])
+    assert budget.main(argv) == 0
+    lines = budget.load_lines(tmp_path / "budget.json")
+    assert [s["budget"] for s in lines] == [1.0, 3.0] and lines[1]["mIoU"] == {1: 40.0, 2: 51.0}

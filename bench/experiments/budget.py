@@ -14,11 +14,11 @@ the 1x rung-1 runs of seeds 0, 1, 2, reused from the ladder), so each budget set
 The proxy budget is the proxy CLIP's optimiser steps, each proxy pre-trained (and cached) on demand.
 Every point is an ordinary ``bench.ablate`` run with ``--set`` (or ``--pretrained``) overrides, tracked in
 MLflow and reused when run again, so a sweep can be grown in pieces across sessions (each piece is
-resumable: a killed run continues from its last epoch): each command adds its points to those recorded in
-``reports/<preset>/budget.json`` (a point at the same budget keeps the rungs it had and takes the new ones)
-and redraws the report from all: mIoU per rung and the reference against the budget, each step's gain with
-its paired bootstrap CI (test images and seeds resampled), swap mIoU, and whether the ladder's order and each
-gain hold, grow or shrink. Numbers are SynthRef's.
+resumable: a killed run continues from its last epoch): each command adds each of its points, as soon as
+it ends, to those recorded in ``reports/<preset>/budget.json`` (a point at the same budget keeps the rungs it
+had and takes the new ones) and redraws the report from all: mIoU per rung and the reference against the
+budget, each step's gain with its paired bootstrap CI (test images and seeds resampled), swap mIoU, and
+whether the ladder's order and each gain hold, grow or shrink. Numbers are SynthRef's.
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ def run_reference_point(preset_name: str, k: float, seeds: str, base_seconds: fl
     return [r for r in rows if r["kind"] == "reference"]
 
 
-def sweep(a: argparse.Namespace) -> list[dict]:
+def sweep(a: argparse.Namespace, on_point=lambda point: None) -> list[dict]:
+    """Every point of the sweep, in order; ``on_point`` gets each as soon as it is measured (the command
+    records it in the report then, so a sweep stopped at its third point keeps its first two)."""
     from bench.proxy.pretrain_clip import pretrain
     from bench.spine.assets import ensure_data
 
@@ -133,6 +135,7 @@ def sweep(a: argparse.Namespace) -> list[dict]:
             probes = {"retrieval": summary.get("val_retrieval_top1", math.nan),
                       **{k.replace("_probe", ""): v for k, v in summary.get("probes", {}).items() if not k.endswith("_n")}}
             points.append({"axis": "proxy steps", "budget": steps, "rows": rows, "probes": probes})
+            on_point(points[-1])
         return points
     available = train_sentences(preset)
     base = ladder_rung1_seconds(a.preset, a.extra) if with_reference else None
@@ -143,6 +146,7 @@ def sweep(a: argparse.Namespace) -> list[dict]:
             rows += run_reference_point(a.preset, k, a.seeds, base, a.extra)
         points.append({"axis": "stage-1 budget (x preset)", "budget": k, "rows": rows,
                        **({"reference_base_seconds": base} if base else {})})
+        on_point(points[-1])
     return points
 
 
@@ -472,13 +476,20 @@ def main(argv: list[str] | None = None) -> int:
             lines = load_lines(saved)
             if not lines:
                 raise FileNotFoundError(f"{saved}: no sweep recorded yet; run python -m bench.budget first")
+            path = write_report(lines, out_dir, stem)
         else:
-            new = summary(with_kinds(sweep(a), a.tracking_uri, f"risclip-{a.preset}"))
             command = ("python -m bench.budget " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
-            for s in new:
-                s["command"] = command
-            lines = merge(load_lines(saved), new)  # the points recorded before stay in the report
-        path = write_report(lines, out_dir, stem)
+            written: list[Path] = []
+
+            def record(point: dict) -> None:  # each point joins the report as it ends; those recorded before stay
+                new = summary(with_kinds([point], a.tracking_uri, f"risclip-{a.preset}"))
+                for s in new:
+                    s["command"] = command
+                written.append(write_report(merge(load_lines(saved), new), out_dir, stem))
+                print(f"recorded the point at {point['budget']:g} in {written[-1]}", flush=True)
+
+            sweep(a, record)
+            path = written[-1]
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
