@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from bench.reporting.capacity import matched_adapter_dim, stage1_parameters
 from risclip import registry
 from risclip.config import ModelConfig
@@ -91,3 +93,10 @@ def test_the_capacity_report_pairs_the_rows_it_should_and_renders_from_its_json(
     assert "CFE beats adapters, width 91 by +6" in text
     assert "CFE and adapters + unimodal are indistinguishable" in text
     assert "The FiLM plug-in adds +3" in text
+    # the markdown finds its rows by role, not by their place in the JSON
+    assert [r["role"] for r in data["rows"]] == ["rung 1", "control", "control", "rung 2", "plug-in"]
+    shuffled = {**data, "rows": [data["rows"][i] for i in (4, 3, 0, 2, 1)]}
+    lines = set(R.render_markdown(shuffled, None).splitlines())
+    assert {ln for ln in text.splitlines() if ln.startswith("- ")} <= lines
+    with pytest.raises(ValueError, match="role"):
+        R.Row("x", "baseline", "adapters")

@@ -34,31 +34,46 @@ from bench.spine.tracking import Tracker  # noqa: E402
 from risclip import registry  # noqa: E402
 from risclip.config import Components  # noqa: E402
 
+ROLES = ("rung 1", "control", "rung 2", "plug-in")
+
 
 @dataclass(frozen=True)
 class Row:
     key: str  # the row's name in tables
+    role: str  # "rung 1", "control", "rung 2" or "plug-in": what the report does with the row (ROLES)
     components: str  # component names, as --components takes them
     overrides: str = ""  # the invocation's --set assignments, as the run's ``overrides`` tag records them
     plugin: str | None = None  # the plug-in module that registers a component of the row
     what: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"capacity row {self.key!r}: role {self.role!r} is not one of {ROLES}")
 
     @property
     def label(self) -> str:
         return str(Components.from_names(self.components))
 
 
+def the(rows: list, role: str):
+    """The one row of ``role`` among ``rows`` (:class:`Row` objects, or the report's JSON rows)."""
+    found = [r for r in rows if (r["role"] if isinstance(r, dict) else r.role) == role]
+    if len(found) != 1:
+        raise ValueError(f"the capacity report has {len(found)} rows of role {role!r}, expected one")
+    return found[0]
+
+
 def rows_for(width: int) -> list[Row]:
     """The report's rows, with the adapter width that matches rung 2's stage-1 parameters."""
     return [
-        Row("rung 1: adapters", "adapters", what="the ladder's rung 1"),
-        Row(f"adapters, width {width}", "adapters", f"model.adapter_dim={width}",
+        Row("rung 1: adapters", "rung 1", "adapters", what="the ladder's rung 1"),
+        Row(f"adapters, width {width}", "control", "adapters", f"model.adapter_dim={width}",
             what="capacity by width: rung 2's stage-1 parameter count, all of it in the adapters"),
-        Row("adapters + unimodal", "adapters,unimodal", plugin="examples.unimodal",
+        Row("adapters + unimodal", "control", "adapters,unimodal", plugin="examples.unimodal",
             what="capacity by place: CFE's parameter count at CFE's fusion points, one MLP per stream, no attention "
                  "between the streams"),
-        Row("rung 2: adapters + CFE", "adapters,cfe", what="the ladder's rung 2"),
-        Row("adapters + FiLM", "adapters,film", plugin="examples.film",
+        Row("rung 2: adapters + CFE", "rung 2", "adapters,cfe", what="the ladder's rung 2"),
+        Row("adapters + FiLM", "plug-in", "adapters,film", plugin="examples.film",
             what="the worked plug-in example: the sentence scales and shifts the vision tokens at the fusion points"),
     ]
 
@@ -105,7 +120,8 @@ def collect(tracker: Tracker, preset: str, width: int, parameters: dict[str, int
     for r in rows:
         if r.plugin:
             registry.load_plugin(r.plugin)
-    rung1 = find_runs(tracker, preset, rows[0], None)
+    first = the(rows, "rung 1")
+    rung1 = find_runs(tracker, preset, first, None)
     if not rung1:
         raise LookupError(f"no finished rung-1 run of preset {preset} in {tracker.uri}: run python -m bench.ablate first")
     anchor = {s: {"train_hash": r.data.tags.get("train_hash", ""), "data_fingerprint": r.data.tags.get("data_fingerprint", "")}
@@ -123,21 +139,21 @@ def collect(tracker: Tracker, preset: str, width: int, parameters: dict[str, int
         return _gap(reader.with_rows(pd.DataFrame(frame, columns=columns)), a, b, kind)
 
     out_rows = []
-    cfe = rows[3].key
+    cfe = the(rows, "rung 2").key
     for r in rows:
         seeds = sorted(runs[r.key])
         got = [row_from_run(runs[r.key][s], "variant", r.key, s, None, True) for s in seeds]
-        line = {"key": r.key, "components": r.components, "overrides": r.overrides, "plugin": r.plugin, "what": r.what,
+        line = {"key": r.key, "role": r.role, "components": r.components, "overrides": r.overrides, "plugin": r.plugin, "what": r.what,
                 "command": train_command(r, width), "parameters": parameters.get(r.key),
                 "run_ids": {str(s): runs[r.key][s].info.run_id for s in seeds}, "seeds": seeds}
         for k in ("mIoU", "swap_mIoU", "generic_mIoU", "train_seconds"):
             line[k], line[f"{k}_sd"] = mean_sd([float(g.get(k, math.nan)) for g in got])
         line["relation_select_mIoU"], line["relation_select_mIoU_sd"] = mean_sd(
             [runs[r.key][s].data.metrics.get("test_relation_select_mIoU", math.nan) for s in seeds])
-        if got and r.key != rows[0].key:
-            line["over_rung1"] = pair(rows[0].key, r.key)
-            line["over_rung1_relation"] = pair(rows[0].key, r.key, "relation")
-        if got and r.key not in (rows[0].key, cfe) and runs[cfe]:
+        if got and r is not first:
+            line["over_rung1"] = pair(first.key, r.key)
+            line["over_rung1_relation"] = pair(first.key, r.key, "relation")
+        if got and r.role in ("control", "plug-in") and runs[cfe]:
             line["cfe_over"] = pair(r.key, cfe)
             line["cfe_over_relation"] = pair(r.key, cfe, "relation")
         out_rows.append(line)
@@ -174,8 +190,7 @@ def figure(data: dict, path: Path) -> Path | None:
             g = r.get(key)
             if not g:
                 continue
-            colour = "tab:blue" if r["key"].startswith("rung") else "tab:orange" if r["plugin"] == "examples.film" \
-                else "tab:grey"
+            colour = {"rung 1": "tab:blue", "rung 2": "tab:blue", "plug-in": "tab:orange"}.get(r["role"], "tab:grey")
             ax.errorbar(g["estimate"], y, xerr=[[g["estimate"] - g["low"]], [g["high"] - g["estimate"]]], fmt="o",
                         color=colour, capsize=4)
         ax.axvline(0, color="black", lw=0.8)
@@ -213,14 +228,15 @@ def render_markdown(data: dict, png: Path | None) -> str:
     lines += ["", "## CFE against each control", "",
               "Rung 2 minus the control, on the same expressions and seeds:", "",
               "| control | all expressions | relation expressions |", "|---|---|---|"]
-    controls = [data["rows"][i] for i in (1, 2, 4)]  # every row but rungs 1 and 2
+    controls = [r for r in data["rows"] if r["role"] in ("control", "plug-in")]  # every row but rungs 1 and 2
     for r in controls:
         lines.append(f"| {r['key']} | {_ci(r.get('cfe_over'))} | {_ci(r.get('cfe_over_relation'))} |")
     lines += ["", "What it says:", ""]
-    for r in data["rows"][1:3]:
-        lines.append(_verdict(r.get("cfe_over"), r["key"]))
-    cfe_row = data["rows"][3]
-    done = [r for r in data["rows"][1:3] if r.get("over_rung1") and r.get("cfe_over")]
+    for r in data["rows"]:
+        if r["role"] == "control":
+            lines.append(_verdict(r.get("cfe_over"), r["key"]))
+    cfe_row = the(data["rows"], "rung 2")
+    done = [r for r in data["rows"] if r["role"] == "control" and r.get("over_rung1") and r.get("cfe_over")]
     if done and cfe_row.get("over_rung1"):
         best = max(done, key=lambda r: r["over_rung1"]["estimate"])
         share = 100 * best["over_rung1"]["estimate"] / cfe_row["over_rung1"]["estimate"]
@@ -228,7 +244,7 @@ def render_markdown(data: dict, png: Path | None) -> str:
                      f"({best['key']}) buys {best['over_rung1']['estimate']:+.2f} ({share:.0f}%): trainable parameters "
                      f"explain at most that much; the rest, {_ci(best['cfe_over'])}, takes attention between the "
                      f"streams.")
-    film = data["rows"][4]
+    film = the(data["rows"], "plug-in")
     if film.get("over_rung1"):
         lines.append(f"- The FiLM plug-in adds {_ci(film['over_rung1'])} mIoU over rung 1 "
                      f"({_ci(film.get('over_rung1_relation'))} on relations); rung 2 minus FiLM: "
