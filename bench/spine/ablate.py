@@ -131,6 +131,11 @@ def stage1_scale(preset: P.Preset) -> float:
     return stage1_work(preset, available) / max(stage1_work(base, available), 1)
 
 
+def runs(n: int, word: str = "run") -> str:
+    """``n`` and the word, plural unless ``n`` is one ("1 run", "3 runs")."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def span(lo: float, hi: float) -> str:
     """``lo-hi`` in whole minutes, or one number where they round alike."""
     return f"{lo:.0f}" if f"{lo:.0f}" == f"{hi:.0f}" else f"{lo:.0f}-{hi:.0f}"
@@ -163,7 +168,7 @@ def announce(ctx: Context, jobs: list[tuple[Components, int]], multiples: tuple[
         todo = [(c, s) for c, s in train
                 if find_reusable(ctx.tracker, run_identity(ctx.preset, c, s, ctx.fingerprint, ctx.protocols)[1]) is None]
     reused = len(train) - len(todo)
-    text = (f"{len(jobs)} runs: {len(todo)} to train" + (f", {reused} reused from the store" if reused else "")
+    text = (f"{runs(len(jobs))}: {len(todo)} to train" + (f", {reused} reused from the store" if reused else "")
             + (f", {len(jobs) - len(train)} that train nothing" if len(jobs) > len(train) else ""))
     lo, hi = ctx.preset.run_minutes
     if todo and hi:
@@ -185,7 +190,7 @@ def announce(ctx: Context, jobs: list[tuple[Components, int]], multiples: tuple[
         cost = (f"about {sum(m for m, _ in left):g} times rung 1's training, plus scoring" if left
                 else "nothing to train")
         text += (f"; then the from-scratch reference at {', '.join(f'{m:g}x' for m in multiples)} rung 1's training "
-                 f"time for each of {len(seeds)} seeds ({len(refs)} runs: {len(left)} to train{found}; {cost}; "
+                 f"time for each of {runs(len(seeds), 'seed')} ({runs(len(refs))}: {len(left)} to train{found}; {cost}; "
                  f"--reference '' skips it)")
     return text
 
@@ -572,9 +577,9 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
     if isinstance(tracker, Tracker):
         where = runs_url(tracker.experiment_id, a.tracking_uri if a.tracking_uri.startswith("http") else UI_DEFAULT)
         ui = "" if a.tracking_uri.startswith("http") else "`mlflow ui` in this folder, then "
-        print(f"\n{len(jobs)} runs in {wall:.0f} s; MLflow parent run {parent_id} in {a.tracking_uri} (browse: {ui}{where})")
+        print(f"\n{runs(len(jobs))} in {wall:.0f} s; MLflow parent run {parent_id} in {a.tracking_uri} (browse: {ui}{where})")
     else:
-        print(f"\n{len(jobs)} runs in {wall:.0f} s; not tracked (--tracking-uri none)"
+        print(f"\n{runs(len(jobs))} in {wall:.0f} s; not tracked (--tracking-uri none)"
               + (f"; rows in {a.output}" if a.output else "; add --output rows.json to keep the rows"))
     for f in failures:
         print(f"failed: {f}", file=sys.stderr)
