@@ -471,7 +471,7 @@ def test_ablate_announces_what_it_will_train_and_about_how_long(monkeypatch, tmp
     assert "(6 runs: 6 to train; about 12 times" in announce(longer, jobs, (1.0, 3.0))
     assert "reference" not in announce(ctx, [(Components.from_names("adapters,cfe"), 0)], (1.0, 3.0))
     one = announce(ctx, [(adapters, 0)], (3.0,))  # singular where there is one
-    assert one.startswith("1 run: ") and "for each of 1 seed (1 run: 1 to train" in one
+    assert one.startswith("1 run: ") and "for each of 1 seed (1 run: 0 to train" in one
     # a budget sweep's 3x point (stage-1 epochs x 3) says three times the minutes, not the preset's 1x
     tripled = SimpleNamespace(**{**vars(ctx), "preset": P.override(preset, ["train.stage1_epochs=6"])})
     assert "12-27 min on a 2-core CPU at 3x its stage-1 budget, so about 36-81 min" in announce(tripled, jobs, ())

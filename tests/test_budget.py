@@ -45,7 +45,7 @@ def test_a_sweep_grown_in_pieces_keeps_the_points_recorded_before(tmp_path):
     assert [s["budget"] for s in lines] == [1, 3, 10]
     md = budget.write_report(lines, tmp_path, "b").read_text()
     assert "--multipliers 1,3`" in md and "--multipliers 10 --rungs 0,1,2`" in md
-    assert "| 10 | 1 | 10.00 | 30.00 | 29.00 | nan | 1-0: +20.00, 2-1: -1.00 |" in md
+    assert "| 10 | 1 | 10.00 | 30.00 | 29.00 | - | 1-0: +20.00, 2-1: -1.00 |" in md
     assert "| 3 | 1 | 10.00 | 15.00 | 16.00 | 17.00 |" in md
 
 
@@ -100,6 +100,10 @@ def test_each_gain_has_its_ci_and_the_report_says_whether_it_holds_grows_or_shri
     md = budget.write_report(with_generic, tmp_path, "g", "python -m bench.budget").read_text()
     assert "| budget | rung 1 swap / generic | rung 2 swap / generic |" in md and "| 1 | 8.00 / 12.00 | 8.00 / 12.00 |" in md
     assert budget.load_lines(tmp_path / "g.json")[0]["generic"] == {1: 12.0, 2: 12.0}
+    # a point that trained fewer rungs than the others leaves their cells empty ('-', never 'nan')
+    fewer = budget.summary([{"axis": "stage-1 budget (x preset)", "budget": 10, "rows": [_ps(1, 0, 40)]}])
+    md = budget.write_report(budget.merge(with_generic, fewer), tmp_path, "f", "python -m bench.budget").read_text()
+    assert "nan" not in md and "| 10 | 1 | 45.00 | - |" in md and "| 10 | 8.00 / - | - / - |" in md
     # a later piece at a recorded budget adds its rungs and keeps the others
     later = budget.summary([{"axis": "stage-1 budget (x preset)", "budget": 3, "rows": [_ps(3, 0, 40)]}])
     merged = budget.merge(lines, later)

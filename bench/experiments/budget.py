@@ -328,6 +328,12 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     return [by_budget[k] for k in sorted(by_budget)]
 
 
+def _cell(values: dict, g: int, digits: int = 2) -> str:
+    """Rung ``g``'s value in a table cell; '-' where the point did not train that rung (or measured nothing)."""
+    v = values.get(g, math.nan)
+    return "-" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+
 def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | None = None) -> Path:
     import matplotlib
 
@@ -381,9 +387,9 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
           "relation select (1 / 2) | train s per rung |", "|" + "---|" * (len(rungs) + 6)]
     for s in lines_in:
         gaps = ", ".join(f"{k}: {v:+.2f}" for k, v in s["gaps"].items())
-        md.append(f"| {s['budget']:g} | {s['seeds']} | " + " | ".join(f"{s['mIoU'].get(g, math.nan):.2f}" for g in rungs)
-                  + f" | {gaps} | {s['position_select'].get(1, math.nan):.1f} / {s['position_select'].get(2, math.nan):.1f}"
-                  f" | {s['relation_select'].get(1, math.nan):.1f} / {s['relation_select'].get(2, math.nan):.1f} | "
+        md.append(f"| {s['budget']:g} | {s['seeds']} | " + " | ".join(_cell(s["mIoU"], g) for g in rungs)
+                  + f" | {gaps} | {_cell(s['position_select'], 1, 1)} / {_cell(s['position_select'], 2, 1)}"
+                  f" | {_cell(s['relation_select'], 1, 1)} / {_cell(s['relation_select'], 2, 1)} | "
                   + ", ".join(f"{s['train_s'][g]:.0f}" if g in s["train_s"] else "-" for g in rungs) + " |")
     if any(LADDER[g].decoder for g in rungs):
         md += ["", "Train s: each rung's mean training seconds over its seeds. A rung with the decoder counts its stage 2 "
@@ -416,8 +422,8 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
         generic = any(not math.isnan(v) for s in lines_in for v in s.get("generic", {}).values())
 
         def control(s: dict, g: int) -> str:
-            cell = f"{s.get('swap', {}).get(g, math.nan):.2f}"
-            return cell + (f" / {s.get('generic', {}).get(g, math.nan):.2f}" if generic else "")
+            cell = _cell(s.get("swap", {}), g)
+            return cell + (f" / {_cell(s.get('generic', {}), g)}" if generic else "")
 
         md += ["", "Swap mIoU (each test sentence replaced by another referent's sentence of its image, scored against "
                "the true mask: a model that reads its text scores far lower than its mIoU)"
