@@ -390,7 +390,7 @@ def write_report(lines_in: list[dict], out_dir: Path, stem: str, command: str | 
         md.append(f"| {s['budget']:g} | {s['seeds']} | " + " | ".join(_cell(s["mIoU"], g) for g in rungs)
                   + f" | {gaps} | {_cell(s['position_select'], 1, 1)} / {_cell(s['position_select'], 2, 1)}"
                   f" | {_cell(s['relation_select'], 1, 1)} / {_cell(s['relation_select'], 2, 1)} | "
-                  + ", ".join(f"{s['train_s'][g]:.0f}" if g in s["train_s"] else "-" for g in rungs) + " |")
+                  + ", ".join(_cell(s["train_s"], g, 0) for g in rungs) + " |")
     if any(LADDER[g].decoder for g in rungs):
         md += ["", "Train s: each rung's mean training seconds over its seeds. A rung with the decoder counts its stage 2 "
                "alone where its stage 1 came from the stage-1 cache (the rung before it, same components, trained it "

@@ -131,6 +131,13 @@ def stage1_scale(preset: P.Preset) -> float:
     return stage1_work(preset, available) / max(stage1_work(base, available), 1)
 
 
+def tuned_preset(ctx: Context, components: Components) -> tuple[P.Preset, list[str]]:
+    """The preset a variant trains under: the invocation's, with the variant's own ``--tuned`` overrides (listed
+    second) where it has them."""
+    own = ctx.tuned.get(str(components), [])
+    return (P.override(ctx.preset, own) if own else ctx.preset), own
+
+
 def runs(n: int, word: str = "run") -> str:
     """``n`` and the word, plural unless ``n`` is one ("1 run", "3 runs")."""
     return f"{n} {word}" + ("" if n == 1 else "s")
@@ -149,8 +156,7 @@ def decoder_alone(ctx: Context, todo: list[tuple[Components, int]]) -> int:
     for c, s in todo:
         if not c.trains_patch_level:
             continue
-        own = ctx.tuned.get(str(c), [])
-        preset = P.override(ctx.preset, own) if own else ctx.preset
+        preset, _ = tuned_preset(ctx, c)
         path = stage1_path(ctx.stage1_cache(), preset.model.with_components(c),
                            dataclasses.replace(preset.train, seed=s), preset.data)
         alone += bool(c.decoder and (path in seen or path.is_file()))
@@ -197,8 +203,7 @@ def announce(ctx: Context, jobs: list[tuple[Components, int]], multiples: tuple[
 
 def run_one(ctx: Context, components: Components, seed: int) -> dict:
     """Train and score one (variant, seed), or reuse the finished MLflow run with the same hash."""
-    own = ctx.tuned.get(str(components), [])
-    preset = P.override(ctx.preset, own) if own else ctx.preset
+    preset, own = tuned_preset(ctx, components)
     ident, run_hash = run_identity(preset, components, seed, ctx.fingerprint, ctx.protocols)
     rung = rung_of(components)
     reuse = None  # process 0 decides (it alone reads the store); under torchrun every process follows
